@@ -1,0 +1,100 @@
+"""The `registry` command: `serve` and `config check`."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+from typing import Any
+
+from registry.config import ConfigError, Settings, as_dict, load_settings
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    http = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v}
+    if http:
+        overrides["http"] = http
+    return overrides
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(args.config, overrides=_overrides(args))
+    except ConfigError as e:
+        sys.exit(f"registry: configuration error: {e}")
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from registry.app import create_app
+
+    settings = _settings(args)
+    _configure_logging(settings)
+    log = logging.getLogger("registry")
+    if not _is_loopback(settings.http.host):
+        log.warning(
+            "serving on %s with no authentication: anyone who reaches this address can push and pull",
+            settings.http.host,
+        )
+    log.info("data in %s, index %s", settings.storage_root, settings.index_url)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.http.host,
+        port=settings.http.port,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+def config_check(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    print(json.dumps(as_dict(settings), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="registry", description="A private container registry.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="serve the registry API")
+    serve_parser.add_argument("--config", help="YAML configuration file")
+    serve_parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
+    serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
+    serve_parser.add_argument("--data-dir", help="where the index and the blobs live (default ./data)")
+    serve_parser.set_defaults(run=serve)
+
+    config_parser = commands.add_parser("config", help="configuration tools")
+    config_commands = config_parser.add_subparsers(dest="config_command", required=True)
+    check_parser = config_commands.add_parser("check", help="validate and print the effective configuration")
+    check_parser.add_argument("--config", help="YAML configuration file")
+    check_parser.set_defaults(run=config_check)
+
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Settings: defaults, then a YAML file, then `REGISTRY_*` environment variables, then flags.
+
+Every leaf setting `a.b_c` can be set by the environment variable `REGISTRY_A_B_C`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+@dataclass
+class HttpSettings:
+    host: str = "0.0.0.0"
+    port: int = 5000
+
+
+@dataclass
+class StorageSettings:
+    driver: str = "local"  # local | memory
+    root: str | None = None  # local driver: default <data_dir>/storage
+    delete_enabled: bool = True  # DELETE of blobs, manifests and tags; off answers 405
+
+
+@dataclass
+class IndexSettings:
+    url: str | None = None  # default sqlite:///<data_dir>/index.db
+
+
+@dataclass
+class ManifestSettings:
+    max_bytes: int = 4 << 20
+
+
+@dataclass
+class LogSettings:
+    level: str = "info"
+    access: bool = True  # one line per request
+
+
+@dataclass
+class Settings:
+    data_dir: str = "./data"
+    http: HttpSettings = field(default_factory=HttpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    manifests: ManifestSettings = field(default_factory=ManifestSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    @property
+    def storage_root(self) -> str:
+        return self.storage.root or os.path.join(self.data_dir, "storage")
+
+    @property
+    def index_url(self) -> str:
+        return self.index.url or f"sqlite:///{os.path.join(self.data_dir, 'index.db')}"
+
+
+def _leaf_type(hint: Any) -> type:
+    """The concrete type of a leaf field (`int | None` -> int)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    if value is None and type(None) in typing.get_args(hint):
+        return None
+    kind = _leaf_type(hint)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    elif kind is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
+
+
+def _apply(target: Any, values: Mapping[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(target))
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"{where}{key}: unknown setting")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}{key}: expected a mapping")
+            _apply(current, value, f"{where}{key}.")
+        else:
+            setattr(target, key, _convert(value, hints[key], f"{where}{key}"))
+
+
+def _environment(target: Any, env: Mapping[str, str], prefix: str = "REGISTRY") -> dict[str, Any]:
+    """The settings that environment variables name, as a nested mapping."""
+    found: dict[str, Any] = {}
+    for f in dataclasses.fields(target):
+        name = f"{prefix}_{f.name.upper()}"
+        current = getattr(target, f.name)
+        if dataclasses.is_dataclass(current):
+            nested = _environment(current, env, name)
+            if nested:
+                found[f.name] = nested
+        elif name in env:
+            found[f.name] = env[name]
+    return found
+
+
+def load_settings(
+    path: str | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings from the YAML file at `path` (optional), `env` (default os.environ) and `overrides`
+    (a nested mapping, as from command-line flags). Raises ConfigError naming the bad setting."""
+    settings = Settings()
+    if path is not None:
+        try:
+            with open(path) as f:
+                document = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(document, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+        _apply(settings, document, "")
+    _apply(settings, _environment(settings, os.environ if env is None else env), "")
+    if overrides:
+        _apply(settings, overrides, "")
+    if settings.storage.driver not in ("local", "memory"):
+        raise ConfigError(f"storage.driver: unknown driver {settings.storage.driver!r} (local, memory)")
+    return settings
+
+
+def as_dict(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data (for `registry config check`)."""
+    return dataclasses.asdict(settings)

@@ -1,0 +1,62 @@
+"""What every handler shares: the service, path and query parameters, and response shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.errors import PaginationNumberInvalid
+from registry.names import Digest, parse_digest, parse_name
+from registry.service import Registry
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+def registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def repository(request: Request) -> str:
+    """The repository named in the path, checked against the grammar."""
+    return parse_name(request.path_params["name"])
+
+
+def path_digest(request: Request) -> Digest:
+    return parse_digest(request.path_params["digest"])
+
+
+def pagination(request: Request, default: int | None = None, maximum: int | None = None) -> tuple[str, int | None]:
+    """(`last`, `n`) from the query; `n` is clamped to `maximum`; raises PaginationNumberInvalid."""
+    last = request.query_params.get("last", "")
+    n = request.query_params.get("n")
+    if n is None or n == "":
+        return last, default
+    if not n.isdigit():
+        raise PaginationNumberInvalid({"n": n[:50]})
+    limit = int(n)
+    return last, limit if maximum is None else min(limit, maximum)
+
+
+def next_link(path: str, last: str, limit: int | None) -> dict[str, str]:
+    """The `Link` header of the page after `last`."""
+    return {"Link": f'<{path}?{urlencode({"last": last, "n": limit})}>; rel="next"'}
+
+
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None, media_type: str = "application/json"
+) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status, headers, media_type)
+
+
+def empty_response(status: int, headers: dict[str, str]) -> Response:
+    """A response with no body (Content-Length 0) and the given headers."""
+    return Response(b"", status, headers)
+
+
+async def version_check(request: Request) -> Response:
+    """`GET /v2/`: this server speaks the registry API."""
+    return json_response({})

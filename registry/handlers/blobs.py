@@ -1,0 +1,87 @@
+"""Blob reads (`GET`, `HEAD`, with single `Range` requests) and blob deletes."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from registry.errors import RangeInvalid
+from registry.handlers.base import empty_response, path_digest, registry, repository
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The inclusive (start, end) of a single `Range: bytes=` request, or None to send it all.
+
+    A malformed or multi-range header is ignored (RFC 9110 allows it); an unsatisfiable one raises
+    RangeInvalid (416).
+    """
+    match = _RANGE.fullmatch(header.strip()) if header else None
+    if match is None or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if first == "":  # the last N bytes
+        start, end = max(size - int(last), 0), size - 1
+        if int(last) == 0:
+            start = size
+    else:
+        start = int(first)
+        end = size - 1 if last == "" else min(int(last), size - 1)
+        if last != "" and int(last) < start:
+            return None
+    if start >= size or start > end:
+        raise RangeInvalid({"range": header, "size": size}, headers={"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+class BlobResponse(Response):
+    """Streams blob bytes; hands a whole local file to the server when it offers `pathsend`."""
+
+    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes], path: str | None):
+        super().__init__(None, status, headers)
+        self._chunks, self._path = chunks, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if self._path is not None and "http.response.pathsend" in scope.get("extensions", {}):
+            await self._chunks.aclose()
+            await send({"type": "http.response.pathsend", "path": self._path})
+            return
+        async for chunk in self._chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def get_blob(request: Request) -> Response:
+    name, digest = repository(request), path_digest(request)
+    service = registry(request)
+    blob = await service.blob(name, digest)
+    headers = {
+        "Docker-Content-Digest": blob.digest,
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "ETag": f'"{blob.digest}"',
+        "Cache-Control": "max-age=31536000",
+    }
+    byte_range = parse_range(request.headers.get("range"), blob.size)
+    start, end = byte_range or (0, blob.size - 1)
+    headers["Content-Length"] = str(end - start + 1)
+    status = 200
+    if byte_range is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
+    if request.method == "HEAD":
+        return Response(None, status, headers)
+    whole_file = None if byte_range else await service.blob_path(blob)
+    return BlobResponse(status, headers, service.blob_chunks(blob, start, end - start + 1), whole_file)
+
+
+async def delete_blob(request: Request) -> Response:
+    name, digest = repository(request), path_digest(request)
+    await registry(request).delete_blob(name, digest)
+    return empty_response(202, {"Docker-Content-Digest": str(digest)})

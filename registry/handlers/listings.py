@@ -1,0 +1,35 @@
+"""Listings: tags of a repository, the catalog of repositories, and the referrers of a manifest."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.handlers.base import json_response, next_link, pagination, path_digest, registry, repository
+from registry.manifests import OCI_INDEX
+
+CATALOG_PAGE = 100
+CATALOG_PAGE_MAX = 1000
+
+
+async def list_tags(request: Request) -> Response:
+    name = repository(request)
+    last, limit = pagination(request)
+    page = await registry(request).tags(name, last, limit)
+    headers = next_link(request.url.path, page.items[-1], limit) if page.more and page.items else None
+    return json_response({"name": name, "tags": page.items}, headers=headers)
+
+
+async def catalog(request: Request) -> Response:
+    last, limit = pagination(request, CATALOG_PAGE, CATALOG_PAGE_MAX)
+    page = await registry(request).repositories(last, limit)
+    headers = next_link(request.url.path, page.items[-1], limit) if page.more and page.items else None
+    return json_response({"repositories": page.items}, headers=headers)
+
+
+async def referrers(request: Request) -> Response:
+    name, digest = repository(request), path_digest(request)
+    artifact_type = request.query_params.get("artifactType") or None
+    index = await registry(request).referrers(name, digest, artifact_type)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else None
+    return json_response(index, headers=headers, media_type=OCI_INDEX)

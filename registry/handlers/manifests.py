@@ -1,0 +1,72 @@
+"""Manifests by tag or digest: `GET`/`HEAD` with content negotiation, `PUT`, `DELETE`."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.errors import ManifestTooLarge, ManifestUnknown
+from registry.handlers.base import empty_response, registry, repository
+from storage.index import ManifestRecord
+
+
+def _acceptable(media_type: str, request: Request) -> bool:
+    """Whether the client's `Accept` headers admit `media_type` (no header admits anything)."""
+    accepted = {
+        item.split(";", 1)[0].strip()
+        for header in request.headers.getlist("accept")
+        for item in header.split(",")
+        if item.strip()
+    }
+    return not accepted or media_type in accepted or "*/*" in accepted
+
+
+def _headers(record: ManifestRecord) -> dict[str, str]:
+    return {
+        "Content-Type": record.media_type,
+        "Content-Length": str(record.size),
+        "Docker-Content-Digest": record.digest,
+        "ETag": f'"{record.digest}"',
+    }
+
+
+async def get_manifest(request: Request) -> Response:
+    name, reference = repository(request), request.path_params["reference"]
+    service = registry(request)
+    record = await service.manifest(name, reference)
+    if not _acceptable(record.media_type, request):
+        raise ManifestUnknown(
+            {"reference": reference, "media_type": record.media_type},
+            message=f"the manifest is a {record.media_type}, which the Accept header does not admit",
+        )
+    body = None if request.method == "HEAD" else await service.manifest_bytes(record)
+    return Response(body, 200, _headers(record))
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ManifestTooLarge({"size": int(declared), "limit": limit})
+    body = bytearray()
+    async for data in request.stream():
+        body += data
+        if len(body) > limit:
+            raise ManifestTooLarge({"limit": limit})
+    return bytes(body)
+
+
+async def put_manifest(request: Request) -> Response:
+    name, reference = repository(request), request.path_params["reference"]
+    service = registry(request)
+    body = await _read_limited(request, service.manifest_max_bytes)
+    record = await service.put_manifest(name, reference, body, request.headers.get("content-type"))
+    headers = {"Location": f"/v2/{name}/manifests/{record.digest}", "Docker-Content-Digest": record.digest}
+    if record.subject:
+        headers["OCI-Subject"] = record.subject
+    return empty_response(201, headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    name, reference = repository(request), request.path_params["reference"]
+    await registry(request).delete_manifest(name, reference)
+    return empty_response(202, {})

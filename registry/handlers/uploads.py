@@ -1,0 +1,92 @@
+"""Blob uploads: `POST` (start, monolithic, mount), `PATCH`, `PUT`, `GET` status and `DELETE`."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.errors import DigestInvalid, RangeInvalid
+from registry.handlers.base import empty_response, registry, repository
+from registry.names import Digest, parse_digest, parse_name
+from registry.uploads import ByteRange, location, range_header
+
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
+
+
+def _content_range(request: Request) -> ByteRange | None:
+    header = request.headers.get("content-range")
+    if header is None:
+        return None
+    match = _CONTENT_RANGE.fullmatch(header.strip())
+    if match is None or int(match.group(2)) < int(match.group(1)):
+        raise RangeInvalid({"content_range": header[:100]})
+    return ByteRange(int(match.group(1)), int(match.group(2)))
+
+
+def _has_body(request: Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+
+
+def _query_digest(request: Request) -> Digest:
+    value = request.query_params.get("digest")
+    if not value:
+        raise DigestInvalid({"reason": "the digest query parameter is required"}, message="digest missing")
+    return parse_digest(value)
+
+
+def _blob_created(name: str, digest: Digest) -> Response:
+    return empty_response(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest)})
+
+
+def _upload_progress(status: int, name: str, upload_id: str, size: int) -> Response:
+    return empty_response(
+        status,
+        {"Location": location(name, upload_id), "Range": range_header(size), "Docker-Upload-UUID": upload_id},
+    )
+
+
+async def start_upload(request: Request) -> Response:
+    name = repository(request)
+    uploads = registry(request).uploads
+    params = request.query_params
+    if "mount" in params:
+        source = params.get("from")
+        digest = parse_digest(params["mount"])
+        if await uploads.mount(name, digest, parse_name(source) if source else None):
+            return _blob_created(name, digest)
+    elif "digest" in params:
+        digest = _query_digest(request)
+        await uploads.monolithic(name, digest, request.stream())
+        return _blob_created(name, digest)
+    upload_id = await uploads.start(name)
+    return _upload_progress(202, name, upload_id, 0)
+
+
+async def patch_upload(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    size = await registry(request).uploads.append(name, upload_id, request.stream(), _content_range(request))
+    return _upload_progress(202, name, upload_id, size)
+
+
+async def put_upload(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    digest = _query_digest(request)
+    uploads = registry(request).uploads
+    if _has_body(request):
+        await uploads.append(name, upload_id, request.stream(), _content_range(request))
+    await uploads.finish(name, upload_id, digest)
+    return _blob_created(name, digest)
+
+
+async def upload_status(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    upload = await registry(request).uploads.status(name, upload_id)
+    return _upload_progress(204, name, upload_id, upload.size)
+
+
+async def cancel_upload(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["upload_id"]
+    await registry(request).uploads.cancel(name, upload_id)
+    return empty_response(204, {})

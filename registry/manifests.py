@@ -1,0 +1,158 @@
+"""Manifests and indexes: media types, parsing and validation, and the descriptors they refer to."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from registry.errors import DigestInvalid, ManifestInvalid
+from registry.names import parse_digest
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
+
+IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
+INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
+MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
+
+# Layers that live elsewhere (their `urls`): a registry does not require their bytes.
+FOREIGN_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+    urls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated manifest or index."""
+
+    media_type: str
+    config: Descriptor | None
+    layers: tuple[Descriptor, ...]
+    manifests: tuple[Descriptor, ...]  # children of an index
+    subject: Descriptor | None
+    artifact_type: str | None  # as the referrers API reports it
+    annotations: dict[str, str] | None
+
+    @property
+    def required_blobs(self) -> dict[str, int]:
+        """Blob digest -> size of every blob the repository must hold for this manifest."""
+        blobs = [self.config] if self.config else []
+        blobs += [layer for layer in self.layers if not (layer.urls and layer.media_type in FOREIGN_LAYER_TYPES)]
+        return {d.digest: d.size for d in blobs}
+
+
+def _invalid(detail: str) -> ManifestInvalid:
+    return ManifestInvalid({"reason": detail})
+
+
+def _descriptor(value: Any, where: str) -> Descriptor:
+    if not isinstance(value, dict):
+        raise _invalid(f"{where} is not an object")
+    media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
+    if not isinstance(media_type, str) or not media_type:
+        raise _invalid(f"{where}.mediaType is missing")
+    if not isinstance(digest, str):
+        raise _invalid(f"{where}.digest is missing")
+    try:
+        parse_digest(digest)
+    except DigestInvalid:
+        raise _invalid(f"{where}.digest {digest[:150]!r} is invalid") from None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _invalid(f"{where}.size must be a non-negative integer")
+    artifact_type = value.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise _invalid(f"{where}.artifactType must be a string")
+    urls = value.get("urls") or ()
+    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+        raise _invalid(f"{where}.urls must be a list of strings")
+    return Descriptor(media_type, digest, size, artifact_type, _annotations(value, where), tuple(urls))
+
+
+def _annotations(value: dict, where: str) -> dict[str, str] | None:
+    annotations = value.get("annotations")
+    if annotations is None:
+        return None
+    if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+        raise _invalid(f"{where}.annotations must map strings to strings")
+    return annotations
+
+
+def _descriptors(doc: dict, field: str) -> tuple[Descriptor, ...]:
+    values = doc.get(field)
+    if not isinstance(values, list):
+        raise _invalid(f"{field} must be a list")
+    return tuple(_descriptor(v, f"{field}[{i}]") for i, v in enumerate(values))
+
+
+def _media_type(doc: dict, content_type: str | None) -> str:
+    declared = doc.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("mediaType must be a string")
+    header = content_type.split(";", 1)[0].strip() if content_type else None
+    if header in DOCKER_SCHEMA1 or declared in DOCKER_SCHEMA1:
+        raise _invalid("Docker schema 1 manifests are not supported; push schema 2 or OCI")
+    if header not in MANIFEST_TYPES:
+        header = None  # a generic type such as application/json: the body decides
+    if declared and header and declared != header:
+        raise _invalid(f"mediaType {declared!r} does not match Content-Type {header!r}")
+    media_type = declared or header
+    if media_type is None:
+        raise _invalid("no mediaType in the manifest and no manifest Content-Type")
+    if media_type not in MANIFEST_TYPES:
+        raise _invalid(f"unsupported manifest media type {media_type!r}")
+    if media_type in (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST) and not declared:
+        raise _invalid("Docker manifests must declare their mediaType")
+    return media_type
+
+
+def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
+    """Validate `body` as a manifest or index sent with `content_type`; raises ManifestInvalid."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _invalid(f"not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise _invalid("a manifest must be a JSON object")
+    if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):
+        raise _invalid("schemaVersion must be 2")
+    media_type = _media_type(doc, content_type)
+    artifact_type = doc.get("artifactType")
+    if artifact_type is not None and (
+        not isinstance(artifact_type, str) or media_type not in (OCI_MANIFEST, OCI_INDEX)
+    ):
+        raise _invalid("artifactType must be a string, and only in OCI manifests and indexes")
+    subject = None
+    if doc.get("subject") is not None:
+        if media_type not in (OCI_MANIFEST, OCI_INDEX):
+            raise _invalid("subject is only allowed in OCI manifests and indexes")
+        subject = _descriptor(doc["subject"], "subject")
+    annotations = _annotations(doc, "manifest")
+    if media_type in IMAGE_TYPES:
+        if "config" not in doc:
+            raise _invalid("config is missing")
+        config = _descriptor(doc["config"], "config")
+        layers = _descriptors(doc, "layers")
+        return Manifest(media_type, config, layers, (), subject, artifact_type or config.media_type, annotations)
+    return Manifest(media_type, None, (), _descriptors(doc, "manifests"), subject, artifact_type, annotations)

@@ -1,0 +1,194 @@
+"""The registry's rules: what may be pulled, pushed and deleted, and what a manifest must satisfy.
+
+The service speaks in names, digests and bytes; it never sees an HTTP object. Blob uploads are in
+uploads.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from registry.errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestTooLarge,
+    ManifestUnknown,
+    NameUnknown,
+    Unsupported,
+)
+from registry.layout import blob_key
+from registry.manifests import OCI_INDEX, parse_manifest
+from registry.names import Digest, is_digest, parse_digest, parse_tag
+from registry.uploads import Uploads
+from storage.drivers import Driver, NotFound
+from storage.index import Index, ManifestRecord, MissingReferences
+
+DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; `more` tells whether a next page exists."""
+
+    items: list[str]
+    more: bool
+
+
+class Registry:
+    """The registry over one index and one driver."""
+
+    def __init__(
+        self,
+        index: Index,
+        driver: Driver,
+        *,
+        delete_enabled: bool = True,
+        manifest_max_bytes: int = DEFAULT_MANIFEST_MAX_BYTES,
+    ):
+        self.index, self.driver = index, driver
+        self.uploads = Uploads(index, driver)
+        self.delete_enabled = delete_enabled
+        self.manifest_max_bytes = manifest_max_bytes
+
+    def _require_delete(self) -> None:
+        if not self.delete_enabled:
+            raise Unsupported({"reason": "deletes are disabled in this registry's configuration"})
+
+    # -- blobs ----------------------------------------------------------------------------------
+
+    async def blob(self, repository: str, digest: Digest) -> BlobInfo:
+        """The blob if it is visible in `repository`; raises BlobUnknown."""
+        size = await self.index.blob_size(repository, str(digest))
+        if size is None:
+            raise BlobUnknown({"digest": str(digest)})
+        return BlobInfo(str(digest), size)
+
+    def blob_chunks(self, blob: BlobInfo, offset: int, length: int) -> AsyncIterator[bytes]:
+        """Stream `length` bytes of a blob from `offset`."""
+        return self.driver.reader(blob_key(blob.digest), offset, length)
+
+    async def blob_path(self, blob: BlobInfo) -> str | None:
+        """A local file holding the blob's bytes, when the driver has one (for zero-copy sends)."""
+        try:
+            return await self.driver.local_path(blob_key(blob.digest))
+        except NotFound:
+            raise BlobUnknown({"digest": blob.digest}) from None
+
+    async def delete_blob(self, repository: str, digest: Digest) -> None:
+        """Remove the blob from `repository` (its bytes go when the collector finds them unused)."""
+        self._require_delete()
+        if not await self.index.unlink_blob(repository, str(digest)):
+            raise BlobUnknown({"digest": str(digest)})
+
+    # -- manifests ------------------------------------------------------------------------------
+
+    async def put_manifest(
+        self, repository: str, reference: str, body: bytes, content_type: str | None
+    ) -> ManifestRecord:
+        """Store a manifest under a tag or its digest; returns what was stored.
+
+        The stored bytes are exactly `body`, so its digest is the one the client computed. Every blob
+        and child manifest it refers to must be present in `repository`.
+        """
+        if len(body) > self.manifest_max_bytes:
+            raise ManifestTooLarge({"size": len(body), "limit": self.manifest_max_bytes})
+        tag = None
+        if is_digest(reference):
+            digest = parse_digest(reference)
+            computed = hashlib.new(digest.algorithm, body).hexdigest()
+            if computed != digest.encoded:
+                raise DigestInvalid({"expected": reference, "computed": f"{digest.algorithm}:{computed}"})
+        else:
+            tag = parse_tag(reference)
+            digest = Digest("sha256", hashlib.sha256(body).hexdigest())
+        manifest = parse_manifest(body, content_type)
+        annotations = json.dumps(manifest.annotations, sort_keys=True) if manifest.annotations else None
+        record = ManifestRecord(
+            str(digest),
+            manifest.media_type,
+            len(body),
+            manifest.artifact_type,
+            manifest.subject.digest if manifest.subject else None,
+            annotations,
+        )
+        if await self.index.stored_blob_size(record.digest) is None:
+            await self.driver.put(blob_key(record.digest), body)
+        try:
+            await self.index.put_manifest(
+                repository, record, manifest.required_blobs, (m.digest for m in manifest.manifests), tag
+            )
+        except MissingReferences as e:
+            if e.missing:
+                raise ManifestBlobUnknown({"missing": e.missing}) from None
+            raise ManifestInvalid(
+                {"reason": "descriptor sizes do not match the stored blobs", "digests": e.wrong_size}
+            ) from None
+        return record
+
+    async def manifest(self, repository: str, reference: str) -> ManifestRecord:
+        """The manifest a tag or digest names in `repository`; raises ManifestUnknown."""
+        if is_digest(reference):
+            record = await self.index.get_manifest(repository, str(parse_digest(reference)))
+        else:
+            record = await self.index.get_tagged_manifest(repository, parse_tag(reference))
+        if record is None:
+            raise ManifestUnknown({"reference": reference})
+        return record
+
+    async def manifest_bytes(self, record: ManifestRecord) -> bytes:
+        """The stored bytes of a manifest."""
+        try:
+            return await self.driver.get(blob_key(record.digest))
+        except NotFound:
+            raise ManifestUnknown({"digest": record.digest}) from None
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        """By digest: delete the manifest and its tags. By tag: delete only the tag."""
+        self._require_delete()
+        if is_digest(reference):
+            deleted = await self.index.delete_manifest(repository, str(parse_digest(reference)))
+        else:
+            deleted = await self.index.delete_tag(repository, parse_tag(reference))
+        if not deleted:
+            raise ManifestUnknown({"reference": reference})
+
+    # -- listings -------------------------------------------------------------------------------
+
+    async def tags(self, repository: str, last: str, limit: int | None) -> Page:
+        """Tags of `repository` after `last`, lexically; raises NameUnknown for an unknown repository."""
+        if not await self.index.repository_exists(repository):
+            raise NameUnknown({"name": repository})
+        return _page(await self.index.list_tags(repository, last, None if limit is None else limit + 1), limit)
+
+    async def repositories(self, last: str, limit: int | None) -> Page:
+        """Repository names after `last`, lexically."""
+        return _page(await self.index.list_repositories(last, None if limit is None else limit + 1), limit)
+
+    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> dict:
+        """The OCI image index of the manifests in `repository` whose subject is `subject`."""
+        descriptors = []
+        for record in await self.index.referrers(repository, str(subject), artifact_type):
+            descriptor = {"mediaType": record.media_type, "digest": record.digest, "size": record.size}
+            if record.artifact_type:
+                descriptor["artifactType"] = record.artifact_type
+            if record.annotations:
+                descriptor["annotations"] = json.loads(record.annotations)
+            descriptors.append(descriptor)
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+
+
+def _page(items: list[str], limit: int | None) -> Page:
+    if limit is not None and len(items) > limit:
+        return Page(items[:limit], True)
+    return Page(items, False)

@@ -1,0 +1,202 @@
+"""The rules of blob uploads: monolithic, streamed, chunked and resumable, and cross-repository mounts.
+
+No upload state lives in the process: the index holds each upload's size and chunk list, the driver
+holds the chunks' bytes, so every request of one upload may land on a different replica. A blob is
+visible only after its digest matched, its bytes were committed and its index row was written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from registry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
+from registry.layout import blob_key, chunk_key, upload_prefix
+from registry.names import Digest
+from storage.drivers import Driver, Writer
+from storage.index import Chunk, Index, Upload
+
+Body = AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    """An inclusive byte range as sent in an upload's `Content-Range`."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def range_header(size: int) -> str:
+    """The `Range` an upload of `size` bytes reports (Distribution answers `0-0` while empty)."""
+    return f"0-{max(size - 1, 0)}"
+
+
+async def _stream(body: Body, writer: Writer | None, hasher) -> int:
+    """Hash `body` (and write it to `writer`, if any) as it arrives; returns its length."""
+    size = 0
+    async for data in body:
+        if data:
+            size += len(data)
+            hasher.update(data)
+            if writer is not None:
+                await writer.write(data)
+    return size
+
+
+class Uploads:
+    """Upload sessions over an index and a driver."""
+
+    def __init__(self, index: Index, driver: Driver):
+        self.index, self.driver = index, driver
+
+    async def start(self, repository: str) -> str:
+        """Open an upload session in `repository`; returns its id."""
+        upload_id = str(uuid.uuid4())
+        await self.index.create_upload(upload_id, repository)
+        return upload_id
+
+    async def status(self, repository: str, upload_id: str) -> Upload:
+        """The upload's state; raises BlobUploadUnknown when it is not open in `repository`."""
+        try:
+            uuid.UUID(upload_id)
+        except ValueError:
+            raise BlobUploadUnknown({"upload": upload_id[:100]}) from None
+        upload = await self.index.get_upload(upload_id)
+        if upload is None or upload.repository != repository:
+            raise BlobUploadUnknown({"upload": upload_id})
+        return upload
+
+    async def cancel(self, repository: str, upload_id: str) -> None:
+        """Abandon an upload and delete its bytes."""
+        await self.status(repository, upload_id)
+        await self.index.delete_upload(upload_id)
+        await self.driver.delete(upload_prefix(upload_id))
+
+    async def mount(self, repository: str, digest: Digest, source: str | None) -> bool:
+        """Link a blob already stored into `repository` without moving bytes.
+
+        With `source`, the blob must be in that repository; without, in any repository. Returns False
+        when it is not, and the client then uploads it.
+        """
+        if source is not None:
+            size = await self.index.blob_size(source, str(digest))
+        elif await self.index.repositories_with_blob(str(digest)):
+            size = await self.index.stored_blob_size(str(digest))
+        else:
+            size = None
+        if size is None:
+            return False
+        await self.index.link_blob(repository, str(digest), size)
+        return True
+
+    async def monolithic(self, repository: str, digest: Digest, body: Body) -> None:
+        """Store a whole blob sent in one request, verified while it streams in."""
+        hasher = digest.hasher()
+        if await self.index.stored_blob_size(str(digest)) is not None:
+            size = await _stream(body, None, hasher)  # stored once already: verify, keep nothing
+            self._verify(digest, hasher)
+        else:
+            writer = await self.driver.writer(blob_key(str(digest)))
+            try:
+                size = await _stream(body, writer, hasher)
+                self._verify(digest, hasher)
+                await writer.commit()
+            finally:
+                await writer.cancel()
+        await self.index.link_blob(repository, str(digest), size)
+
+    async def append(self, repository: str, upload_id: str, body: Body, content_range: ByteRange | None) -> int:
+        """Append the request body to the upload as one chunk; returns the upload's new size.
+
+        `content_range`, when given, must start where the upload ends (else RangeInvalid, 416) and
+        match the body's length.
+        """
+        upload = await self.status(repository, upload_id)
+        if content_range is not None and content_range.start != upload.size:
+            raise RangeInvalid(
+                {"expected_start": upload.size, "got": content_range.start},
+                headers={"Range": range_header(upload.size), "Location": location(repository, upload_id)},
+            )
+        key = chunk_key(upload_id, upload.size, uuid.uuid4().hex[:8])
+        writer = await self.driver.writer(key)
+        hasher = hashlib.sha256()
+        try:
+            size = await _stream(body, writer, hasher)
+            if content_range is not None and size != content_range.length:
+                raise SizeInvalid({"content_range": content_range.length, "received": size})
+            if size == 0:
+                return upload.size
+            await writer.commit()
+        finally:
+            await writer.cancel()
+        if not await self.index.add_chunk(upload_id, Chunk(upload.size, size, key, f"sha256:{hasher.hexdigest()}")):
+            await self.driver.delete(key)
+            current = await self.status(repository, upload_id)
+            raise RangeInvalid(
+                {"reason": "the upload moved on concurrently"},
+                headers={"Range": range_header(current.size), "Location": location(repository, upload_id)},
+            )
+        return upload.size + size
+
+    async def finish(self, repository: str, upload_id: str, digest: Digest) -> int:
+        """Close the upload as blob `digest` once its bytes match; returns the blob's size.
+
+        On a mismatch the upload is cancelled and DigestInvalid raised; nothing becomes visible.
+        """
+        upload = await self.status(repository, upload_id)
+        try:
+            await self._assemble(upload, digest)
+        except DigestInvalid:
+            await self.cancel(repository, upload_id)
+            raise
+        await self.index.finish_upload(upload_id, repository, str(digest), upload.size)
+        await self.driver.delete(upload_prefix(upload_id))
+        return upload.size
+
+    async def _assemble(self, upload: Upload, digest: Digest) -> None:
+        """Verify the upload's bytes against `digest` and make sure the blob is stored."""
+        chunks = upload.chunks
+        if [c.start for c in chunks] != _expected_starts(chunks) or sum(c.size for c in chunks) != upload.size:
+            raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
+        if len(chunks) == 1 and chunks[0].digest == str(digest):
+            # The usual docker push: one chunk, already hashed while it streamed in.
+            if await self.index.stored_blob_size(str(digest)) is None:
+                await self.driver.move(chunks[0].key, blob_key(str(digest)))
+            return
+        stored = await self.index.stored_blob_size(str(digest)) is not None
+        writer = None if stored else await self.driver.writer(blob_key(str(digest)))
+        hasher = digest.hasher()
+        try:
+            for chunk in chunks:
+                await _stream(self.driver.reader(chunk.key), writer, hasher)
+            self._verify(digest, hasher)
+            if writer is not None:
+                await writer.commit()
+        finally:
+            if writer is not None:
+                await writer.cancel()
+
+    @staticmethod
+    def _verify(digest: Digest, hasher) -> None:
+        if hasher.hexdigest() != digest.encoded:
+            raise DigestInvalid({"expected": str(digest), "computed": f"{digest.algorithm}:{hasher.hexdigest()}"})
+
+
+def _expected_starts(chunks: list[Chunk]) -> list[int]:
+    starts, offset = [], 0
+    for chunk in chunks:
+        starts.append(offset)
+        offset += chunk.size
+    return starts
+
+
+def location(repository: str, upload_id: str) -> str:
+    """The URL path of an upload session."""
+    return f"/v2/{repository}/blobs/uploads/{upload_id}"

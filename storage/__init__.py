@@ -1,0 +1,1 @@
+"""Where the registry keeps things: blob bytes in a driver, relations in the metadata index."""

@@ -1,0 +1,78 @@
+"""The driver protocol every storage backend implements, with the contract of each method.
+
+Keys are plain strings with `/` separators and no leading slash. A driver stores bytes only; what a
+key means is decided by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class NotFound(Exception):
+    """The key does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What a driver knows of a stored object."""
+
+    key: str
+    size: int
+    modified: float  # seconds since the epoch
+
+
+class Writer(Protocol):
+    """A new object being written; invisible under its key until `commit`."""
+
+    async def write(self, data: bytes) -> None:
+        """Append `data` to the object."""
+
+    async def commit(self) -> int:
+        """Make the object durable and visible under its key at once (replacing any old one).
+
+        Returns the number of bytes written.
+        """
+
+    async def cancel(self) -> None:
+        """Discard everything written; leaves nothing behind. Safe to call after commit (no-op)."""
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+
+
+class Driver(Protocol):
+    """A byte store. Every method is safe to call concurrently from many tasks."""
+
+    async def stat(self, key: str) -> Entry:
+        """The entry of `key`; raises NotFound."""
+
+    async def get(self, key: str) -> bytes:
+        """The whole content of `key` (small objects only); raises NotFound."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        """Store `data` under `key` durably and atomically (create or replace)."""
+
+    def reader(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Stream `length` bytes (all to the end when None) from `offset`; raises NotFound on first read."""
+
+    async def writer(self, key: str) -> Writer:
+        """Start writing a new object under `key`."""
+
+    async def move(self, src: str, dst: str) -> None:
+        """Move `src` to `dst` durably, replacing `dst`; raises NotFound when `src` is missing."""
+
+    async def delete(self, key: str) -> None:
+        """Delete `key`, or every key under `key/` when it is a prefix; idempotent."""
+
+    def list(self, prefix: str) -> AsyncIterator[Entry]:
+        """Every object whose key starts with `prefix`, recursively, sorted by key."""
+
+    async def url(self, key: str, expires_s: int) -> str | None:
+        """A presigned GET URL for `key`, or None when the driver cannot give one."""
+
+    async def local_path(self, key: str) -> str | None:
+        """A filesystem path holding `key`'s bytes (for zero-copy sends), or None."""

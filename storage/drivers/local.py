@@ -1,0 +1,220 @@
+"""The local-disk driver: objects are files under a root directory, replaced atomically.
+
+A new object is written to a temp file under `<root>/.tmp/`, fsync'ed, renamed into place and its
+directory fsync'ed, so a crash at any point leaves either the old object or the new one, never a
+partial one. File I/O runs in worker threads in 1 MiB pieces, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from storage.drivers.base import Entry, NotFound
+
+CHUNK = 1 << 20
+TMP_DIR = ".tmp"
+STALE_TMP_S = 24 * 3600
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _place(tmp: str, dst: str) -> None:
+    """Rename `tmp` onto `dst` (creating its directory) and make the rename durable."""
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, exist_ok=True)
+    os.replace(tmp, dst)
+    _fsync_dir(parent)
+
+
+class LocalWriter:
+    def __init__(self, path: str, tmp_path: str, file):
+        self._path, self._tmp_path, self._file = path, tmp_path, file
+        self._buffer = bytearray()
+        self._size = 0
+        self._closed = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        self._size += len(data)
+        if len(self._buffer) >= CHUNK:
+            buffer, self._buffer = self._buffer, bytearray()
+            await asyncio.to_thread(self._file.write, buffer)
+
+    def _finish(self, buffer: bytearray) -> None:
+        self._file.write(buffer)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        _place(self._tmp_path, self._path)
+
+    async def commit(self) -> int:
+        buffer, self._buffer = self._buffer, bytearray()
+        try:
+            await asyncio.to_thread(self._finish, buffer)
+        except BaseException:
+            await self.cancel()
+            raise
+        self._closed = True
+        return self._size
+
+    def _discard(self) -> None:
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tmp_path)
+
+    async def cancel(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._buffer = bytearray()
+            await asyncio.to_thread(self._discard)
+
+
+class LocalDriver:
+    """Files under `root`. Safe for several processes sharing one root."""
+
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self._tmp = os.path.join(self.root, TMP_DIR)
+        os.makedirs(self._tmp, exist_ok=True)
+        self._purge_stale_tmp()
+
+    def _purge_stale_tmp(self) -> None:
+        cutoff = time.time() - STALE_TMP_S
+        for entry in os.scandir(self._tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+
+    def _path(self, key: str) -> str:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == TMP_DIR:
+            raise ValueError(f"invalid storage key {key!r}")
+        return os.path.join(self.root, *parts)
+
+    async def stat(self, key: str) -> Entry:
+        try:
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(key) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFound(key)
+        return Entry(key, st.st_size, st.st_mtime)
+
+    async def get(self, key: str) -> bytes:
+        def read() -> bytes:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+
+        try:
+            return await asyncio.to_thread(read)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(key) from None
+
+    async def put(self, key: str, data: bytes) -> None:
+        writer = await self.writer(key)
+        await writer.write(data)
+        await writer.commit()
+
+    async def reader(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            file = await asyncio.to_thread(open, path, "rb")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NotFound(key) from None
+        try:
+            if offset:
+                file.seek(offset)
+            remaining = length
+            while remaining is None or remaining > 0:
+                size = CHUNK if remaining is None else min(CHUNK, remaining)
+                data = await asyncio.to_thread(file.read, size)
+                if not data:
+                    break
+                if remaining is not None:
+                    remaining -= len(data)
+                yield data
+        finally:
+            file.close()
+
+    async def writer(self, key: str) -> LocalWriter:
+        path = self._path(key)
+        tmp_path = os.path.join(self._tmp, uuid.uuid4().hex)
+        file = await asyncio.to_thread(open, tmp_path, "xb")
+        return LocalWriter(path, tmp_path, file)
+
+    async def move(self, src: str, dst: str) -> None:
+        src_path, dst_path = self._path(src), self._path(dst)
+        try:
+            await asyncio.to_thread(_place, src_path, dst_path)
+        except FileNotFoundError as e:
+            if not os.path.exists(src_path):
+                raise NotFound(src) from e
+            raise
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+
+        def remove() -> None:
+            try:
+                os.unlink(path)
+            except IsADirectoryError:
+                shutil.rmtree(path, ignore_errors=True)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENOTDIR):
+                    raise
+
+        await asyncio.to_thread(remove)
+
+    async def list(self, prefix: str) -> AsyncIterator[Entry]:
+        def walk() -> list[Entry]:
+            entries = []
+            for directory, dirs, files in os.walk(self.root):
+                if directory == self.root and TMP_DIR in dirs:
+                    dirs.remove(TMP_DIR)
+                rel = os.path.relpath(directory, self.root)
+                base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+                if not (base.startswith(prefix) or prefix.startswith(base)):
+                    dirs.clear()
+                    continue
+                for name in files:
+                    key = base + name
+                    if key.startswith(prefix):
+                        try:
+                            st = os.stat(os.path.join(directory, name))
+                        except FileNotFoundError:
+                            continue
+                        entries.append(Entry(key, st.st_size, st.st_mtime))
+            entries.sort(key=lambda e: e.key)
+            return entries
+
+        for entry in await asyncio.to_thread(walk):
+            yield entry
+
+    async def url(self, key: str, expires_s: int) -> str | None:
+        return None
+
+    async def local_path(self, key: str) -> str | None:
+        path = self._path(key)
+        if not os.path.isfile(path):
+            raise NotFound(key)
+        return path

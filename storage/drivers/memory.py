@@ -1,0 +1,84 @@
+"""An in-memory driver: the twin of the real ones for tests and throw-away registries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from storage.drivers.base import Entry, NotFound
+
+
+class MemoryWriter:
+    def __init__(self, driver: MemoryDriver, key: str):
+        self._driver, self._key = driver, key
+        self._buffer = bytearray()
+        self._done = False
+
+    @property
+    def size(self) -> int:
+        return len(self._buffer)
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+
+    async def commit(self) -> int:
+        self._driver._objects[self._key] = (bytes(self._buffer), time.time())
+        self._done = True
+        return len(self._buffer)
+
+    async def cancel(self) -> None:
+        self._buffer = bytearray()
+
+
+class MemoryDriver:
+    """Objects in a dict; every operation is atomic because nothing awaits inside it."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, tuple[bytes, float]] = {}
+
+    def _load(self, key: str) -> tuple[bytes, float]:
+        try:
+            return self._objects[key]
+        except KeyError:
+            raise NotFound(key) from None
+
+    async def stat(self, key: str) -> Entry:
+        data, modified = self._load(key)
+        return Entry(key, len(data), modified)
+
+    async def get(self, key: str) -> bytes:
+        return self._load(key)[0]
+
+    async def put(self, key: str, data: bytes) -> None:
+        self._objects[key] = (bytes(data), time.time())
+
+    async def reader(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        data = self._load(key)[0]
+        end = len(data) if length is None else min(len(data), offset + length)
+        for start in range(offset, end, 1 << 20):
+            yield data[start : min(end, start + (1 << 20))]
+
+    async def writer(self, key: str) -> MemoryWriter:
+        return MemoryWriter(self, key)
+
+    async def move(self, src: str, dst: str) -> None:
+        data, _ = self._load(src)
+        self._objects[dst] = (data, time.time())
+        del self._objects[src]
+
+    async def delete(self, key: str) -> None:
+        self._objects.pop(key, None)
+        prefix = key.rstrip("/") + "/"
+        for other in [k for k in self._objects if k.startswith(prefix)]:
+            del self._objects[other]
+
+    async def list(self, prefix: str) -> AsyncIterator[Entry]:
+        for key in sorted(k for k in self._objects if k.startswith(prefix)):
+            data, modified = self._objects[key]
+            yield Entry(key, len(data), modified)
+
+    async def url(self, key: str, expires_s: int) -> str | None:
+        return None
+
+    async def local_path(self, key: str) -> str | None:
+        return None

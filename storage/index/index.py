@@ -1,0 +1,350 @@
+"""The metadata index: repositories, blobs and their links, manifests, tags and uploads.
+
+Every public method is one transaction (or one read statement) against a database with `read` and
+`write` (see sqlite.py). The SQL is written once, with `?` placeholders, for SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+PRESENT = "present"
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    """What the index keeps of a manifest; its bytes are the blob `digest` in storage."""
+
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None = None
+    subject: str | None = None
+    annotations: str | None = None  # JSON text of the manifest's annotations
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    start: int
+    size: int
+    key: str  # storage key of the chunk's bytes
+    digest: str  # sha256 of the chunk's bytes
+
+
+@dataclass(slots=True)
+class Upload:
+    id: str
+    repository: str
+    size: int
+    started_at: float
+    updated_at: float
+    chunks: list[Chunk] = field(default_factory=list)
+
+
+class MissingReferences(Exception):
+    """A manifest refers to blobs or manifests the repository lacks (or has with another size)."""
+
+    def __init__(self, missing: list[str], wrong_size: list[str]):
+        super().__init__(f"missing {missing}, wrong size {wrong_size}")
+        self.missing, self.wrong_size = missing, wrong_size
+
+
+def _placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _ensure_repository(conn, repository: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        (repository, now),
+    )
+
+
+def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> None:
+    _ensure_repository(conn, repository, now)
+    conn.execute(
+        "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (digest) DO UPDATE SET state = excluded.state, last_used_at = excluded.last_used_at",
+        (digest, size, PRESENT, now, now),
+    )
+    conn.execute(
+        "INSERT INTO repository_blobs (repository, digest, linked_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (repository, digest) DO UPDATE SET linked_at = excluded.linked_at",
+        (repository, digest, now),
+    )
+
+
+class Index:
+    """Queries over a database; holds no state of its own besides the database."""
+
+    def __init__(self, db):
+        self.db = db
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # -- repositories ---------------------------------------------------------------------------
+
+    async def repository_exists(self, repository: str) -> bool:
+        return await self.db.read(
+            lambda c: c.execute("SELECT 1 FROM repositories WHERE name = ?", (repository,)).fetchone() is not None
+        )
+
+    async def list_repositories(self, last: str, limit: int | None) -> list[str]:
+        """Names after `last` in lexical order, at most `limit` (all when None)."""
+        sql = "SELECT name FROM repositories WHERE name > ? ORDER BY name"
+        params: tuple = (last,)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (last, limit)
+        return await self.db.read(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
+
+    # -- blobs ----------------------------------------------------------------------------------
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        """Size of `digest` if it is present and linked into `repository`, else None."""
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
+                "WHERE r.repository = ? AND r.digest = ? AND b.state = ?",
+                (repository, digest, PRESENT),
+            ).fetchone()
+        )
+        return None if row is None else row[0]
+
+    async def repositories_with_blob(self, digest: str) -> list[str]:
+        """Repositories where `digest` is present, in lexical order."""
+        return await self.db.read(
+            lambda c: [
+                row[0]
+                for row in c.execute(
+                    "SELECT r.repository FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
+                    "WHERE r.digest = ? AND b.state = ? ORDER BY r.repository",
+                    (digest, PRESENT),
+                ).fetchall()
+            ]
+        )
+
+    async def stored_blob_size(self, digest: str) -> int | None:
+        """Size of `digest` if its bytes are stored and not being collected, whatever the repository."""
+        row = await self.db.read(
+            lambda c: c.execute("SELECT size FROM blobs WHERE digest = ? AND state = ?", (digest, PRESENT)).fetchone()
+        )
+        return None if row is None else row[0]
+
+    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+        """Record that the stored blob `digest` is present and visible in `repository`."""
+        now = time.time()
+        await self.db.write(lambda c: _link_blob(c, repository, digest, size, now))
+
+    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        """Remove `digest` from `repository`; False when it was not linked there."""
+
+        def unlink(c) -> bool:
+            cursor = c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
+            return cursor.rowcount > 0
+
+        return await self.db.write(unlink)
+
+    # -- uploads --------------------------------------------------------------------------------
+
+    async def create_upload(self, upload_id: str, repository: str) -> None:
+        now = time.time()
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO uploads (id, repository, size, started_at, updated_at) VALUES (?, ?, 0, ?, ?)",
+                (upload_id, repository, now, now),
+            )
+        )
+
+    async def get_upload(self, upload_id: str) -> Upload | None:
+        def load(c) -> Upload | None:
+            row = c.execute(
+                "SELECT id, repository, size, started_at, updated_at FROM uploads WHERE id = ?", (upload_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            chunks = c.execute(
+                "SELECT start, size, key, digest FROM upload_chunks WHERE upload = ? ORDER BY start", (upload_id,)
+            ).fetchall()
+            return Upload(*row, chunks=[Chunk(*chunk) for chunk in chunks])
+
+        return await self.db.read(load)
+
+    async def add_chunk(self, upload_id: str, chunk: Chunk) -> bool:
+        """Append `chunk` if the upload's size is still `chunk.start`; False if it moved on or is gone."""
+        now = time.time()
+
+        def append(c) -> bool:
+            cursor = c.execute(
+                "UPDATE uploads SET size = size + ?, updated_at = ? WHERE id = ? AND size = ?",
+                (chunk.size, now, upload_id, chunk.start),
+            )
+            if cursor.rowcount != 1:
+                return False
+            c.execute(
+                "INSERT INTO upload_chunks (upload, start, size, key, digest) VALUES (?, ?, ?, ?, ?)",
+                (upload_id, chunk.start, chunk.size, chunk.key, chunk.digest),
+            )
+            return True
+
+        return await self.db.write(append)
+
+    async def delete_upload(self, upload_id: str) -> None:
+        """Forget the upload and its chunks (their bytes are the caller's to delete)."""
+        await self.db.write(lambda c: _delete_upload(c, upload_id))
+
+    async def finish_upload(self, upload_id: str, repository: str, digest: str, size: int) -> None:
+        """In one transaction, link the blob into `repository` and forget the upload."""
+        now = time.time()
+
+        def finish(c) -> None:
+            _link_blob(c, repository, digest, size, now)
+            _delete_upload(c, upload_id)
+
+        return await self.db.write(finish)
+
+    # -- manifests and tags ---------------------------------------------------------------------
+
+    async def put_manifest(
+        self,
+        repository: str,
+        manifest: ManifestRecord,
+        blobs: dict[str, int],
+        children: Iterable[str],
+        tag: str | None,
+    ) -> None:
+        """Store a manifest, its references and optionally a tag pointing at it, in one transaction.
+
+        `blobs` maps each referenced blob digest to the size the manifest states; `children` are the
+        manifests an index lists. Raises MissingReferences, changing nothing, when any of them is not
+        present in `repository`.
+        """
+        children = sorted(set(children))
+        now = time.time()
+
+        def put(c) -> None:
+            missing, wrong_size = [], []
+            if blobs:
+                found = dict(
+                    c.execute(
+                        "SELECT b.digest, b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
+                        f"WHERE r.repository = ? AND b.state = ? AND r.digest IN ({_placeholders(len(blobs))})",
+                        (repository, PRESENT, *blobs),
+                    ).fetchall()
+                )
+                missing = sorted(d for d in blobs if d not in found)
+                wrong_size = sorted(d for d, size in blobs.items() if d in found and found[d] != size)
+            if children:
+                known = {
+                    row[0]
+                    for row in c.execute(
+                        "SELECT digest FROM manifests "
+                        f"WHERE repository = ? AND digest IN ({_placeholders(len(children))})",
+                        (repository, *children),
+                    ).fetchall()
+                }
+                missing += [d for d in children if d not in known]
+            if missing or wrong_size:
+                raise MissingReferences(missing, wrong_size)
+            _link_blob(c, repository, manifest.digest, manifest.size, now)
+            c.execute(
+                "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository, digest) DO NOTHING",
+                (
+                    repository,
+                    manifest.digest,
+                    manifest.media_type,
+                    manifest.artifact_type,
+                    manifest.subject,
+                    manifest.annotations,
+                    manifest.size,
+                    now,
+                ),
+            )
+            references = [(repository, manifest.digest, d, "blob") for d in blobs]
+            references += [(repository, manifest.digest, d, "manifest") for d in children]
+            c.executemany(
+                "INSERT INTO manifest_references (repository, manifest, child, kind) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (repository, manifest, child) DO NOTHING",
+                references,
+            )
+            if tag is not None:
+                c.execute(
+                    "INSERT INTO tags (repository, name, digest, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, "
+                    "updated_at = excluded.updated_at",
+                    (repository, tag, manifest.digest, now),
+                )
+
+        await self.db.write(put)
+
+    async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT digest, media_type, size, artifact_type, subject, annotations FROM manifests "
+                "WHERE repository = ? AND digest = ?",
+                (repository, digest),
+            ).fetchone()
+        )
+        return None if row is None else ManifestRecord(*row)
+
+    async def get_tagged_manifest(self, repository: str, tag: str) -> ManifestRecord | None:
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations FROM tags t "
+                "JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest "
+                "WHERE t.repository = ? AND t.name = ?",
+                (repository, tag),
+            ).fetchone()
+        )
+        return None if row is None else ManifestRecord(*row)
+
+    async def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest, its references and every tag pointing at it; False when unknown."""
+
+        def delete(c) -> bool:
+            cursor = c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
+            if cursor.rowcount == 0:
+                return False
+            c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
+            c.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))
+            c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
+            return True
+
+        return await self.db.write(delete)
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        """Delete only the tag; False when unknown."""
+        return await self.db.write(
+            lambda c: c.execute("DELETE FROM tags WHERE repository = ? AND name = ?", (repository, tag)).rowcount > 0
+        )
+
+    async def list_tags(self, repository: str, last: str, limit: int | None) -> list[str]:
+        """Tags of `repository` after `last` in lexical order, at most `limit` (all when None)."""
+        sql = "SELECT name FROM tags WHERE repository = ? AND name > ? ORDER BY name"
+        params: tuple = (repository, last)
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", (*params, limit)
+        return await self.db.read(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
+
+    async def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[ManifestRecord]:
+        """Manifests of `repository` whose subject is `subject`, optionally of one artifact type."""
+        sql = (
+            "SELECT digest, media_type, size, artifact_type, subject, annotations FROM manifests "
+            "WHERE repository = ? AND subject = ?"
+        )
+        params: tuple = (repository, subject)
+        if artifact_type is not None:
+            sql, params = sql + " AND artifact_type = ?", (*params, artifact_type)
+        rows = await self.db.read(lambda c: c.execute(sql + " ORDER BY digest", params).fetchall())
+        return [ManifestRecord(*row) for row in rows]
+
+
+def _delete_upload(c, upload_id: str) -> None:
+    c.execute("DELETE FROM upload_chunks WHERE upload = ?", (upload_id,))
+    c.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))

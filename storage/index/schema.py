@@ -1,0 +1,83 @@
+"""The metadata schema as numbered migrations, written in SQL that SQLite and PostgreSQL both accept."""
+
+from __future__ import annotations
+
+# Each entry is one schema version; a database at version N has applied entries 1..N. Never edit a
+# released entry: append a new one.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE repositories (
+            name TEXT PRIMARY KEY,
+            created_at DOUBLE PRECISION NOT NULL)""",
+        # state: 'present', or 'deleting' while the collector removes the bytes.
+        """CREATE TABLE blobs (
+            digest TEXT PRIMARY KEY,
+            size BIGINT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'present',
+            created_at DOUBLE PRECISION NOT NULL,
+            last_used_at DOUBLE PRECISION NOT NULL)""",
+        # A blob is visible in a repository only when pushed or mounted there.
+        """CREATE TABLE repository_blobs (
+            repository TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            linked_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (repository, digest))""",
+        "CREATE INDEX repository_blobs_by_digest ON repository_blobs (digest)",
+        """CREATE TABLE manifests (
+            repository TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            media_type TEXT NOT NULL,
+            artifact_type TEXT,
+            subject TEXT,
+            annotations TEXT,
+            size BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (repository, digest))""",
+        "CREATE INDEX manifests_by_subject ON manifests (repository, subject)",
+        # kind: 'blob' (config, layer) or 'manifest' (child of an index).
+        """CREATE TABLE manifest_references (
+            repository TEXT NOT NULL,
+            manifest TEXT NOT NULL,
+            child TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            PRIMARY KEY (repository, manifest, child))""",
+        "CREATE INDEX manifest_references_by_child ON manifest_references (child)",
+        """CREATE TABLE tags (
+            repository TEXT NOT NULL,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (repository, name))""",
+        "CREATE INDEX tags_by_digest ON tags (repository, digest)",
+        """CREATE TABLE uploads (
+            id TEXT PRIMARY KEY,
+            repository TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL)""",
+        # One row per committed chunk; `key` holds its bytes in the driver, `digest` their sha256.
+        """CREATE TABLE upload_chunks (
+            upload TEXT NOT NULL,
+            start BIGINT NOT NULL,
+            size BIGINT NOT NULL,
+            key TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (upload, start))""",
+    ],
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn) -> int:
+    """Bring the schema of DB-API connection `conn` up to SCHEMA_VERSION, inside the caller's
+    transaction; returns the version found before. Raises RuntimeError for a newer schema."""
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(f"the index has schema version {found}; this registry knows up to {SCHEMA_VERSION}")
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version - 1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    return found
