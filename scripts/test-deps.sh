@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static.
+set -euo pipefail
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "starting dockerd"
+  as_root sh -c 'nohup dockerd >/tmp/registry-tests-dockerd.log 2>&1 &'
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /tmp/registry-tests-dockerd.log" >&2; exit 1; }
+fi

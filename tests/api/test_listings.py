@@ -1,0 +1,122 @@
+"""Tags, the catalog and referrers: lexical order, `n`/`last` pagination and `Link` headers."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.support import OCI_MANIFEST, descriptor, digest_of, error_codes, make_image, push_blob, push_image
+
+pytestmark = pytest.mark.anyio
+
+
+async def walk(client: httpx.AsyncClient, url: str, key: str) -> list[list[str]]:
+    """Follow `Link` headers from `url`; returns the items of each page."""
+    pages = []
+    while url:
+        r = await client.get(url)
+        assert r.status_code == 200, r.text
+        pages.append(r.json()[key])
+        link = r.headers.get("Link")
+        url = link[1 : link.index(">")] if link else ""
+    return pages
+
+
+async def test_tags_are_listed_lexically_and_paginated(client: httpx.AsyncClient) -> None:
+    image = make_image()
+    tags = ["b", "a", "c10", "c2", "Z", "latest"]
+    for tag in tags:
+        await push_image(client, "team/app", image, tag)
+    r = await client.get("/v2/team/app/tags/list")
+    assert r.json() == {"name": "team/app", "tags": sorted(tags)}
+    assert "Link" not in r.headers
+    assert await walk(client, "/v2/team/app/tags/list?n=4", "tags") == [sorted(tags)[:4], sorted(tags)[4:]]
+    r = await client.get("/v2/team/app/tags/list", params={"n": 2, "last": "b"})
+    assert r.json()["tags"] == ["c10", "c2"]
+    assert r.headers["Link"] == '</v2/team/app/tags/list?last=c2&n=2>; rel="next"'
+
+
+async def test_tags_of_an_unknown_repository_answer_name_unknown(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v2/nobody/tags/list")
+    assert r.status_code == 404 and error_codes(r) == ["NAME_UNKNOWN"]
+
+
+@pytest.mark.parametrize("n", ["-1", "x", "1.5"])
+async def test_invalid_page_sizes_answer_pagination_number_invalid(client: httpx.AsyncClient, n: str) -> None:
+    r = await client.get("/v2/_catalog", params={"n": n})
+    assert r.status_code == 400 and error_codes(r) == ["PAGINATION_NUMBER_INVALID"]
+
+
+async def test_zero_page_size_gives_an_empty_page_without_link(client: httpx.AsyncClient) -> None:
+    await push_blob(client, "team/app", b"x")
+    r = await client.get("/v2/_catalog", params={"n": 0})
+    assert r.json() == {"repositories": []} and "Link" not in r.headers
+
+
+async def test_catalog_lists_every_repository_lexically_across_pages(client: httpx.AsyncClient) -> None:
+    names = [f"team/app{i:02d}" for i in range(25)] + ["a/b", "z"]
+    for name in names:
+        await push_blob(client, name, b"layer")
+    pages = await walk(client, "/v2/_catalog?n=10", "repositories")
+    assert [len(p) for p in pages] == [10, 10, 7]
+    assert [n for page in pages for n in page] == sorted(names)
+    assert (await client.get("/v2/_catalog")).json()["repositories"] == sorted(names)
+
+
+async def push_referrer(client: httpx.AsyncClient, repository: str, subject: bytes, artifact_type: str) -> str:
+    empty = b"{}"
+    await push_blob(client, repository, empty)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": descriptor("application/vnd.oci.empty.v1+json", empty),
+        "layers": [descriptor("application/vnd.oci.empty.v1+json", empty)],
+        "subject": descriptor(OCI_MANIFEST, subject),
+        "annotations": {"org.example.kind": artifact_type.rsplit(".", 1)[-1]},
+    }
+    body = json.dumps(doc).encode()
+    r = await client.put(
+        f"/v2/{repository}/manifests/{digest_of(body)}", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert r.status_code == 201, r.text
+    return digest_of(body)
+
+
+async def test_referrers_list_artifacts_pointing_at_a_manifest(client: httpx.AsyncClient) -> None:
+    image = make_image()
+    await push_image(client, "team/app", image, "v1")
+    signature = await push_referrer(client, "team/app", image.manifest, "application/vnd.example.signature")
+    sbom = await push_referrer(client, "team/app", image.manifest, "application/vnd.example.sbom")
+    r = await client.get(f"/v2/team/app/referrers/{image.digest}")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+    index = r.json()
+    assert index["schemaVersion"] == 2 and index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    by_digest = {m["digest"]: m for m in index["manifests"]}
+    assert set(by_digest) == {signature, sbom}
+    assert by_digest[signature]["artifactType"] == "application/vnd.example.signature"
+    assert by_digest[signature]["annotations"] == {"org.example.kind": "signature"}
+    assert by_digest[signature]["mediaType"] == OCI_MANIFEST
+    assert "OCI-Filters-Applied" not in r.headers
+
+
+async def test_referrers_filtered_by_artifact_type(client: httpx.AsyncClient) -> None:
+    image = make_image()
+    await push_image(client, "team/app", image, "v1")
+    signature = await push_referrer(client, "team/app", image.manifest, "application/vnd.example.signature")
+    await push_referrer(client, "team/app", image.manifest, "application/vnd.example.sbom")
+    r = await client.get(
+        f"/v2/team/app/referrers/{image.digest}", params={"artifactType": "application/vnd.example.signature"}
+    )
+    assert [m["digest"] for m in r.json()["manifests"]] == [signature]
+    assert r.headers["OCI-Filters-Applied"] == "artifactType"
+
+
+async def test_referrers_of_an_unknown_digest_are_an_empty_index(client: httpx.AsyncClient) -> None:
+    r = await client.get(f"/v2/team/app/referrers/{digest_of(b'unknown')}")
+    assert r.status_code == 200 and r.json()["manifests"] == []
+    r = await client.get("/v2/team/app/referrers/sha256:bad")
+    assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]

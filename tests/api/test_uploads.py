@@ -1,0 +1,209 @@
+"""Blob uploads: monolithic, streamed, chunked, resumable, cancelled, and cross-repository mounts."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from tests.support import digest_of, error_codes, push_blob
+
+pytestmark = pytest.mark.anyio
+
+
+async def start(client: httpx.AsyncClient, repository: str = "team/app") -> str:
+    r = await client.post(f"/v2/{repository}/blobs/uploads/")
+    assert r.status_code == 202, r.text
+    assert r.headers["Range"] == "0-0"
+    assert r.headers["Location"].endswith(r.headers["Docker-Upload-UUID"])
+    return r.headers["Location"]
+
+
+async def storage_files(settings, folder: str) -> list[str]:
+    root = os.path.join(settings.storage_root, folder)
+    return [f for _, _, files in os.walk(root) for f in files]
+
+
+async def test_monolithic_post_with_digest_creates_the_blob(client: httpx.AsyncClient) -> None:
+    data = os.urandom(10_000)
+    digest = digest_of(data)
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data)
+    assert r.status_code == 201
+    assert r.headers["Location"] == f"/v2/team/app/blobs/{digest}"
+    assert r.headers["Docker-Content-Digest"] == digest
+    assert (await client.get(r.headers["Location"])).content == data
+
+
+async def test_monolithic_post_with_wrong_digest_stores_nothing(client: httpx.AsyncClient, settings) -> None:
+    wrong = digest_of(b"something else")
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"digest": wrong}, content=b"actual bytes")
+    assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
+    assert (await client.head(f"/v2/team/app/blobs/{wrong}")).status_code == 404
+    assert await storage_files(settings, "blobs") == []
+    assert os.listdir(os.path.join(settings.storage_root, ".tmp")) == []
+
+
+async def test_streamed_patch_then_put_like_docker_push(client: httpx.AsyncClient, settings) -> None:
+    data = os.urandom(3 << 20)
+    location = await start(client)
+
+    async def body():
+        for i in range(0, len(data), 100_000):
+            yield data[i : i + 100_000]
+
+    r = await client.patch(location, content=body())
+    assert r.status_code == 202
+    assert r.headers["Range"] == f"0-{len(data) - 1}"
+    r = await client.put(location, params={"digest": digest_of(data)})
+    assert r.status_code == 201
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+    assert await storage_files(settings, "uploads") == []
+
+
+async def test_chunked_upload_with_content_range_and_final_chunk_in_put(client: httpx.AsyncClient) -> None:
+    data = os.urandom(2500)
+    location = await start(client)
+    for start_at in (0, 1000):
+        chunk = data[start_at : start_at + 1000]
+        r = await client.patch(
+            location,
+            content=chunk,
+            headers={"Content-Range": f"{start_at}-{start_at + 999}", "Content-Type": "application/octet-stream"},
+        )
+        assert r.status_code == 202, r.text
+        assert r.headers["Range"] == f"0-{start_at + 999}"
+    r = await client.put(
+        location, params={"digest": digest_of(data)}, content=data[2000:], headers={"Content-Range": "2000-2499"}
+    )
+    assert r.status_code == 201, r.text
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+
+
+async def test_out_of_order_or_overlapping_chunk_answers_416_with_progress(client: httpx.AsyncClient) -> None:
+    location = await start(client)
+    await client.patch(location, content=b"a" * 100, headers={"Content-Range": "0-99"})
+    for content_range in ["200-299", "50-149", "0-99"]:
+        r = await client.patch(location, content=b"b" * 100, headers={"Content-Range": content_range})
+        assert r.status_code == 416, content_range
+        assert error_codes(r) == ["RANGE_INVALID"]
+        assert r.headers["Range"] == "0-99"
+    status = await client.get(location)
+    assert status.headers["Range"] == "0-99"
+
+
+async def test_content_range_that_disagrees_with_the_body_is_refused(client: httpx.AsyncClient) -> None:
+    location = await start(client)
+    r = await client.patch(location, content=b"a" * 10, headers={"Content-Range": "0-99"})
+    assert r.status_code == 400 and error_codes(r) == ["SIZE_INVALID"]
+    r = await client.patch(location, content=b"a" * 10, headers={"Content-Range": "garbage"})
+    assert r.status_code == 416
+    assert (await client.get(location)).headers["Range"] == "0-0"
+
+
+async def test_upload_is_resumable_after_asking_its_status(client: httpx.AsyncClient) -> None:
+    data = os.urandom(4000)
+    location = await start(client)
+    await client.patch(location, content=data[:1500])
+    status = await client.get(location)
+    assert status.status_code == 204
+    assert status.headers["Range"] == "0-1499"
+    resume_at = int(status.headers["Range"].split("-")[1]) + 1
+    r = await client.patch(location, content=data[resume_at:], headers={"Content-Range": f"{resume_at}-3999"})
+    assert r.status_code == 202
+    assert (await client.put(location, params={"digest": digest_of(data)})).status_code == 201
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+
+
+async def test_put_with_wrong_digest_fails_and_stores_nothing(client: httpx.AsyncClient, settings) -> None:
+    location = await start(client)
+    await client.patch(location, content=b"chunk one")
+    await client.patch(location, content=b" chunk two")
+    wrong = digest_of(b"other")
+    r = await client.put(location, params={"digest": wrong})
+    assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
+    assert (await client.head(f"/v2/team/app/blobs/{wrong}")).status_code == 404
+    assert (await client.head(f"/v2/team/app/blobs/{digest_of(b'chunk one chunk two')}")).status_code == 404
+    assert await storage_files(settings, "blobs") == []
+    assert (await client.get(location)).status_code == 404
+
+
+async def test_put_without_digest_is_refused(client: httpx.AsyncClient) -> None:
+    location = await start(client)
+    r = await client.put(location)
+    assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
+
+
+async def test_multi_chunk_upload_of_an_already_stored_blob_is_verified(client: httpx.AsyncClient) -> None:
+    data = b"0123456789" * 100
+    await push_blob(client, "team/base", data)
+    location = await start(client)
+    await client.patch(location, content=data[:500])
+    await client.patch(location, content=data[500:])
+    assert (await client.put(location, params={"digest": digest_of(data)})).status_code == 201
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+
+
+async def test_empty_blob_uploads(client: httpx.AsyncClient) -> None:
+    location = await start(client)
+    assert (await client.put(location, params={"digest": digest_of(b"")})).status_code == 201
+    r = await client.get(f"/v2/team/app/blobs/{digest_of(b'')}")
+    assert r.status_code == 200 and r.content == b""
+
+
+async def test_cancel_deletes_the_upload(client: httpx.AsyncClient, settings) -> None:
+    location = await start(client)
+    await client.patch(location, content=b"x" * 100)
+    assert (await client.delete(location)).status_code == 204
+    r = await client.get(location)
+    assert r.status_code == 404 and error_codes(r) == ["BLOB_UPLOAD_UNKNOWN"]
+    assert await storage_files(settings, "uploads") == []
+
+
+@pytest.mark.parametrize("upload_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid"])
+async def test_unknown_uploads_answer_blob_upload_unknown(client: httpx.AsyncClient, upload_id: str) -> None:
+    for method in ("GET", "PATCH", "PUT", "DELETE"):
+        r = await client.request(
+            method, f"/v2/team/app/blobs/uploads/{upload_id}", params={"digest": digest_of(b"")}, content=b"x"
+        )
+        assert r.status_code == 404 and error_codes(r) == ["BLOB_UPLOAD_UNKNOWN"], method
+
+
+async def test_an_upload_belongs_to_its_repository(client: httpx.AsyncClient) -> None:
+    location = await start(client, "team/app")
+    r = await client.patch(location.replace("team/app", "team/other"), content=b"x")
+    assert r.status_code == 404 and error_codes(r) == ["BLOB_UPLOAD_UNKNOWN"]
+
+
+async def test_mount_from_a_repository_holding_the_blob(client: httpx.AsyncClient) -> None:
+    digest = await push_blob(client, "team/base", b"shared layer")
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"mount": digest, "from": "team/base"})
+    assert r.status_code == 201
+    assert r.headers["Location"] == f"/v2/team/app/blobs/{digest}"
+    assert r.headers["Docker-Content-Digest"] == digest
+    assert (await client.get(f"/v2/team/app/blobs/{digest}")).content == b"shared layer"
+
+
+async def test_mount_falls_back_to_an_upload_when_the_source_lacks_the_blob(client: httpx.AsyncClient) -> None:
+    digest = await push_blob(client, "team/base", b"layer")
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"mount": digest, "from": "team/empty"})
+    assert r.status_code == 202
+    assert "Docker-Upload-UUID" in r.headers
+    assert (await client.head(f"/v2/team/app/blobs/{digest}")).status_code == 404
+
+
+async def test_mount_without_from_finds_the_blob_in_any_repository(client: httpx.AsyncClient) -> None:
+    digest = await push_blob(client, "team/base", b"anywhere")
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"mount": digest})
+    assert r.status_code == 201
+    unknown = digest_of(b"nowhere")
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"mount": unknown})
+    assert r.status_code == 202
+
+
+async def test_mount_with_invalid_digest_or_source_name(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"mount": "sha256:xyz", "from": "team/base"})
+    assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
+    digest = digest_of(b"x")
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"mount": digest, "from": "Bad/Name"})
+    assert r.status_code == 400 and error_codes(r) == ["NAME_INVALID"]

@@ -1,0 +1,125 @@
+"""One contract, every driver: what each method promises, checked the same way for all of them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from storage.drivers import Driver, NotFound
+from storage.drivers.local import LocalDriver
+from storage.drivers.memory import MemoryDriver
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "local"])
+def driver(request, tmp_path) -> Driver:
+    if request.param == "memory":
+        return MemoryDriver()
+    return LocalDriver(str(tmp_path / "root"))
+
+
+async def collect(iterator) -> bytes:
+    return b"".join([chunk async for chunk in iterator])
+
+
+async def test_put_then_get_and_stat_return_the_bytes(driver: Driver) -> None:
+    await driver.put("a/b/c", b"hello")
+    assert await driver.get("a/b/c") == b"hello"
+    assert (await driver.stat("a/b/c")).size == 5
+
+
+async def test_put_replaces_an_existing_object(driver: Driver) -> None:
+    await driver.put("k", b"old")
+    await driver.put("k", b"new!")
+    assert await driver.get("k") == b"new!"
+
+
+async def test_missing_keys_raise_not_found(driver: Driver) -> None:
+    with pytest.raises(NotFound):
+        await driver.get("missing")
+    with pytest.raises(NotFound):
+        await driver.stat("missing")
+    with pytest.raises(NotFound):
+        await collect(driver.reader("missing"))
+    with pytest.raises(NotFound):
+        await driver.move("missing", "elsewhere")
+
+
+async def test_reader_streams_ranges(driver: Driver) -> None:
+    data = os.urandom(3 << 20)
+    await driver.put("big", data)
+    assert await collect(driver.reader("big")) == data
+    assert await collect(driver.reader("big", 1000, 5000)) == data[1000:6000]
+    assert await collect(driver.reader("big", len(data) - 10)) == data[-10:]
+    assert await collect(driver.reader("big", 5, 0)) == b""
+
+
+async def test_writer_is_invisible_until_commit(driver: Driver) -> None:
+    writer = await driver.writer("w")
+    await writer.write(b"part one, ")
+    await writer.write(os.urandom(2 << 20))
+    with pytest.raises(NotFound):
+        await driver.stat("w")
+    size = await writer.commit()
+    assert size == writer.size == 10 + (2 << 20)
+    assert (await driver.stat("w")).size == size
+
+
+async def test_cancelled_writer_leaves_nothing_behind(driver: Driver) -> None:
+    writer = await driver.writer("w")
+    await writer.write(os.urandom(3 << 20))
+    await writer.cancel()
+    with pytest.raises(NotFound):
+        await driver.stat("w")
+    assert [e.key async for e in driver.list("")] == []
+    if isinstance(driver, LocalDriver):
+        assert os.listdir(os.path.join(driver.root, ".tmp")) == []
+
+
+async def test_move_replaces_destination(driver: Driver) -> None:
+    await driver.put("src", b"payload")
+    await driver.put("dst/x", b"old")
+    await driver.move("src", "dst/x")
+    assert await driver.get("dst/x") == b"payload"
+    with pytest.raises(NotFound):
+        await driver.stat("src")
+
+
+async def test_delete_is_idempotent_and_removes_prefixes(driver: Driver) -> None:
+    await driver.put("up/1/a", b"1")
+    await driver.put("up/1/b", b"2")
+    await driver.put("up/2/a", b"3")
+    await driver.delete("up/1")
+    await driver.delete("up/1")
+    await driver.delete("never/was")
+    assert [e.key async for e in driver.list("up/")] == ["up/2/a"]
+
+
+async def test_list_is_recursive_sorted_and_filtered_by_prefix(driver: Driver) -> None:
+    for key in ["b/2", "a/1", "b/1/x", "c"]:
+        await driver.put(key, b"x")
+    assert [e.key async for e in driver.list("")] == ["a/1", "b/1/x", "b/2", "c"]
+    assert [e.key async for e in driver.list("b/")] == ["b/1/x", "b/2"]
+
+
+async def test_local_paths_only_where_files_exist(driver: Driver) -> None:
+    await driver.put("f", b"x")
+    if isinstance(driver, LocalDriver):
+        path = await driver.local_path("f")
+        assert path is not None
+        with open(path, "rb") as f:
+            assert f.read() == b"x"
+        with pytest.raises(NotFound):
+            await driver.local_path("nope")
+    else:
+        assert await driver.local_path("f") is None
+    assert await driver.url("f", 60) is None
+
+
+def test_local_driver_rejects_keys_that_escape_the_root(tmp_path) -> None:
+    driver = LocalDriver(str(tmp_path))
+    for key in ["../x", "/abs", "a//b", "a/./b", ".tmp/x", ""]:
+        with pytest.raises(ValueError):
+            driver._path(key)

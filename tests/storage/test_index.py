@@ -1,0 +1,81 @@
+"""The metadata index on SQLite: transactions, conditional appends, schema versions."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from storage.index import Chunk, Index, ManifestRecord, MissingReferences
+from storage.index.schema import SCHEMA_VERSION
+from storage.index.sqlite import SQLiteDatabase
+
+pytestmark = pytest.mark.anyio
+
+D = ["sha256:" + str(i) * 64 for i in range(1, 6)]
+
+
+@pytest.fixture
+async def index(tmp_path):
+    index = Index(SQLiteDatabase(str(tmp_path / "index.db")))
+    await index.open()
+    yield index
+    await index.close()
+
+
+async def test_opening_twice_applies_the_schema_once(tmp_path) -> None:
+    for _ in range(2):
+        index = Index(SQLiteDatabase(str(tmp_path / "i.db")))
+        await index.open()
+        await index.close()
+    versions = sqlite3.connect(tmp_path / "i.db").execute("SELECT version FROM schema_version").fetchall()
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+async def test_a_newer_schema_is_refused(tmp_path) -> None:
+    conn = sqlite3.connect(tmp_path / "i.db")
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
+    conn.commit()
+    with pytest.raises(RuntimeError, match="schema version"):
+        await Index(SQLiteDatabase(str(tmp_path / "i.db"))).open()
+
+
+async def test_put_manifest_with_missing_references_changes_nothing(index: Index) -> None:
+    await index.link_blob("r", D[0], 10)
+    record = ManifestRecord(D[2], "application/vnd.oci.image.manifest.v1+json", 100)
+    with pytest.raises(MissingReferences) as e:
+        await index.put_manifest("r", record, {D[0]: 10, D[1]: 5}, [D[3]], "v1")
+    assert e.value.missing == [D[1], D[3]]
+    assert await index.get_manifest("r", D[2]) is None
+    assert await index.list_tags("r", "", None) == []
+    assert await index.blob_size("r", D[2]) is None
+
+
+async def test_put_manifest_reports_wrong_sizes(index: Index) -> None:
+    await index.link_blob("r", D[0], 10)
+    record = ManifestRecord(D[2], "application/vnd.oci.image.manifest.v1+json", 100)
+    with pytest.raises(MissingReferences) as e:
+        await index.put_manifest("r", record, {D[0]: 11}, [], None)
+    assert (e.value.missing, e.value.wrong_size) == ([], [D[0]])
+
+
+async def test_chunks_append_only_at_the_current_size(index: Index) -> None:
+    await index.create_upload("u1", "r")
+    assert await index.add_chunk("u1", Chunk(0, 10, "k0", D[0]))
+    assert not await index.add_chunk("u1", Chunk(0, 10, "k0b", D[0]))
+    assert not await index.add_chunk("u1", Chunk(20, 10, "k2", D[0]))
+    assert await index.add_chunk("u1", Chunk(10, 5, "k1", D[1]))
+    upload = await index.get_upload("u1")
+    assert upload is not None and upload.size == 15
+    assert [c.key for c in upload.chunks] == ["k0", "k1"]
+    assert not await index.add_chunk("missing", Chunk(0, 1, "k", D[0]))
+
+
+async def test_finish_upload_links_the_blob_and_forgets_the_upload(index: Index) -> None:
+    await index.create_upload("u1", "r")
+    await index.add_chunk("u1", Chunk(0, 10, "k0", D[0]))
+    await index.finish_upload("u1", "r", D[0], 10)
+    assert await index.get_upload("u1") is None
+    assert await index.blob_size("r", D[0]) == 10
+    assert await index.list_repositories("", None) == ["r"]

@@ -1,0 +1,34 @@
+"""The `registry` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from registry.cli import main
+
+
+def test_config_check_prints_the_effective_settings(capsys, tmp_path, monkeypatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("http:\n  port: 6001\n")
+    monkeypatch.setenv("REGISTRY_DATA_DIR", "/srv/registry")
+    main(["config", "check", "--config", str(path)])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["http"]["port"] == 6001
+    assert printed["data_dir"] == "/srv/registry"
+
+
+def test_config_errors_exit_with_a_message(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("http:\n  port: nope\n")
+    with pytest.raises(SystemExit) as e:
+        main(["config", "check", "--config", str(path)])
+    assert "http.port" in str(e.value.code)
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "registry.cli", "--help"], capture_output=True, text=True).stdout
+    assert "serve" in out and "config" in out

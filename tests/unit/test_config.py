@@ -1,0 +1,56 @@
+"""Settings from defaults, YAML, environment and flags, in that order of precedence."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry.config import ConfigError, load_settings
+
+
+def test_defaults_need_no_file() -> None:
+    s = load_settings(env={})
+    assert (s.http.host, s.http.port, s.data_dir) == ("0.0.0.0", 5000, "./data")
+    assert s.index_url == "sqlite:///./data/index.db"
+    assert s.storage_root == "./data/storage"
+
+
+def test_file_then_environment_then_flags(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("http:\n  port: 6000\n  host: 127.0.0.1\nstorage:\n  delete_enabled: false\n")
+    s = load_settings(str(path), env={"REGISTRY_HTTP_PORT": "7000", "REGISTRY_DATA_DIR": "/srv/r"})
+    assert (s.http.host, s.http.port, s.data_dir, s.storage.delete_enabled) == ("127.0.0.1", 7000, "/srv/r", False)
+    s = load_settings(str(path), env={"REGISTRY_HTTP_PORT": "7000"}, overrides={"http": {"port": 8000}})
+    assert s.http.port == 8000
+
+
+def test_environment_booleans() -> None:
+    assert load_settings(env={"REGISTRY_STORAGE_DELETE_ENABLED": "off"}).storage.delete_enabled is False
+    assert load_settings(env={"REGISTRY_LOG_ACCESS": "true"}).log.access is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("http:\n  prot: 1\n", "http.prot: unknown setting"),
+        ("http:\n  port: many\n", "http.port: expected int"),
+        ("http: 5\n", "http: expected a mapping"),
+        ("storage:\n  driver: tape\n", "unknown driver"),
+        ("- a\n", "top level must be a mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_files_name_the_setting(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_settings(str(path), env={})
+
+
+def test_bad_environment_value_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"http\.port"):
+        load_settings(env={"REGISTRY_HTTP_PORT": "x"})
+
+
+def test_example_config_is_valid() -> None:
+    s = load_settings("config.example.yaml", env={})
+    assert s.http.port == 5000
