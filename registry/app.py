@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -13,10 +13,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from registry.auth.access import CATALOG, DELETE, PULL, PUSH, Access, access
+from registry.auth.setup import build_auth
 from registry.config import Settings
 from registry.edge import Edge
 from registry.errors import RegistryError, Unsupported
-from registry.handlers import base, blobs, listings, manifests, uploads
+from registry.handlers import base, blobs, listings, manifests, token, uploads
 from registry.service import Registry
 from storage.drivers import Driver
 from storage.drivers.local import LocalDriver
@@ -30,26 +32,55 @@ class EndpointUnknown(RegistryError):
     code, status, message = "NOT_FOUND", 404, "no such endpoint"
 
 
-def _routes() -> list[Route]:
+Needs = Callable[[Request], list[Access]]
+
+
+def _needs(*actions: str) -> Needs:
+    """The access a repository route needs: `actions` on the repository in its path."""
+
+    def needs(request: Request) -> list[Access]:
+        return [access("repository", base.repository(request), actions)]
+
+    return needs
+
+
+def _guarded(endpoint: Callable[[Request], Awaitable[Response]], needs: Needs) -> Callable:
+    """`endpoint`, called only once the gate admits the caller (the principal is in request.state)."""
+
+    async def guarded(request: Request) -> Response:
+        request.state.principal = await request.app.state.gate.admit(request, needs(request))
+        return await endpoint(request)
+
+    return guarded
+
+
+def _routes(settings: Settings) -> list[Route]:
     name = "/v2/{name:path}"
-    return [
+    pull, push, delete = _needs(PULL), _needs(PULL, PUSH), _needs(DELETE)
+    routes = [
         Route("/healthz", health, methods=["GET"]),
-        Route("/v2/", base.version_check, methods=["GET"]),
-        Route("/v2/_catalog", listings.catalog, methods=["GET"]),
-        Route(f"{name}/tags/list", listings.list_tags, methods=["GET"]),
-        Route(f"{name}/referrers/{{digest}}", listings.referrers, methods=["GET"]),
-        Route(f"{name}/manifests/{{reference}}", manifests.get_manifest, methods=["GET"]),
-        Route(f"{name}/manifests/{{reference}}", manifests.put_manifest, methods=["PUT"]),
-        Route(f"{name}/manifests/{{reference}}", manifests.delete_manifest, methods=["DELETE"]),
-        Route(f"{name}/blobs/uploads/", uploads.start_upload, methods=["POST"]),
-        Route(f"{name}/blobs/uploads", uploads.start_upload, methods=["POST"]),
-        Route(f"{name}/blobs/uploads/{{upload_id}}", uploads.upload_status, methods=["GET"]),
-        Route(f"{name}/blobs/uploads/{{upload_id}}", uploads.patch_upload, methods=["PATCH"]),
-        Route(f"{name}/blobs/uploads/{{upload_id}}", uploads.put_upload, methods=["PUT"]),
-        Route(f"{name}/blobs/uploads/{{upload_id}}", uploads.cancel_upload, methods=["DELETE"]),
-        Route(f"{name}/blobs/{{digest}}", blobs.get_blob, methods=["GET"]),
-        Route(f"{name}/blobs/{{digest}}", blobs.delete_blob, methods=["DELETE"]),
+        Route("/v2/", _guarded(base.version_check, lambda r: []), methods=["GET"]),
+        Route("/v2/_catalog", _guarded(listings.catalog, lambda r: [CATALOG]), methods=["GET"]),
+        Route(f"{name}/tags/list", _guarded(listings.list_tags, pull), methods=["GET"]),
+        Route(f"{name}/referrers/{{digest}}", _guarded(listings.referrers, pull), methods=["GET"]),
+        Route(f"{name}/manifests/{{reference}}", _guarded(manifests.get_manifest, pull), methods=["GET"]),
+        Route(f"{name}/manifests/{{reference}}", _guarded(manifests.put_manifest, push), methods=["PUT"]),
+        Route(f"{name}/manifests/{{reference}}", _guarded(manifests.delete_manifest, delete), methods=["DELETE"]),
+        Route(f"{name}/blobs/uploads/", _guarded(uploads.start_upload, push), methods=["POST"]),
+        Route(f"{name}/blobs/uploads", _guarded(uploads.start_upload, push), methods=["POST"]),
+        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.upload_status, push), methods=["GET"]),
+        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.patch_upload, push), methods=["PATCH"]),
+        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.put_upload, push), methods=["PUT"]),
+        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.cancel_upload, push), methods=["DELETE"]),
+        Route(f"{name}/blobs/{{digest}}", _guarded(blobs.get_blob, pull), methods=["GET"]),
+        Route(f"{name}/blobs/{{digest}}", _guarded(blobs.delete_blob, delete), methods=["DELETE"]),
     ]
+    if settings.auth.mode == "token":
+        routes += [
+            Route(settings.auth.token.path, token.get_token, methods=["GET"]),
+            Route(settings.auth.token.path, token.post_token, methods=["POST"]),
+        ]
+    return routes
 
 
 async def health(request: Request) -> Response:
@@ -111,8 +142,9 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         finally:
             await index.close()
 
+    auth = build_auth(settings)
     app = Starlette(
-        routes=_routes(),
+        routes=_routes(settings),
         middleware=[Middleware(Edge, access_log=settings.log.access)],
         exception_handlers={
             RegistryError: _registry_error,
@@ -122,5 +154,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         lifespan=lifespan,
     )
     app.state.registry = registry
+    app.state.gate = auth.gate
+    app.state.token_service = auth.token_service
     app.state.settings = settings
     return app

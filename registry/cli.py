@@ -1,8 +1,9 @@
-"""The `registry` command: `serve` and `config check`."""
+"""The `registry` command: `serve`, `user add|rm|list` and `config check`."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import ipaddress
 import json
 import logging
@@ -52,7 +53,7 @@ def serve(args: argparse.Namespace) -> None:
     settings = _settings(args)
     _configure_logging(settings)
     log = logging.getLogger("registry")
-    if not _is_loopback(settings.http.host):
+    if settings.auth.mode == "none" and not _is_loopback(settings.http.host):
         log.warning(
             "serving on %s with no authentication: anyone who reaches this address can push and pull",
             settings.http.host,
@@ -68,6 +69,44 @@ def serve(args: argparse.Namespace) -> None:
         server_header=False,
     )
     uvicorn.Server(config).run()
+
+
+def _htpasswd(args: argparse.Namespace):
+    from registry.auth.users import Htpasswd
+
+    return Htpasswd(_settings(args).htpasswd_path)
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != password:
+        sys.exit("registry: the passwords differ")
+    return password
+
+
+def user_add(args: argparse.Namespace) -> None:
+    from registry.auth.users import UserError
+
+    users = _htpasswd(args)
+    try:
+        users.set_password(args.name, _read_password(args))
+    except UserError as e:
+        sys.exit(f"registry: {e}")
+    print(f"user {args.name} saved in {users.path}")
+
+
+def user_remove(args: argparse.Namespace) -> None:
+    users = _htpasswd(args)
+    if not users.remove(args.name):
+        sys.exit(f"registry: no user {args.name!r} in {users.path}")
+    print(f"user {args.name} removed")
+
+
+def user_list(args: argparse.Namespace) -> None:
+    for name in _htpasswd(args).users():
+        print(name)
 
 
 def config_check(args: argparse.Namespace) -> None:
@@ -91,6 +130,22 @@ def main(argv: list[str] | None = None) -> None:
     check_parser = config_commands.add_parser("check", help="validate and print the effective configuration")
     check_parser.add_argument("--config", help="YAML configuration file")
     check_parser.set_defaults(run=config_check)
+
+    user_parser = commands.add_parser("user", help="manage the users of the htpasswd file")
+    user_commands = user_parser.add_subparsers(dest="user_command", required=True)
+    for command, run, help_text in (
+        ("add", user_add, "add a user or change their password"),
+        ("rm", user_remove, "remove a user"),
+        ("list", user_list, "list the users"),
+    ):
+        sub = user_commands.add_parser(command, help=help_text)
+        sub.add_argument("--config", help="YAML configuration file")
+        sub.add_argument("--data-dir", help="data directory (default ./data)")
+        if command != "list":
+            sub.add_argument("name")
+        if command == "add":
+            sub.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+        sub.set_defaults(run=run)
 
     args = parser.parse_args(argv)
     args.run(args)

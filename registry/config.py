@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from registry.auth.rules import make_rule
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message says which setting and why."""
@@ -44,6 +46,49 @@ class ManifestSettings:
 
 
 @dataclass
+class RuleSettings:
+    """One access rule; see registry/auth/rules.py for the meaning of each field."""
+
+    who: list[str] = field(default_factory=list)
+    repository: str = ""
+    actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IssuerSettings:
+    """An external token issuer we trust, by its certificate bundle or its JWKS file."""
+
+    issuer: str = ""
+    certificates: str | None = None
+    jwks: str | None = None
+
+
+@dataclass
+class TokenSettings:
+    path: str = "/auth/token"  # where the built-in token service answers
+    realm: str | None = None  # token URL in challenges; default this server's `path`
+    service: str = "registry"  # the audience of tokens
+    issuer: str = "registry-token-issuer"
+    algorithm: str = "ES256"  # ES256 or RS256
+    key: str | None = None  # PEM private key; default <data_dir>/token-key.pem, generated
+    expiry_s: int = 300
+    refresh_expiry_s: int = 30 * 24 * 3600
+    issuers: list[IssuerSettings] = field(default_factory=list)
+
+
+@dataclass
+class AuthSettings:
+    mode: str = "none"  # none | htpasswd | token
+    htpasswd: str | None = None  # default <data_dir>/htpasswd
+    realm: str = "registry"  # the realm of HTTP Basic challenges
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    rules: list[RuleSettings] = field(default_factory=lambda: [RuleSettings(who=["*"], repository="**", actions=["*"])])
+    login_attempts: int = 5  # failed logins per user and address ...
+    login_window_s: int = 60  # ... within this many seconds before 429
+    token: TokenSettings = field(default_factory=TokenSettings)
+
+
+@dataclass
 class LogSettings:
     level: str = "info"
     access: bool = True  # one line per request
@@ -57,6 +102,7 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     manifests: ManifestSettings = field(default_factory=ManifestSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
     @property
     def storage_root(self) -> str:
@@ -65,6 +111,14 @@ class Settings:
     @property
     def index_url(self) -> str:
         return self.index.url or f"sqlite:///{os.path.join(self.data_dir, 'index.db')}"
+
+    @property
+    def htpasswd_path(self) -> str:
+        return self.auth.htpasswd or os.path.join(self.data_dir, "htpasswd")
+
+    @property
+    def token_key_path(self) -> str:
+        return self.auth.token.key or os.path.join(self.data_dir, "token-key.pem")
 
 
 def _leaf_type(hint: Any) -> type:
@@ -77,6 +131,24 @@ def _leaf_type(hint: Any) -> type:
 def _convert(value: Any, hint: Any, where: str) -> Any:
     if value is None and type(None) in typing.get_args(hint):
         return None
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise ConfigError(f"{where}: expected a list")
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(items)]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping")
+        target = hint()
+        _apply(target, value, f"{where}.")
+        return target
     kind = _leaf_type(hint)
     if kind is bool:
         if isinstance(value, bool):
@@ -118,8 +190,17 @@ def _environment(target: Any, env: Mapping[str, str], prefix: str = "REGISTRY") 
             if nested:
                 found[f.name] = nested
         elif name in env:
-            found[f.name] = env[name]
+            # Lists and mappings are written in YAML: REGISTRY_AUTH_GROUPS='{admins: [alice]}'.
+            structured = isinstance(current, list | dict)
+            found[f.name] = _parse_yaml(env[name], name) if structured else env[name]
     return found
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML: {e}") from None
 
 
 def load_settings(
@@ -142,9 +223,27 @@ def load_settings(
     _apply(settings, _environment(settings, os.environ if env is None else env), "")
     if overrides:
         _apply(settings, overrides, "")
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
     if settings.storage.driver not in ("local", "memory"):
         raise ConfigError(f"storage.driver: unknown driver {settings.storage.driver!r} (local, memory)")
-    return settings
+    if settings.auth.mode not in ("none", "htpasswd", "token"):
+        raise ConfigError(f"auth.mode: unknown mode {settings.auth.mode!r} (none, htpasswd, token)")
+    if settings.auth.token.algorithm not in ("ES256", "RS256"):
+        raise ConfigError("auth.token.algorithm: ES256 or RS256")
+    if not settings.auth.token.path.startswith("/") or settings.auth.token.path.startswith("/v2"):
+        raise ConfigError("auth.token.path: an absolute path outside /v2/")
+    for i, rule in enumerate(settings.auth.rules):
+        try:
+            make_rule(rule.who, rule.repository, rule.actions)
+        except ValueError as e:
+            raise ConfigError(f"auth.rules[{i}]: {e}") from None
+    for i, issuer in enumerate(settings.auth.token.issuers):
+        if not issuer.issuer or (issuer.certificates is None) == (issuer.jwks is None):
+            raise ConfigError(f"auth.token.issuers[{i}]: needs issuer and one of certificates or jwks")
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:

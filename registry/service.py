@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from registry.errors import (
@@ -171,9 +171,16 @@ class Registry:
             raise NameUnknown({"name": repository})
         return _page(await self.index.list_tags(repository, last, None if limit is None else limit + 1), limit)
 
-    async def repositories(self, last: str, limit: int | None) -> Page:
-        """Repository names after `last`, lexically."""
-        return _page(await self.index.list_repositories(last, None if limit is None else limit + 1), limit)
+    async def repositories(self, last: str, limit: int | None, visible: Callable[[str], bool]) -> Page:
+        """Repository names after `last`, lexically, leaving out those `visible` rejects."""
+        batch = 1000 if limit is None else max(limit + 1, 100)
+        found: list[str] = []
+        while True:
+            names = await self.index.list_repositories(last, batch)
+            found += [n for n in names if visible(n)]
+            if len(names) < batch or (limit is not None and len(found) > limit):
+                return _page(found, limit)
+            last = names[-1]
 
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> dict:
         """The OCI image index of the manifests in `repository` whose subject is `subject`."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from registry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
@@ -79,22 +79,23 @@ class Uploads:
         await self.index.delete_upload(upload_id)
         await self.driver.delete(upload_prefix(upload_id))
 
-    async def mount(self, repository: str, digest: Digest, source: str | None) -> bool:
+    async def mount(self, repository: str, digest: Digest, source: str | None, may_pull: Callable[[str], bool]) -> bool:
         """Link a blob already stored into `repository` without moving bytes.
 
-        With `source`, the blob must be in that repository; without, in any repository. Returns False
-        when it is not, and the client then uploads it.
+        With `source`, the blob must be in that repository; without, in any repository. Either way
+        the caller must be allowed to pull from it (`may_pull`). Returns False when not, and the
+        client then uploads the blob.
         """
         if source is not None:
-            size = await self.index.blob_size(source, str(digest))
-        elif await self.index.repositories_with_blob(str(digest)):
-            size = await self.index.stored_blob_size(str(digest))
+            sources = [source] if may_pull(source) else []
         else:
-            size = None
-        if size is None:
-            return False
-        await self.index.link_blob(repository, str(digest), size)
-        return True
+            sources = [r for r in await self.index.repositories_with_blob(str(digest)) if may_pull(r)]
+        for candidate in sources:
+            size = await self.index.blob_size(candidate, str(digest))
+            if size is not None:
+                await self.index.link_blob(repository, str(digest), size)
+                return True
+        return False
 
     async def monolithic(self, repository: str, digest: Digest, body: Body) -> None:
         """Store a whole blob sent in one request, verified while it streams in."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.auth.access import PULL
 from registry.handlers.base import json_response, next_link, pagination, path_digest, registry, repository
 from registry.manifests import OCI_INDEX
 
@@ -22,7 +23,8 @@ async def list_tags(request: Request) -> Response:
 
 async def catalog(request: Request) -> Response:
     last, limit = pagination(request, CATALOG_PAGE, CATALOG_PAGE_MAX)
-    page = await registry(request).repositories(last, limit)
+    principal = request.state.principal
+    page = await registry(request).repositories(last, limit, lambda name: principal.may(name, PULL))
     headers = next_link(request.url.path, page.items[-1], limit) if page.more and page.items else None
     return json_response({"repositories": page.items}, headers=headers)
 

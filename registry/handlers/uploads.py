@@ -7,6 +7,7 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.auth.access import PULL
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.handlers.base import empty_response, registry, repository
 from registry.names import Digest, parse_digest, parse_name
@@ -54,7 +55,9 @@ async def start_upload(request: Request) -> Response:
     if "mount" in params:
         source = params.get("from")
         digest = parse_digest(params["mount"])
-        if await uploads.mount(name, digest, parse_name(source) if source else None):
+        principal = request.state.principal
+        source_name = parse_name(source) if source else None
+        if await uploads.mount(name, digest, source_name, lambda repo: principal.may(repo, PULL)):
             return _blob_created(name, digest)
     elif "digest" in params:
         digest = _query_digest(request)

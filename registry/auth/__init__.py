@@ -1,0 +1,1 @@
+"""Who may do what: users, access rules, tokens, and the gate every request passes."""

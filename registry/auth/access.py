@@ -1,0 +1,70 @@
+"""Access as the Docker token spec names it: `repository:team/app:pull,push`, `registry:catalog:*`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PULL, PUSH, DELETE = "pull", "push", "delete"
+REPOSITORY_ACTIONS = frozenset({PULL, PUSH, DELETE})
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Actions on one resource; `actions` is sorted and free of duplicates."""
+
+    type: str
+    name: str
+    actions: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(self.actions)}"
+
+    def claim(self) -> dict:
+        """The form of an entry of a token's `access` claim."""
+        return {"type": self.type, "name": self.name, "actions": list(self.actions)}
+
+
+def access(type_: str, name: str, actions) -> Access:
+    return Access(type_, name, tuple(sorted(set(actions))))
+
+
+CATALOG = access("registry", "catalog", ["*"])
+
+
+def parse_scope(scope: str) -> Access | None:
+    """Parse one scope `type:name:actions`; the name may hold `:` (a port). None when malformed."""
+    type_, _, rest = scope.partition(":")
+    name, _, actions = rest.rpartition(":")
+    if not type_ or not name or not actions:
+        return None
+    return access(type_, name, [a for a in actions.split(",") if a])
+
+
+def parse_scopes(values: list[str]) -> list[Access]:
+    """Every well-formed scope in `values`, each of which may hold several separated by spaces."""
+    parsed = (parse_scope(s) for value in values for s in value.split())
+    return [a for a in parsed if a is not None]
+
+
+def covers(granted: list[Access], needed: Access) -> bool:
+    """Whether the `granted` entries together allow every action of `needed`."""
+    actions = set()
+    for entry in granted:
+        if entry.type == needed.type and entry.name == needed.name:
+            actions.update(entry.actions)
+    return "*" in actions or set(needed.actions) <= actions
+
+
+def from_claim(claim: object) -> list[Access]:
+    """The entries of a token's `access` claim; malformed entries are dropped."""
+    entries = []
+    for item in claim if isinstance(claim, list) else []:
+        if (
+            isinstance(item, dict)
+            and isinstance(item.get("type"), str)
+            and isinstance(item.get("name"), str)
+            and isinstance(item.get("actions"), list)
+            and all(isinstance(a, str) for a in item["actions"])
+        ):
+            entries.append(access(item["type"], item["name"], item["actions"]))
+    return entries

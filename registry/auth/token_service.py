@@ -1,0 +1,60 @@
+"""The built-in token service: signs in users and grants what the rules allow of what they ask."""
+
+from __future__ import annotations
+
+from registry.auth.access import Access, access
+from registry.auth.gate import Passwords
+from registry.auth.rules import Rules
+from registry.auth.tokens import InvalidToken, TokenIssuer
+from registry.errors import Unauthorized
+
+
+class TokenService:
+    def __init__(self, issuer: TokenIssuer, rules: Rules, passwords: Passwords):
+        self.issuer, self.rules, self.passwords = issuer, rules, passwords
+
+    async def sign_in(self, user: str, password: str, address: str) -> str:
+        """The user, once the password is right; raises Unauthorized or TooManyRequests."""
+        if not await self.passwords.check(user, password, address):
+            raise Unauthorized(message="incorrect username or password")
+        return user
+
+    def redeem(self, refresh_token: str) -> str:
+        """The user of a refresh token we issued, while their password is unchanged."""
+        try:
+            user, fingerprint = self.issuer.check_refresh(refresh_token)
+        except InvalidToken as e:
+            raise Unauthorized({"reason": str(e)}, message="invalid refresh token") from None
+        if self.passwords.htpasswd.fingerprint(user) != fingerprint:
+            raise Unauthorized(message="the refresh token is no longer valid; sign in again")
+        return user
+
+    def grant(self, user: str | None, requested: list[Access]) -> list[Access]:
+        """What of `requested` the rules give `user` (None: anonymous)."""
+        granted = []
+        for wanted in requested:
+            if wanted.type == "repository":
+                allowed = self.rules.actions(user, wanted.name)
+                actions = allowed if "*" in wanted.actions else [a for a in wanted.actions if a in allowed]
+                if actions:
+                    granted.append(access("repository", wanted.name, actions))
+            elif wanted.type == "registry" and wanted.name == "catalog":
+                granted.append(access("registry", "catalog", ["*"]))  # the listing itself is filtered
+        return granted
+
+    def respond(self, user: str | None, requested: list[Access], offline: bool) -> dict:
+        """The token response: `token` and `access_token` (the same JWT), its lifetime, and a
+        `refresh_token` when a signed-in user asked for offline access."""
+        granted = self.grant(user, requested)
+        issued = self.issuer.issue(user, granted)
+        body = {
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": issued.expires_in,
+            "issued_at": issued.issued_at,
+            "scope": " ".join(str(a) for a in granted),
+        }
+        fingerprint = self.passwords.htpasswd.fingerprint(user) if user else None
+        if offline and fingerprint is not None:
+            body["refresh_token"] = self.issuer.issue_refresh(user, fingerprint)
+        return body

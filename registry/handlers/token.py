@@ -1,0 +1,69 @@
+"""The token endpoint: `GET` with Basic credentials (Docker token spec) and the OAuth2 `POST` form."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.auth.access import parse_scopes
+from registry.auth.gate import client_address, parse_basic
+from registry.auth.token_service import TokenService
+from registry.errors import RegistryError
+from registry.handlers.base import json_response
+
+FORM_MAX_BYTES = 64 << 10
+
+
+class TokenRequestInvalid(RegistryError):
+    code, status, message = "UNSUPPORTED", 400, "invalid token request"
+
+
+def _service(request: Request) -> TokenService:
+    return request.app.state.token_service
+
+
+def _check_audience(service: TokenService, asked: str | None) -> None:
+    if asked and asked != service.issuer.service:
+        raise TokenRequestInvalid(
+            {"service": asked[:100]}, message=f"this token service serves {service.issuer.service!r}"
+        )
+
+
+async def get_token(request: Request) -> Response:
+    service = _service(request)
+    params = request.query_params
+    _check_audience(service, params.get("service"))
+    credentials = parse_basic(request.headers.get("authorization"))
+    user = None
+    if credentials is not None:
+        user = await service.sign_in(*credentials, client_address(request))
+    offline = params.get("offline_token", "").lower() == "true"
+    return json_response(service.respond(user, parse_scopes(params.getlist("scope")), offline))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = bytearray()
+    async for data in request.stream():
+        body += data
+        if len(body) > FORM_MAX_BYTES:
+            raise TokenRequestInvalid(message="form too large")
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+
+async def post_token(request: Request) -> Response:
+    service = _service(request)
+    form = await _form(request)
+    _check_audience(service, form.get("service"))
+    grant = form.get("grant_type")
+    if grant == "password":
+        user = await service.sign_in(form.get("username", ""), form.get("password", ""), client_address(request))
+    elif grant == "refresh_token":
+        user = service.redeem(form.get("refresh_token", ""))
+    else:
+        raise TokenRequestInvalid(
+            {"grant_type": (grant or "")[:50]}, message="grant_type must be password or refresh_token"
+        )
+    offline = form.get("access_type") == "offline"
+    return json_response(service.respond(user, parse_scopes([form.get("scope", "")]), offline))
