@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from registry.config import ConfigError, Settings, as_dict, load_settings
+from registry.logs import configure_logging
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -30,14 +31,6 @@ def _settings(args: argparse.Namespace) -> Settings:
         sys.exit(f"registry: configuration error: {e}")
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log.level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -51,7 +44,7 @@ def serve(args: argparse.Namespace) -> None:
     from registry.app import create_app
 
     settings = _settings(args)
-    _configure_logging(settings)
+    configure_logging(settings)
     log = logging.getLogger("registry")
     if settings.auth.mode == "none" and not _is_loopback(settings.http.host):
         log.warning(
@@ -67,6 +60,8 @@ def serve(args: argparse.Namespace) -> None:
         log_config=None,
         lifespan="on",
         server_header=False,
+        ssl_certfile=settings.http.tls_certificate,
+        ssl_keyfile=settings.http.tls_key,
     )
     uvicorn.Server(config).run()
 

@@ -26,6 +26,8 @@ class ConfigError(ValueError):
 class HttpSettings:
     host: str = "0.0.0.0"
     port: int = 5000
+    tls_certificate: str | None = None  # PEM certificate chain: serve HTTPS
+    tls_key: str | None = None  # its PEM private key
 
 
 @dataclass
@@ -228,6 +230,8 @@ def load_settings(
 
 
 def _check(settings: Settings) -> None:
+    if (settings.http.tls_certificate is None) != (settings.http.tls_key is None):
+        raise ConfigError("http.tls_certificate and http.tls_key go together")
     if settings.storage.driver not in ("local", "memory"):
         raise ConfigError(f"storage.driver: unknown driver {settings.storage.driver!r} (local, memory)")
     if settings.auth.mode not in ("none", "htpasswd", "token"):

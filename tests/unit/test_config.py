@@ -54,3 +54,29 @@ def test_bad_environment_value_names_the_setting() -> None:
 def test_example_config_is_valid() -> None:
     s = load_settings("config.example.yaml", env={})
     assert s.http.port == 5000
+    assert s.auth.mode == "token" and len(s.auth.rules) == 4
+
+
+def test_lists_and_mappings_from_yaml_and_environment(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("auth:\n  rules:\n    - {who: alice, repository: '**', actions: [pull]}\n")
+    s = load_settings(str(path), env={"REGISTRY_AUTH_GROUPS": "{admins: [alice, bob]}"})
+    assert s.auth.rules[0].who == ["alice"] and s.auth.rules[0].actions == ["pull"]
+    assert s.auth.groups == {"admins": ["alice", "bob"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("auth:\n  mode: ldap\n", "auth.mode"),
+        ("auth:\n  rules:\n    - {who: '*', repository: '**', actions: [write]}\n", r"auth.rules\[0\]"),
+        ("auth:\n  rules: 5\n", "expected a list"),
+        ("auth:\n  token:\n    issuers:\n      - {issuer: x}\n", "certificates or jwks"),
+        ("auth:\n  token:\n    path: /v2/token\n", "auth.token.path"),
+    ],
+)
+def test_bad_auth_settings_are_named(tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(str(path), env={})
