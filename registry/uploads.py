@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from registry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
 from registry.layout import blob_key, chunk_key, upload_prefix
 from registry.names import Digest
-from storage.drivers import Driver, Writer
+from storage.drivers import Driver, NotFound, Writer
 from storage.index import Chunk, Index, Upload
 
 Body = AsyncIterator[bytes]
+_DATA_GONE = {"reason": "the upload's data is gone; start a new upload"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,20 +170,36 @@ class Uploads:
         if len(chunks) == 1 and chunks[0].digest == str(digest):
             # The usual docker push: one chunk, already hashed while it streamed in.
             if await self.index.stored_blob_size(str(digest)) is None:
-                await self.driver.move(chunks[0].key, blob_key(str(digest)))
+                await self._place_chunk(chunks[0], str(digest))
             return
         stored = await self.index.stored_blob_size(str(digest)) is not None
         writer = None if stored else await self.driver.writer(blob_key(str(digest)))
         hasher = digest.hasher()
         try:
             for chunk in chunks:
-                await _stream(self.driver.reader(chunk.key), writer, hasher)
+                try:
+                    await _stream(self.driver.reader(chunk.key), writer, hasher)
+                except NotFound:
+                    raise BlobUploadInvalid(_DATA_GONE) from None
             self._verify(digest, hasher)
             if writer is not None:
                 await writer.commit()
         finally:
             if writer is not None:
                 await writer.cancel()
+
+    async def _place_chunk(self, chunk: Chunk, digest: str) -> None:
+        """Move a verified chunk to its blob key; idempotent, so a retry after a crash between the
+        move and the index update finds the blob already in place."""
+        try:
+            await self.driver.move(chunk.key, blob_key(digest))
+        except NotFound:
+            try:
+                placed = await self.driver.stat(blob_key(digest))
+            except NotFound:
+                raise BlobUploadInvalid(_DATA_GONE) from None
+            if placed.size != chunk.size:
+                raise BlobUploadInvalid(_DATA_GONE) from None
 
     @staticmethod
     def _verify(digest: Digest, hasher) -> None:

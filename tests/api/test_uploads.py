@@ -207,3 +207,31 @@ async def test_mount_with_invalid_digest_or_source_name(client: httpx.AsyncClien
     digest = digest_of(b"x")
     r = await client.post("/v2/team/app/blobs/uploads/", params={"mount": digest, "from": "Bad/Name"})
     assert r.status_code == 400 and error_codes(r) == ["NAME_INVALID"]
+
+
+async def test_finishing_again_after_a_crash_between_move_and_index_update(client: httpx.AsyncClient, settings) -> None:
+    """A kill after the chunk became the blob file but before the index knew: the retried PUT works."""
+    data = os.urandom(5000)
+    digest = digest_of(data)
+    location = await start(client)
+    await client.patch(location, content=data)
+    upload_dir = os.path.join(settings.storage_root, "uploads", location.rsplit("/", 1)[1])
+    (chunk,) = os.listdir(upload_dir)
+    blob_dir = os.path.join(settings.storage_root, "blobs", "sha256", digest[7:9])
+    os.makedirs(blob_dir)
+    os.replace(os.path.join(upload_dir, chunk), os.path.join(blob_dir, digest[7:]))
+    assert (await client.head(f"/v2/team/app/blobs/{digest}")).status_code == 404
+    r = await client.put(location, params={"digest": digest})
+    assert r.status_code == 201, r.text
+    assert (await client.get(f"/v2/team/app/blobs/{digest}")).content == data
+
+
+async def test_finishing_an_upload_whose_data_vanished_is_a_clear_error(client: httpx.AsyncClient, settings) -> None:
+    data = os.urandom(100)
+    location = await start(client)
+    await client.patch(location, content=data)
+    upload_dir = os.path.join(settings.storage_root, "uploads", location.rsplit("/", 1)[1])
+    for name in os.listdir(upload_dir):
+        os.unlink(os.path.join(upload_dir, name))
+    r = await client.put(location, params={"digest": digest_of(data)})
+    assert r.status_code == 400 and error_codes(r) == ["BLOB_UPLOAD_INVALID"]
