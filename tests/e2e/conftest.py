@@ -55,7 +55,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _registry_command() -> list[str]:
+def registry_command() -> list[str]:
     script = Path(sys.executable).with_name("registry")
     if script.exists():
         return [str(script)]
@@ -65,8 +65,9 @@ def _registry_command() -> list[str]:
 class RegistryServer:
     """A `registry serve` subprocess over `data_dir`; it keeps its port across `kill9()` and `restart()`."""
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None):
-        self.data_dir, self.log_path = data_dir, log_path
+    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, config: Path | None = None):
+        self.data_dir, self.log_path, self.config = data_dir, log_path, config
+        self.mode = "none"  # the auth mode its config sets, for tests that behave differently per mode
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -92,7 +93,9 @@ class RegistryServer:
         with self.log_path.open("ab") as log:
             log.write(f"---- starting registry on {self.host} ----\n".encode())
             log.flush()
-            command = [*_registry_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            command = [*registry_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            if self.config is not None:
+                command += ["--config", str(self.config)]
             self.process = subprocess.Popen(
                 [*command, "--data-dir", str(self.data_dir)],
                 stdin=subprocess.DEVNULL,
@@ -179,8 +182,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         server.kill9()
 
 
-def _start_server(directory: Path) -> RegistryServer:
-    server = RegistryServer(directory / "data", directory / "registry.log")
+def start_server(directory: Path, config: Path | None = None) -> RegistryServer:
+    """A started registry with its data and log under `directory`, optionally with a config file."""
+    server = RegistryServer(directory / "data", directory / "registry.log", config=config)
     server.start()
     return server
 
@@ -188,7 +192,7 @@ def _start_server(directory: Path) -> RegistryServer:
 @pytest.fixture
 def registry_server(tmp_path: Path) -> Iterator[RegistryServer]:
     """A registry of its own for one test (the crash tests kill and restart it)."""
-    server = _start_server(tmp_path)
+    server = start_server(tmp_path)
     yield server
     server.stop()
 
@@ -196,7 +200,7 @@ def registry_server(tmp_path: Path) -> Iterator[RegistryServer]:
 @pytest.fixture(scope="module")
 def module_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     """A registry shared by the tests of one module."""
-    server = _start_server(tmp_path_factory.mktemp("registry"))
+    server = start_server(tmp_path_factory.mktemp("registry"))
     yield server
     server.stop()
 
@@ -214,10 +218,14 @@ class Docker:
         if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
             self.env["DOCKER_BUILDKIT"] = "0"  # no buildx plugin: the legacy builder
 
-    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run `docker args...`; with `check`, fail the test showing its output when it fails."""
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 300, input: str | None = None, config: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `docker args...` (with client config folder `config`, for logins, if given); with `check`,
+        fail the test showing its output when it fails."""
+        env = self.env if config is None else {**self.env, "DOCKER_CONFIG": str(config)}
         result = subprocess.run(
-            ["docker", *args], capture_output=True, text=True, env=self.env, timeout=timeout, check=False
+            ["docker", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False, input=input
         )
         if check and result.returncode != 0:
             pytest.fail(f"docker {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")

@@ -3,13 +3,8 @@ between repositories of the registry by mounting blobs."""
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
-import os
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +12,10 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import RegistryServer, Skopeo
+from tests.e2e.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, build_oci_layout, sha256_digest
 
 pytestmark = pytest.mark.e2e
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
@@ -33,48 +26,6 @@ FORMATS = {
     "oci": (OCI_MANIFEST, OCI_CONFIG, OCI_LAYER),
     "v2s2": (DOCKER_MANIFEST, DOCKER_CONFIG, DOCKER_LAYER),
 }
-
-
-def _sha256(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-def _write_blob(layout: Path, data: bytes) -> dict[str, object]:
-    digest = _sha256(data)
-    path = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return {"digest": digest, "size": len(data)}
-
-
-def build_oci_layout(layout: Path, tag: str) -> None:
-    """An OCI image layout holding one linux/amd64 image of one gzip layer with a random file."""
-    payload = os.urandom(128 << 10)
-    tar_bytes = io.BytesIO()
-    with tarfile.open(fileobj=tar_bytes, mode="w") as tar:
-        info = tarfile.TarInfo("data/payload.bin")
-        info.size, info.mode = len(payload), 0o644
-        tar.addfile(info, io.BytesIO(payload))
-    layer = gzip.compress(tar_bytes.getvalue(), mtime=0)
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [_sha256(tar_bytes.getvalue())]},
-    }
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, **_write_blob(layout, json.dumps(config).encode())},
-        "layers": [{"mediaType": OCI_LAYER, **_write_blob(layout, layer)}],
-    }
-    descriptor = {
-        "mediaType": OCI_MANIFEST,
-        **_write_blob(layout, json.dumps(manifest).encode()),
-        "annotations": {"org.opencontainers.image.ref.name": tag},
-    }
-    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [descriptor]}))
 
 
 @dataclass(frozen=True)
@@ -96,7 +47,7 @@ def get_manifest(client: httpx.Client, repository: str, reference: str) -> Manif
     response = client.get(f"/v2/{repository}/manifests/{reference}", headers=ACCEPT)
     assert response.status_code == 200, response.text
     digest = response.headers["Docker-Content-Digest"]
-    assert _sha256(response.content) == digest
+    assert sha256_digest(response.content) == digest
     return Manifest(digest, response.headers["Content-Type"], response.content)
 
 
@@ -139,7 +90,7 @@ def test_copy_to_oci_layout_and_back_stores_the_requested_manifest_format(
         for descriptor in [document["config"], *document["layers"]]:
             blob = client.get(f"/v2/{target}/blobs/{descriptor['digest']}")
             assert blob.status_code == 200
-            assert _sha256(blob.content) == descriptor["digest"]
+            assert sha256_digest(blob.content) == descriptor["digest"]
             assert len(blob.content) == descriptor["size"]
 
     inspect = skopeo.run("inspect", "--tls-verify=false", f"docker://{host}/{target}:1")
