@@ -35,7 +35,7 @@ format: $(VENV)/.test-installed
 	$(BIN)/ruff format .
 
 bench: $(VENV)/.test-installed
-	bench/run
+	$(BIN)/python bench/docker_push_pull.py
 
 clean:
 	rm -rf $(VENV) data

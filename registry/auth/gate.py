@@ -1,8 +1,8 @@
 """The gate every API request passes: who is calling, and may they have the access the route needs.
 
 Three modes: `none` lets everything through; `htpasswd` checks HTTP Basic credentials on each
-request against the access rules; `token` checks a Bearer token (ours or a trusted issuer's) and its
-`access` claim. A caller without enough access gets 401 with a challenge naming the scope to ask
+request against the access rules; `token` (token_gate.py) checks a Bearer token (ours or a trusted
+issuer's) and its `access` claim. A caller without enough access gets 401 with a challenge naming the scope to ask
 for, or 403 DENIED when they are known and the rules do not allow it.
 """
 
@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from registry.auth.access import Access, covers
+from registry.auth.access import Access
 from registry.auth.limiter import LoginLimiter
 from registry.auth.rules import Rules
-from registry.auth.tokens import InvalidToken, TokenVerifier
 from registry.auth.users import Htpasswd
 from registry.errors import Denied, TooManyRequests, Unauthorized
 
@@ -71,13 +70,13 @@ class Passwords:
         return False
 
 
-def _rules_allow(rules: Rules, user: str | None, needed: Access) -> bool:
+def rules_allow(rules: Rules, user: str | None, needed: Access) -> bool:
     if needed.type == "repository":
         return set(needed.actions) <= rules.actions(user, needed.name)
     return needed.type == "registry" and needed.name == "catalog"  # listings are filtered instead
 
 
-def _rules_principal(rules: Rules, user: str | None) -> Principal:
+def rules_principal(rules: Rules, user: str | None) -> Principal:
     return Principal(user, lambda repository, action: action in rules.actions(user, repository))
 
 
@@ -107,45 +106,6 @@ class BasicGate:
         elif not needed:
             raise self._challenge()  # `GET /v2/` asks for credentials so `docker login` has a challenge
         for access in needed:
-            if not _rules_allow(self.rules, user, access):
+            if not rules_allow(self.rules, user, access):
                 raise self._challenge() if user is None else Denied({"scope": str(access)})
-        return _rules_principal(self.rules, user)
-
-
-class TokenGate:
-    """Mode `token`: a Bearer token whose `access` claim covers what the route needs."""
-
-    def __init__(self, verifier: TokenVerifier, rules: Rules, own_issuer: str, realm: str | None, token_path: str):
-        self.verifier, self.rules, self.own_issuer = verifier, rules, own_issuer
-        self.realm, self.token_path, self.service = realm, token_path, verifier.audience
-
-    def _challenge(self, request: Request, needed: list[Access], error: str | None) -> Unauthorized:
-        realm = self.realm or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}{self.token_path}"
-        params = [f'realm="{realm}"', f'service="{self.service}"']
-        if needed:
-            params.append(f'scope="{" ".join(str(a) for a in needed)}"')
-        if error:
-            params.append(f'error="{error}"')
-        detail = [a.claim() for a in needed] or None
-        return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer " + ",".join(params)})
-
-    async def admit(self, request: Request, needed: list[Access]) -> Principal:
-        header = request.headers.get("authorization", "")
-        if header[:7].lower() != "bearer ":
-            raise self._challenge(request, needed, None)
-        try:
-            claims = self.verifier.verify(header[7:].strip())
-        except InvalidToken:
-            raise self._challenge(request, needed, "invalid_token") from None
-        own = claims.issuer == self.own_issuer
-        for access in needed:
-            if not covers(claims.access, access):
-                if own and claims.subject is not None and not _rules_allow(self.rules, claims.subject, access):
-                    raise Denied({"scope": str(access)})
-                raise self._challenge(request, needed, "insufficient_scope")
-        if own:
-            return _rules_principal(self.rules, claims.subject)
-        granted = claims.access
-        return Principal(
-            claims.subject, lambda repository, action: covers(granted, Access("repository", repository, (action,)))
-        )
+        return rules_principal(self.rules, user)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from registry.auth.gate import BasicGate, OpenGate, Passwords, TokenGate
+from registry.auth.gate import BasicGate, OpenGate, Passwords
 from registry.auth.limiter import LoginLimiter
 from registry.auth.rules import Rules, make_rule
-from registry.auth.token_service import TokenService
-from registry.auth.tokens import TokenIssuer, TokenVerifier, certificate_keys, jwks_keys, load_or_create_key
 from registry.auth.users import Htpasswd
 from registry.config import Settings
 
@@ -17,6 +16,11 @@ from registry.config import Settings
 class Auth:
     gate: OpenGate | BasicGate | TokenGate
     token_service: TokenService | None  # None unless mode is `token`
+
+
+if TYPE_CHECKING:
+    from registry.auth.token_gate import TokenGate
+    from registry.auth.token_service import TokenService
 
 
 def build_auth(settings: Settings) -> Auth:
@@ -28,6 +32,11 @@ def build_auth(settings: Settings) -> Auth:
     passwords = Passwords(Htpasswd(settings.htpasswd_path), LoginLimiter(config.login_attempts, config.login_window_s))
     if config.mode == "htpasswd":
         return Auth(BasicGate(passwords, rules, config.realm), None)
+    # Imported here: the JWT and crypto libraries cost about 10 MiB a process, only worth it for tokens.
+    from registry.auth.token_gate import TokenGate
+    from registry.auth.token_service import TokenService
+    from registry.auth.tokens import TokenIssuer, TokenVerifier, certificate_keys, jwks_keys, load_or_create_key
+
     token = config.token
     key = load_or_create_key(settings.token_key_path, token.algorithm)
     issuer = TokenIssuer(key, token.algorithm, token.issuer, token.service, token.expiry_s, token.refresh_expiry_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -9,9 +10,11 @@ from starlette.responses import Response
 
 from registry.auth.access import parse_scopes
 from registry.auth.gate import client_address, parse_basic
-from registry.auth.token_service import TokenService
 from registry.errors import RegistryError
 from registry.handlers.base import json_response
+
+if TYPE_CHECKING:
+    from registry.auth.token_service import TokenService
 
 FORM_MAX_BYTES = 64 << 10
 

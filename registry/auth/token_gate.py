@@ -1,0 +1,51 @@
+"""The gate of mode `token`: a Bearer token (ours or a trusted issuer's) whose `access` claim covers
+what the route needs."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from registry.auth.access import Access, covers
+from registry.auth.gate import Principal, rules_allow, rules_principal
+from registry.auth.rules import Rules
+from registry.auth.tokens import InvalidToken, TokenVerifier
+from registry.errors import Denied, Unauthorized
+
+
+class TokenGate:
+    """Mode `token`: a Bearer token whose `access` claim covers what the route needs."""
+
+    def __init__(self, verifier: TokenVerifier, rules: Rules, own_issuer: str, realm: str | None, token_path: str):
+        self.verifier, self.rules, self.own_issuer = verifier, rules, own_issuer
+        self.realm, self.token_path, self.service = realm, token_path, verifier.audience
+
+    def _challenge(self, request: Request, needed: list[Access], error: str | None) -> Unauthorized:
+        realm = self.realm or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}{self.token_path}"
+        params = [f'realm="{realm}"', f'service="{self.service}"']
+        if needed:
+            params.append(f'scope="{" ".join(str(a) for a in needed)}"')
+        if error:
+            params.append(f'error="{error}"')
+        detail = [a.claim() for a in needed] or None
+        return Unauthorized(detail, headers={"WWW-Authenticate": "Bearer " + ",".join(params)})
+
+    async def admit(self, request: Request, needed: list[Access]) -> Principal:
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() != "bearer ":
+            raise self._challenge(request, needed, None)
+        try:
+            claims = self.verifier.verify(header[7:].strip())
+        except InvalidToken:
+            raise self._challenge(request, needed, "invalid_token") from None
+        own = claims.issuer == self.own_issuer
+        for access in needed:
+            if not covers(claims.access, access):
+                if own and claims.subject is not None and not rules_allow(self.rules, claims.subject, access):
+                    raise Denied({"scope": str(access)})
+                raise self._challenge(request, needed, "insufficient_scope")
+        if own:
+            return rules_principal(self.rules, claims.subject)
+        granted = claims.access
+        return Principal(
+            claims.subject, lambda repository, action: covers(granted, Access("repository", repository, (action,)))
+        )
