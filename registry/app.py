@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -15,9 +17,10 @@ from starlette.routing import Route
 
 from registry.auth.access import CATALOG, DELETE, PULL, PUSH, Access, access
 from registry.auth.setup import build_auth
-from registry.config import Settings
+from registry.config import Settings, parse_duration
 from registry.edge import Edge
 from registry.errors import RegistryError, Unsupported
+from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, token, uploads
 from registry.service import Registry
 from storage.drivers import Driver
@@ -134,12 +137,22 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         manifest_max_bytes=settings.manifests.max_bytes,
     )
 
+    collector = Collector(
+        index, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after)
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await index.open()
+        interval = parse_duration(settings.gc.interval)
+        schedule = asyncio.create_task(collect_every(collector, interval)) if interval else None
         try:
             yield
         finally:
+            if schedule is not None:
+                schedule.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await schedule
             await index.close()
 
     auth = build_auth(settings)
@@ -154,6 +167,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         lifespan=lifespan,
     )
     app.state.registry = registry
+    app.state.collector = collector
     app.state.gate = auth.gate
     app.state.token_service = auth.token_service
     app.state.settings = settings

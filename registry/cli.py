@@ -1,8 +1,9 @@
-"""The `registry` command: `serve`, `user add|rm|list` and `config check`."""
+"""The `registry` command: `serve`, `gc`, `repo rm`, `user add|rm|list` and `config check`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import ipaddress
 import json
@@ -104,6 +105,61 @@ def user_list(args: argparse.Namespace) -> None:
         print(name)
 
 
+async def _with_storage(settings: Settings, work):
+    """Run `work(index, driver)` with the index open."""
+    from registry.app import make_driver
+    from storage.index import open_index
+
+    index = open_index(settings.index_url)
+    await index.open()
+    try:
+        return await work(index, make_driver(settings))
+    finally:
+        await index.close()
+
+
+def gc(args: argparse.Namespace) -> None:
+    from registry.config import parse_duration
+    from registry.gc import Collector, CollectorBusy
+
+    settings = _settings(args)
+
+    async def collect(index, driver):
+        collector = Collector(
+            index, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after)
+        )
+        return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
+
+    try:
+        report = asyncio.run(_with_storage(settings, collect))
+    except CollectorBusy:
+        sys.exit("registry: another garbage collection is running; try again later")
+    print(report.to_json() if args.json else report.summary())
+
+
+def repo_remove(args: argparse.Namespace) -> None:
+    from registry.names import parse_name
+
+    settings = _settings(args)
+    name = parse_name(args.name)
+
+    async def remove(index, driver):
+        removed = await index.delete_repository(name)
+        if removed is not None:
+            from registry.layout import upload_prefix
+
+            for upload_id in removed[2]:
+                await driver.delete(upload_prefix(upload_id))
+        return removed
+
+    removed = asyncio.run(_with_storage(settings, remove))
+    if removed is None:
+        sys.exit(f"registry: no repository {name!r}")
+    tags, manifests, uploads = removed
+    print(f"removed {name}: {tags} tags, {manifests} manifests, {len(uploads)} uploads")
+    print("its blobs are freed by the next garbage collection (`registry gc`)")
+
+
 def config_check(args: argparse.Namespace) -> None:
     settings = _settings(args)
     print(json.dumps(as_dict(settings), indent=2))
@@ -125,6 +181,26 @@ def main(argv: list[str] | None = None) -> None:
     check_parser = config_commands.add_parser("check", help="validate and print the effective configuration")
     check_parser.add_argument("--config", help="YAML configuration file")
     check_parser.set_defaults(run=config_check)
+
+    gc_parser = commands.add_parser("gc", help="collect garbage: blobs and manifests nothing refers to")
+    gc_parser.add_argument("--config", help="YAML configuration file")
+    gc_parser.add_argument("--data-dir", help="data directory (default ./data)")
+    gc_parser.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    gc_parser.add_argument(
+        "--delete-untagged",
+        action="store_true",
+        help="also delete manifests no tag reaches (children of kept indexes and referrers of kept images stay)",
+    )
+    gc_parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc_parser.set_defaults(run=gc)
+
+    repo_parser = commands.add_parser("repo", help="manage repositories")
+    repo_commands = repo_parser.add_subparsers(dest="repo_command", required=True)
+    rm_parser = repo_commands.add_parser("rm", help="delete a repository: its tags, manifests and uploads")
+    rm_parser.add_argument("--config", help="YAML configuration file")
+    rm_parser.add_argument("--data-dir", help="data directory (default ./data)")
+    rm_parser.add_argument("name")
+    rm_parser.set_defaults(run=repo_remove)
 
     user_parser = commands.add_parser("user", help="manage the users of the htpasswd file")
     user_commands = user_parser.add_subparsers(dest="user_command", required=True)

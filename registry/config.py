@@ -91,6 +91,17 @@ class AuthSettings:
 
 
 @dataclass
+class GcSettings:
+    interval: str = "0"  # how often the server collects garbage itself (e.g. 6h); 0: never
+    grace: str = "1h"  # what was pushed, mounted or touched this recently is always kept
+
+
+@dataclass
+class UploadSettings:
+    purge_after: str = "24h"  # uploads untouched this long are abandoned: the collector deletes them
+
+
+@dataclass
 class LogSettings:
     level: str = "info"
     access: bool = True  # one line per request
@@ -105,6 +116,8 @@ class Settings:
     manifests: ManifestSettings = field(default_factory=ManifestSettings)
     log: LogSettings = field(default_factory=LogSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    gc: GcSettings = field(default_factory=GcSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
 
     @property
     def storage_root(self) -> str:
@@ -121,6 +134,23 @@ class Settings:
     @property
     def token_key_path(self) -> str:
         return self.auth.token.key or os.path.join(self.data_dir, "token-key.pem")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds in a duration such as `90`, `30s`, `15m`, `1h`, `7d`; raises ValueError."""
+    text = value.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:])
+    number = text[:-1] if unit else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"not a duration: {value!r} (say 90, 30s, 15m, 1h or 7d)") from None
+    if seconds < 0:
+        raise ValueError(f"a duration cannot be negative: {value!r}")
+    return seconds
 
 
 def _leaf_type(hint: Any) -> type:
@@ -230,6 +260,15 @@ def load_settings(
 
 
 def _check(settings: Settings) -> None:
+    for where, value in (
+        ("gc.interval", settings.gc.interval),
+        ("gc.grace", settings.gc.grace),
+        ("uploads.purge_after", settings.uploads.purge_after),
+    ):
+        try:
+            parse_duration(value)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
     if (settings.http.tls_certificate is None) != (settings.http.tls_key is None):
         raise ConfigError("http.tls_certificate and http.tls_key go together")
     if settings.storage.driver not in ("local", "memory"):

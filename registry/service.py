@@ -19,6 +19,7 @@ from registry.errors import (
     ManifestTooLarge,
     ManifestUnknown,
     NameUnknown,
+    Unavailable,
     Unsupported,
 )
 from registry.layout import blob_key
@@ -26,7 +27,7 @@ from registry.manifests import OCI_INDEX, parse_manifest
 from registry.names import Digest, is_digest, parse_digest, parse_tag
 from registry.uploads import Uploads
 from storage.drivers import Driver, NotFound
-from storage.index import Index, ManifestRecord, MissingReferences
+from storage.index import BlobCollecting, Index, ManifestRecord, MissingReferences
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
 
@@ -122,12 +123,14 @@ class Registry:
             manifest.subject.digest if manifest.subject else None,
             annotations,
         )
-        if await self.index.stored_blob_size(record.digest) is None:
+        if not await self.uploads.stored(record.digest):
             await self.driver.put(blob_key(record.digest), body)
         try:
             await self.index.put_manifest(
                 repository, record, manifest.required_blobs, (m.digest for m in manifest.manifests), tag
             )
+        except BlobCollecting:
+            raise Unavailable({"digest": record.digest, "reason": "being garbage-collected; retry"}) from None
         except MissingReferences as e:
             if e.missing:
                 raise ManifestBlobUnknown({"missing": e.missing}) from None

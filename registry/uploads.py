@@ -7,18 +7,29 @@ visible only after its digest matched, its bytes were committed and its index ro
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from registry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
+from registry.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    RangeInvalid,
+    SizeInvalid,
+    Unavailable,
+)
 from registry.layout import blob_key, chunk_key, upload_prefix
 from registry.names import Digest
 from storage.drivers import Driver, NotFound, Writer
-from storage.index import Chunk, Index, Upload
+from storage.index import BlobCollecting, Chunk, Index, Upload
+from storage.index.index import DELETING
 
 Body = AsyncIterator[bytes]
+COLLECTION_WAIT_S = 30.0
 _DATA_GONE = {"reason": "the upload's data is gone; start a new upload"}
 
 
@@ -94,14 +105,37 @@ class Uploads:
         for candidate in sources:
             size = await self.index.blob_size(candidate, str(digest))
             if size is not None:
-                await self.index.link_blob(repository, str(digest), size)
+                try:
+                    await self.index.link_blob(repository, str(digest), size)
+                except BlobCollecting:
+                    return False
                 return True
         return False
+
+    async def stored(self, digest: str) -> bool:
+        """Whether the bytes of `digest` are stored; if so they are now kept for a grace period at
+        least. While the collector is deleting them this waits, so that new bytes are never written
+        under a key that is being deleted."""
+        deadline = time.monotonic() + COLLECTION_WAIT_S
+        while (state := await self.index.reserve_blob(digest)) == DELETING:
+            if time.monotonic() > deadline:
+                raise _collecting(digest)
+            await asyncio.sleep(0.1)
+        return state is not None
+
+    async def _link(self, repository: str, digest: str, size: int, upload_id: str | None = None) -> None:
+        try:
+            if upload_id is None:
+                await self.index.link_blob(repository, digest, size)
+            else:
+                await self.index.finish_upload(upload_id, repository, digest, size)
+        except BlobCollecting:
+            raise _collecting(digest) from None
 
     async def monolithic(self, repository: str, digest: Digest, body: Body) -> None:
         """Store a whole blob sent in one request, verified while it streams in."""
         hasher = digest.hasher()
-        if await self.index.stored_blob_size(str(digest)) is not None:
+        if await self.stored(str(digest)):
             size = await _stream(body, None, hasher)  # stored once already: verify, keep nothing
             self._verify(digest, hasher)
         else:
@@ -112,7 +146,7 @@ class Uploads:
                 await writer.commit()
             finally:
                 await writer.cancel()
-        await self.index.link_blob(repository, str(digest), size)
+        await self._link(repository, str(digest), size)
 
     async def append(self, repository: str, upload_id: str, body: Body, content_range: ByteRange | None) -> int:
         """Append the request body to the upload as one chunk; returns the upload's new size.
@@ -158,7 +192,7 @@ class Uploads:
         except DigestInvalid:
             await self.cancel(repository, upload_id)
             raise
-        await self.index.finish_upload(upload_id, repository, str(digest), upload.size)
+        await self._link(repository, str(digest), upload.size, upload_id)
         await self.driver.delete(upload_prefix(upload_id))
         return upload.size
 
@@ -169,10 +203,10 @@ class Uploads:
             raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
         if len(chunks) == 1 and chunks[0].digest == str(digest):
             # The usual docker push: one chunk, already hashed while it streamed in.
-            if await self.index.stored_blob_size(str(digest)) is None:
+            if not await self.stored(str(digest)):
                 await self._place_chunk(chunks[0], str(digest))
             return
-        stored = await self.index.stored_blob_size(str(digest)) is not None
+        stored = await self.stored(str(digest))
         writer = None if stored else await self.driver.writer(blob_key(str(digest)))
         hasher = digest.hasher()
         try:
@@ -205,6 +239,13 @@ class Uploads:
     def _verify(digest: Digest, hasher) -> None:
         if hasher.hexdigest() != digest.encoded:
             raise DigestInvalid({"expected": str(digest), "computed": f"{digest.algorithm}:{hasher.hexdigest()}"})
+
+
+def _collecting(digest: str) -> Unavailable:
+    return Unavailable(
+        {"digest": digest, "reason": "the garbage collector is deleting this blob; push it again shortly"},
+        headers={"Retry-After": "5"},
+    )
 
 
 def _expected_starts(chunks: list[Chunk]) -> list[int]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+from starlette.applications import Starlette
 
 from registry.app import create_app
 from registry.config import Settings
@@ -97,11 +98,18 @@ def error_codes(response: httpx.Response) -> list[str]:
 
 
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of a registry app built from `settings`, its lifespan running."""
+async def running_app(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """A registry app built from `settings`, its lifespan running, and a client of it."""
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://registry.test") as client,
     ):
+        yield app, client
+
+
+@asynccontextmanager
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a registry app built from `settings`, its lifespan running."""
+    async with running_app(settings) as (_, client):
         yield client

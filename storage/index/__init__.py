@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from storage.index.index import Chunk, Index, ManifestRecord, MissingReferences, Upload
+from storage.index.index import BlobCollecting, Chunk, Index, ManifestRecord, MissingReferences, Upload
 from storage.index.sqlite import SQLiteDatabase
 
-__all__ = ["Chunk", "Index", "ManifestRecord", "MissingReferences", "Upload", "open_index"]
+__all__ = ["BlobCollecting", "Chunk", "Index", "ManifestRecord", "MissingReferences", "Upload", "open_index"]
 
 
 def open_index(url: str) -> Index:

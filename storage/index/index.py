@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 PRESENT = "present"
+DELETING = "deleting"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,10 @@ class MissingReferences(Exception):
         self.missing, self.wrong_size = missing, wrong_size
 
 
+class BlobCollecting(Exception):
+    """The garbage collector is deleting this blob's bytes; try again once it is done."""
+
+
 def _placeholders(n: int) -> str:
     return ",".join("?" * n)
 
@@ -63,12 +68,19 @@ def _ensure_repository(conn, repository: str, now: float) -> None:
 
 
 def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> None:
+    """Record the stored blob as present and visible in `repository`; raises BlobCollecting when the
+    collector is deleting it (a blob never goes back from `deleting` to present)."""
+    row = conn.execute("SELECT state FROM blobs WHERE digest = ?", (digest,)).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?)",
+            (digest, size, PRESENT, now, now),
+        )
+    elif row[0] != PRESENT:
+        raise BlobCollecting(digest)
+    else:
+        conn.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ?", (now, digest))
     _ensure_repository(conn, repository, now)
-    conn.execute(
-        "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (digest) DO UPDATE SET state = excluded.state, last_used_at = excluded.last_used_at",
-        (digest, size, PRESENT, now, now),
-    )
     conn.execute(
         "INSERT INTO repository_blobs (repository, digest, linked_at) VALUES (?, ?, ?) "
         "ON CONFLICT (repository, digest) DO UPDATE SET linked_at = excluded.linked_at",
@@ -103,6 +115,25 @@ class Index:
             sql, params = sql + " LIMIT ?", (last, limit)
         return await self.db.read(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
 
+    async def delete_repository(self, repository: str) -> tuple[int, int, list[str]] | None:
+        """Delete a repository with its tags, manifests, blob links and uploads, in one transaction;
+        returns (tags, manifests, upload ids) removed, or None when it does not exist. The bytes are
+        left to the garbage collector (and the uploads' to the caller)."""
+
+        def delete(c) -> tuple[int, int, list[str]] | None:
+            if c.execute("DELETE FROM repositories WHERE name = ?", (repository,)).rowcount == 0:
+                return None
+            tags = c.execute("DELETE FROM tags WHERE repository = ?", (repository,)).rowcount
+            manifests = c.execute("DELETE FROM manifests WHERE repository = ?", (repository,)).rowcount
+            c.execute("DELETE FROM manifest_references WHERE repository = ?", (repository,))
+            c.execute("DELETE FROM repository_blobs WHERE repository = ?", (repository,))
+            uploads = [row[0] for row in c.execute("SELECT id FROM uploads WHERE repository = ?", (repository,))]
+            for upload_id in uploads:
+                _delete_upload(c, upload_id)
+            return tags, manifests, uploads
+
+        return await self.db.write(delete)
+
     # -- blobs ----------------------------------------------------------------------------------
 
     async def blob_size(self, repository: str, digest: str) -> int | None:
@@ -136,8 +167,21 @@ class Index:
         )
         return None if row is None else row[0]
 
+    async def reserve_blob(self, digest: str) -> str | None:
+        """Before storing the bytes of `digest`: its state (None when unknown). A present blob is
+        marked used now, so the collector keeps it for a grace period at least."""
+
+        def reserve(c) -> str | None:
+            row = c.execute("SELECT state FROM blobs WHERE digest = ?", (digest,)).fetchone()
+            if row is not None and row[0] == PRESENT:
+                c.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ?", (time.time(), digest))
+            return None if row is None else row[0]
+
+        return await self.db.write(reserve)
+
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
-        """Record that the stored blob `digest` is present and visible in `repository`."""
+        """Record that the stored blob `digest` is present and visible in `repository`; raises
+        BlobCollecting when the collector is deleting it."""
         now = time.time()
         await self.db.write(lambda c: _link_blob(c, repository, digest, size, now))
 

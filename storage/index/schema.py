@@ -64,6 +64,20 @@ MIGRATIONS: list[list[str]] = [
             digest TEXT NOT NULL,
             PRIMARY KEY (upload, start))""",
     ],
+    [
+        # A lease per name (the garbage collector's): held by `holder` until `expires_at`.
+        """CREATE TABLE locks (
+            name TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL)""",
+        # Reports of collections, newest kept.
+        """CREATE TABLE gc_runs (
+            started_at DOUBLE PRECISION NOT NULL,
+            report TEXT NOT NULL)""",
+        "CREATE INDEX blobs_by_state ON blobs (state, last_used_at)",
+        "CREATE INDEX manifests_by_digest ON manifests (digest)",
+        "CREATE INDEX uploads_by_update ON uploads (updated_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

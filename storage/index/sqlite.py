@@ -68,6 +68,23 @@ class SQLiteDatabase:
         assert self._read_conn is not None, "database not open"
         return fn(self._read_conn)
 
+    async def scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` in one read transaction (a consistent snapshot) in a worker thread, for
+        reads too long for the event loop."""
+
+        def run() -> T:
+            conn = _connect(self.path)
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return fn(conn)
+                finally:
+                    conn.execute("COMMIT")
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(run)
+
     async def close(self) -> None:
         if self._read_conn is not None:
             self._read_conn.close()

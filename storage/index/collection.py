@@ -1,0 +1,201 @@
+"""The garbage collector's queries: a snapshot of what refers to what, and the re-checked deletes.
+
+Decisions are planned from a snapshot, then every delete re-checks its condition inside its own
+transaction, so a push that lands meanwhile is never undone: it either happened before the check
+(and the row is kept) or it sees the row gone (and uploads again).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from storage.index.index import DELETING, PRESENT
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestNode:
+    repository: str
+    digest: str
+    subject: str | None
+    created_at: float
+    size: int
+    tagged: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRow:
+    digest: str
+    size: int
+    state: str
+    last_used_at: float
+
+
+@dataclass
+class Snapshot:
+    """What refers to what, read in one transaction."""
+
+    manifests: list[ManifestNode]
+    children: list[tuple[str, str, str]]  # (repository, index, child manifest)
+    blob_refs: list[tuple[str, str, str]]  # (repository, manifest, blob)
+    blobs: list[BlobRow]
+
+
+def _snapshot(c) -> Snapshot:
+    tagged = set(c.execute("SELECT DISTINCT repository, digest FROM tags").fetchall())
+    manifests = [
+        ManifestNode(repo, digest, subject, created, size, (repo, digest) in tagged)
+        for repo, digest, subject, created, size in c.execute(
+            "SELECT repository, digest, subject, created_at, size FROM manifests"
+        ).fetchall()
+    ]
+    references = c.execute("SELECT repository, manifest, child, kind FROM manifest_references").fetchall()
+    blobs = [BlobRow(*row) for row in c.execute("SELECT digest, size, state, last_used_at FROM blobs").fetchall()]
+    return Snapshot(
+        manifests,
+        [(r, m, child) for r, m, child, kind in references if kind == "manifest"],
+        [(r, m, child) for r, m, child, kind in references if kind == "blob"],
+        blobs,
+    )
+
+
+def _remove_manifests(c, candidates: list[tuple[str, str]], cutoff: float) -> list[tuple[str, str, int]]:
+    """Delete the candidates that are still old, untagged, no kept index's child, and whose subject
+    (if any) is untagged. Parents go before their children, so this loops until nothing changes."""
+    removed: list[tuple[str, str, int]] = []
+    pending = list(candidates)
+    while pending:
+        left = []
+        for repository, digest in pending:
+            row = c.execute(
+                "SELECT size FROM manifests m WHERE repository = ? AND digest = ? AND created_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest) "
+                "AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository = m.repository "
+                "AND r.child = m.digest AND r.kind = 'manifest') "
+                "AND (m.subject IS NULL OR NOT EXISTS "
+                "(SELECT 1 FROM tags s WHERE s.repository = m.repository AND s.digest = m.subject))",
+                (repository, digest, cutoff),
+            ).fetchone()
+            if row is None:
+                left.append((repository, digest))
+                continue
+            c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
+            c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
+            c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
+            removed.append((repository, digest, row[0]))
+        if len(left) == len(pending):
+            break
+        pending = left
+    return removed
+
+
+def _mark_blobs(c, cutoff: float, now: float) -> list[tuple[str, int]]:
+    """Mark `deleting` every present blob unused since `cutoff` that no manifest refers to; returns
+    every blob in that state (with those a crashed run left)."""
+    c.execute(
+        "UPDATE blobs SET state = ?, last_used_at = ? WHERE state = ? AND last_used_at < ? "
+        "AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.child = blobs.digest) "
+        "AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = blobs.digest)",
+        (DELETING, now, PRESENT, cutoff),
+    )
+    return c.execute("SELECT digest, size FROM blobs WHERE state = ? ORDER BY digest", (DELETING,)).fetchall()
+
+
+class Collection:
+    """Queries of the garbage collector over a database (see sqlite.py)."""
+
+    def __init__(self, db):
+        self.db = db
+
+    async def lock(self, holder: str, ttl_s: float) -> bool:
+        """Take or renew the collector's lease for `holder`; False while another holder has it."""
+        now = time.time()
+
+        def take(c) -> bool:
+            row = c.execute("SELECT holder, expires_at FROM locks WHERE name = 'gc'").fetchone()
+            if row is None:
+                c.execute("INSERT INTO locks (name, holder, expires_at) VALUES ('gc', ?, ?)", (holder, now + ttl_s))
+                return True
+            if row[0] != holder and row[1] > now:
+                return False
+            c.execute("UPDATE locks SET holder = ?, expires_at = ? WHERE name = 'gc'", (holder, now + ttl_s))
+            return True
+
+        return await self.db.write(take)
+
+    async def unlock(self, holder: str) -> None:
+        await self.db.write(lambda c: c.execute("DELETE FROM locks WHERE name = 'gc' AND holder = ?", (holder,)))
+
+    async def snapshot(self) -> Snapshot:
+        return await self.db.scan(_snapshot)
+
+    async def remove_manifests(self, candidates: list[tuple[str, str]], cutoff: float) -> list[tuple[str, str, int]]:
+        """Delete those of `candidates` that still qualify (see _remove_manifests); returns
+        (repository, digest, size) of each deleted."""
+        return await self.db.write(lambda c: _remove_manifests(c, candidates, cutoff))
+
+    async def mark_blobs(self, cutoff: float) -> list[tuple[str, int]]:
+        """Mark unreferenced blobs unused since `cutoff` as `deleting`; returns (digest, size) of
+        every blob in that state."""
+        now = time.time()
+        return await self.db.write(lambda c: _mark_blobs(c, cutoff, now))
+
+    async def forget_blobs(self, digests: list[str]) -> None:
+        """Drop the rows of `deleting` blobs whose bytes are gone."""
+
+        def forget(c) -> None:
+            c.executemany("DELETE FROM repository_blobs WHERE digest = ?", [(d,) for d in digests])
+            c.executemany("DELETE FROM blobs WHERE digest = ? AND state = ?", [(d, DELETING) for d in digests])
+
+        await self.db.write(forget)
+
+    async def stale_uploads(self, cutoff: float) -> list[tuple[str, int]]:
+        """Forget uploads untouched since `cutoff`; returns (id, size) of each, whose bytes remain
+        for the caller to delete."""
+
+        def purge(c) -> list[tuple[str, int]]:
+            stale = c.execute("SELECT id, size FROM uploads WHERE updated_at < ?", (cutoff,)).fetchall()
+            c.executemany("DELETE FROM upload_chunks WHERE upload = ?", [(i,) for i, _ in stale])
+            c.executemany("DELETE FROM uploads WHERE id = ?", [(i,) for i, _ in stale])
+            return stale
+
+        return await self.db.write(purge)
+
+    async def stale_upload_totals(self, cutoff: float) -> tuple[int, int]:
+        """(count, bytes) of the uploads untouched since `cutoff`."""
+        return await self.db.scan(
+            lambda c: c.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE updated_at < ?", (cutoff,)
+            ).fetchone()
+        )
+
+    async def totals(self) -> tuple[int, int, int]:
+        """(manifests, present blobs, bytes of present blobs)."""
+
+        def count(c) -> tuple[int, int, int]:
+            manifests = c.execute("SELECT COUNT(*) FROM manifests").fetchone()[0]
+            blobs, size = c.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE state = ?", (PRESENT,)
+            ).fetchone()
+            return manifests, blobs, size
+
+        return await self.db.scan(count)
+
+    async def record_run(self, started_at: float, report: str, keep: int = 100) -> None:
+        """Store a run's report (JSON), keeping the newest `keep`."""
+
+        def record(c) -> None:
+            c.execute("INSERT INTO gc_runs (started_at, report) VALUES (?, ?)", (started_at, report))
+            c.execute(
+                "DELETE FROM gc_runs WHERE started_at < (SELECT MIN(started_at) FROM "
+                "(SELECT started_at FROM gc_runs ORDER BY started_at DESC LIMIT ?) AS newest)",
+                (keep,),
+            )
+
+        await self.db.write(record)
+
+    async def last_run(self) -> str | None:
+        row = await self.db.read(
+            lambda c: c.execute("SELECT report FROM gc_runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        )
+        return None if row is None else row[0]

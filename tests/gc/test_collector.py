@@ -1,0 +1,257 @@
+"""Garbage collection from the index: what is kept, what is removed, and races with pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from registry.config import Settings
+from registry.gc import Collector, CollectorBusy
+from registry.layout import blob_key
+from tests.support import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    Image,
+    descriptor,
+    digest_of,
+    error_codes,
+    index_of,
+    make_image,
+    push_blob,
+    push_image,
+    running_app,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    settings.gc.grace = "0"
+    async with running_app(settings) as pair:
+        yield pair
+
+
+def collector(app: Starlette, grace_s: float = 0.0, purge_after_s: float = 3600.0) -> Collector:
+    state = app.state
+    return Collector(state.registry.index, state.registry.driver, grace_s, purge_after_s)
+
+
+async def blob_ok(client: httpx.AsyncClient, repository: str, data: bytes) -> bool:
+    r = await client.get(f"/v2/{repository}/blobs/{digest_of(data)}")
+    return r.status_code == 200 and r.content == data
+
+
+async def stored(app: Starlette, data: bytes) -> bool:
+    return os.path.exists(os.path.join(app.state.settings.storage_root, blob_key(digest_of(data))))
+
+
+async def test_shared_layer_survives_deleting_one_of_two_images(app) -> None:
+    app, client = app
+    shared = os.urandom(100)
+    one, two = make_image(), make_image()
+    one.layers.append(shared)
+    two.layers.append(shared)
+    one, two = rebuilt(one), rebuilt(two)
+    await push_image(client, "team/one", one, "v1")
+    await push_image(client, "team/two", two, "v1")
+    await client.delete(f"/v2/team/one/manifests/{one.digest}")
+    report = await collector(app).run()
+    assert await blob_ok(client, "team/two", shared)
+    assert await stored(app, shared)
+    assert not await stored(app, one.layers[0]) and not await stored(app, one.config)
+    assert await blob_ok(client, "team/two", two.layers[0])
+    assert report.blobs_removed == 3  # one's config, its own layer and its manifest bytes
+    assert report.manifests_removed == 0
+
+
+def rebuilt(image):
+    """The image with a manifest that lists its (changed) layers."""
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor(OCI_CONFIG, image.config),
+        "layers": [descriptor(OCI_LAYER, layer) for layer in image.layers],
+    }
+    return Image(image.config, image.layers, json.dumps(doc).encode(), OCI_MANIFEST)
+
+
+async def test_orphan_blob_is_removed_and_reads_answer_blob_unknown(app) -> None:
+    app, client = app
+    await push_blob(client, "team/app", b"orphan")
+    report = await collector(app).run()
+    assert report.blobs_removed == 1 and report.blob_bytes_removed == len(b"orphan")
+    r = await client.get(f"/v2/team/app/blobs/{digest_of(b'orphan')}")
+    assert r.status_code == 404 and error_codes(r) == ["BLOB_UNKNOWN"]
+    assert not await stored(app, b"orphan")
+
+
+async def test_blob_younger_than_the_grace_period_survives(app) -> None:
+    app, client = app
+    await push_blob(client, "team/app", b"young")
+    report = await collector(app, grace_s=3600).run()
+    assert report.blobs_removed == 0
+    assert await blob_ok(client, "team/app", b"young")
+
+
+async def test_dry_run_reports_and_changes_nothing(app) -> None:
+    app, client = app
+    await push_blob(client, "team/app", b"orphan")
+    report = await collector(app).run(dry_run=True)
+    assert (report.dry_run, report.blobs_removed) == (True, 1)
+    assert await blob_ok(client, "team/app", b"orphan")
+    assert await collector(app).last_report() is None
+
+
+async def test_untagged_manifests_stay_unless_asked(app) -> None:
+    app, client = app
+    image = make_image()
+    await push_image(client, "team/app", image)  # by digest: untagged
+    assert (await collector(app).run()).manifests_removed == 0
+    assert (await client.get(f"/v2/team/app/manifests/{image.digest}")).status_code == 200
+    report = await collector(app).run(delete_untagged=True)
+    assert report.manifests_removed == 1 and report.blobs_removed == 3
+    assert (await client.get(f"/v2/team/app/manifests/{image.digest}")).status_code == 404
+    assert not await stored(app, image.layers[0])
+
+
+async def test_children_of_a_tagged_index_survive_delete_untagged(app) -> None:
+    app, client = app
+    children = [make_image(), make_image()]
+    for child in children:
+        await push_image(client, "team/multi", child)
+    body = index_of(*children)
+    r = await client.put("/v2/team/multi/manifests/latest", content=body, headers={"Content-Type": OCI_INDEX})
+    assert r.status_code == 201
+    report = await collector(app).run(delete_untagged=True)
+    assert report.manifests_removed == 0 and report.blobs_removed == 0
+    for child in children:
+        assert (await client.get(f"/v2/team/multi/manifests/{child.digest}")).status_code == 200
+        assert await blob_ok(client, "team/multi", child.layers[0])
+
+
+async def put_signature(client: httpx.AsyncClient, repository: str, subject: bytes) -> str:
+    empty, signature = b"{}", os.urandom(32)
+    await push_blob(client, repository, empty)
+    await push_blob(client, repository, signature)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": descriptor("application/vnd.oci.empty.v1+json", empty),
+        "layers": [descriptor("application/vnd.example.signature.v1", signature)],
+        "subject": descriptor(OCI_MANIFEST, subject),
+    }
+    body = json.dumps(doc).encode()
+    r = await client.put(
+        f"/v2/{repository}/manifests/{digest_of(body)}", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert r.status_code == 201, r.text
+    return digest_of(body)
+
+
+async def test_signature_of_a_tagged_image_survives_delete_untagged(app) -> None:
+    app, client = app
+    image = make_image()
+    await push_image(client, "team/app", image, "v1")
+    signature = await put_signature(client, "team/app", image.manifest)
+    report = await collector(app).run(delete_untagged=True)
+    assert report.manifests_removed == 0
+    assert (await client.get(f"/v2/team/app/manifests/{signature}")).status_code == 200
+    referrers = (await client.get(f"/v2/team/app/referrers/{image.digest}")).json()["manifests"]
+    assert [m["digest"] for m in referrers] == [signature]
+
+
+async def test_referrer_whose_subject_is_gone_is_removed(app) -> None:
+    app, client = app
+    image = make_image()
+    await push_image(client, "team/app", image, "v1")
+    signature = await put_signature(client, "team/app", image.manifest)
+    await client.delete(f"/v2/team/app/manifests/{image.digest}")
+    report = await collector(app).run()
+    assert report.manifests_removed == 1
+    assert (await client.get(f"/v2/team/app/manifests/{signature}")).status_code == 404
+
+
+async def test_abandoned_uploads_are_purged_after_their_age(app, settings: Settings) -> None:
+    app, client = app
+    location = (await client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
+    await client.patch(location, content=b"x" * 1000)
+    assert (await collector(app, purge_after_s=3600).run()).uploads_purged == 0
+    report = await collector(app, purge_after_s=0).run()
+    assert (report.uploads_purged, report.upload_bytes_purged) == (1, 1000)
+    assert (await client.get(location)).status_code == 404
+    assert os.listdir(os.path.join(settings.storage_root, "uploads")) == []
+
+
+async def test_deleted_repository_feeds_the_collector(app) -> None:
+    app, client = app
+    image = make_image()
+    await push_image(client, "team/gone", image, "v1")
+    assert await app.state.registry.index.delete_repository("team/gone") == (1, 1, [])
+    assert (await client.get("/v2/team/gone/tags/list")).status_code == 404
+    report = await collector(app).run()
+    assert report.blobs_removed == 3
+    assert (await client.get("/v2/_catalog")).json()["repositories"] == []
+
+
+async def test_one_collection_at_a_time(app) -> None:
+    app, _ = app
+    first = collector(app)
+    assert await first.queries.lock("someone-else", 60)
+    with pytest.raises(CollectorBusy):
+        await first.run()
+    await first.queries.unlock("someone-else")
+    await first.run()
+
+
+async def test_last_run_report_is_kept_in_the_index(app) -> None:
+    app, client = app
+    await push_blob(client, "team/app", b"orphan")
+    await collector(app).run()
+    report = await collector(app).last_report()
+    assert report is not None and report.blobs_removed == 1 and report.seconds >= 0
+
+
+async def test_manifest_referring_to_a_blob_being_deleted_is_refused(app) -> None:
+    app, client = app
+    image = make_image()
+    for blob in [image.config, *image.layers]:
+        await push_blob(client, "team/app", blob)
+    queries = collector(app).queries
+    marked = await queries.mark_blobs(time.time() + 1)  # as a collection does, mid-way
+    assert digest_of(image.layers[0]) in {d for d, _ in marked}
+    r = await client.put("/v2/team/app/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_codes(r) == ["MANIFEST_BLOB_UNKNOWN"]
+    assert (await client.head(f"/v2/team/app/blobs/{digest_of(image.layers[0])}")).status_code == 404
+    mount = await client.post(
+        "/v2/team/two/blobs/uploads/", params={"mount": digest_of(image.config), "from": "team/app"}
+    )
+    assert mount.status_code == 202  # no mount of a blob being deleted
+
+
+async def test_upload_of_a_blob_being_deleted_waits_for_the_collector(app) -> None:
+    app, client = app
+    await push_blob(client, "team/app", b"layer")
+    c = collector(app)
+    marked = await c.queries.mark_blobs(time.time() + 1)
+    assert [d for d, _ in marked] == [digest_of(b"layer")]
+
+    async def finish_collection() -> None:
+        await asyncio.sleep(0.3)
+        await app.state.registry.driver.delete(blob_key(digest_of(b"layer")))
+        await c.queries.forget_blobs([digest_of(b"layer")])
+
+    finisher = asyncio.create_task(finish_collection())
+    await push_blob(client, "team/app", b"layer")  # waits, then stores the bytes anew
+    await finisher
+    assert await blob_ok(client, "team/app", b"layer")
