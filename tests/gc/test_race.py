@@ -1,0 +1,140 @@
+"""The collector's safety claim under load: pushes reusing old layers race a collector running in a
+loop with a short grace period (so the old layers are garbage again and again while pushes rely on
+them), and afterwards every tag still pulls with every blob present and intact."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+
+import httpx
+import pytest
+
+from registry.config import Settings
+from registry.gc import Collector
+from tests.support import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, digest_of, running_app
+
+pytestmark = pytest.mark.anyio
+
+PUSHERS = 4
+ROUNDS = 75  # per pusher: 300 pushes against a collector that never pauses
+LAYER_POOL = 6
+GRACE_S = 0.3
+
+
+async def push_blob_like_docker(client: httpx.AsyncClient, repository: str, data: bytes) -> None:
+    """HEAD first (skip if present), else POST + PATCH + PUT; retried while the collector is busy."""
+    digest = digest_of(data)
+    while True:
+        if (await client.head(f"/v2/{repository}/blobs/{digest}")).status_code == 200:
+            return
+        location = (await client.post(f"/v2/{repository}/blobs/uploads/")).headers["Location"]
+        await client.patch(location, content=data)
+        r = await client.put(location, params={"digest": digest})
+        if r.status_code == 201:
+            return
+        assert r.status_code == 503, r.text
+
+
+async def push_image(
+    client: httpx.AsyncClient, repository: str, tag: str, layers: list[bytes], refused: list[int], rng: random.Random
+) -> bytes:
+    config = json.dumps({"os": "linux", "tag": tag, "nonce": os.urandom(4).hex()}).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_CONFIG, config),
+            "layers": [descriptor(OCI_LAYER, layer) for layer in layers],
+        }
+    ).encode()
+    for _ in range(50):
+        for blob in [config, *layers]:
+            await push_blob_like_docker(client, repository, blob)
+        await asyncio.sleep(rng.random() * 0.005)  # the client's think time widens the race window
+        r = await client.put(
+            f"/v2/{repository}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
+        )
+        if r.status_code == 201:
+            return manifest
+        # A blob was collected between its upload and the manifest: push it again, as a client would.
+        refused.append(1)
+        assert r.status_code in (400, 503) and r.json()["errors"][0]["code"] in ("MANIFEST_BLOB_UNKNOWN", "UNAVAILABLE")
+    raise AssertionError("the push never got through")
+
+
+async def check_everything_pulls(client: httpx.AsyncClient, repositories: list[str]) -> int:
+    checked = 0
+    for repository in repositories:
+        tags = (await client.get(f"/v2/{repository}/tags/list")).json()["tags"]
+        for tag in tags:
+            r = await client.get(f"/v2/{repository}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+            assert r.status_code == 200
+            assert "sha256:" + hashlib.sha256(r.content).hexdigest() == r.headers["Docker-Content-Digest"]
+            doc = r.json()
+            for d in [doc["config"], *doc["layers"]]:
+                blob = await client.get(f"/v2/{repository}/blobs/{d['digest']}")
+                assert blob.status_code == 200, (repository, tag, d["digest"])
+                assert digest_of(blob.content) == d["digest"] and len(blob.content) == d["size"]
+            checked += 1
+    return checked
+
+
+async def find_violations(client: httpx.AsyncClient, repositories: list[str], found: list[str]) -> None:
+    """Record every manifest seen to exist while a blob it refers to does not."""
+    for repository in repositories:
+        r = await client.get(f"/v2/{repository}/manifests/t", headers={"Accept": OCI_MANIFEST})
+        if r.status_code != 200:
+            continue
+        digest = r.headers["Docker-Content-Digest"]
+        for d in [r.json()["config"], *r.json()["layers"]]:
+            if (await client.head(f"/v2/{repository}/blobs/{d['digest']}")).status_code == 200:
+                continue
+            if (await client.head(f"/v2/{repository}/manifests/{digest}")).status_code == 200:
+                found.append(f"{repository}@{digest} refers to {d['digest']}, which is gone")
+
+
+async def test_pushes_racing_a_looping_collector_never_lose_a_referenced_blob(settings: Settings) -> None:
+    rng = random.Random(int.from_bytes(os.urandom(4), "big"))
+    old_layers = [os.urandom(2048) for _ in range(LAYER_POOL)]
+    repositories = [f"race/p{n}" for n in range(PUSHERS)]
+    async with running_app(settings) as (app, client):
+        for layer in old_layers:
+            await push_blob_like_docker(client, "seed/base", layer)
+        index, driver = app.state.registry.index, app.state.registry.driver
+        collector = Collector(index, driver, grace_s=GRACE_S, purge_after_s=60)
+        stop = asyncio.Event()
+        reports, refused, violations = [], [], []
+
+        async def collect_forever() -> None:
+            while not stop.is_set():
+                reports.append(await collector.run(delete_untagged=rng.random() < 0.5))
+                await asyncio.sleep(0)
+
+        async def check_forever() -> None:
+            while not stop.is_set():
+                await find_violations(client, repositories, violations)
+                await asyncio.sleep(0)
+
+        async def pusher(repository: str) -> None:
+            for _ in range(ROUNDS):
+                layers = [*rng.sample(old_layers, 2), os.urandom(512)]
+                manifest = await push_image(client, repository, "t", layers, refused, rng)
+                if rng.random() < 0.7:  # drop the image: its old layers may become garbage again
+                    await client.delete(f"/v2/{repository}/manifests/{digest_of(manifest)}")
+
+        background = [asyncio.create_task(collect_forever()), asyncio.create_task(check_forever())]
+        await asyncio.gather(*(pusher(r) for r in repositories))
+        stop.set()
+        await asyncio.gather(*background)
+        removed = sum(r.blobs_removed for r in reports)
+        print(f"{len(reports)} collections removed {removed} blobs; {len(refused)} manifest pushes refused and redone")
+        assert violations == []
+        assert len(reports) >= 20, f"only {len(reports)} collections ran during the pushes"
+        assert refused, "no push ever raced the collector: the test proves nothing"
+        await check_everything_pulls(client, repositories)
+        await collector.run(delete_untagged=True)
+        await check_everything_pulls(client, repositories)
