@@ -255,3 +255,16 @@ async def test_upload_of_a_blob_being_deleted_waits_for_the_collector(app) -> No
     await push_blob(client, "team/app", b"layer")  # waits, then stores the bytes anew
     await finisher
     assert await blob_ok(client, "team/app", b"layer")
+
+
+async def test_the_server_collects_on_its_schedule(settings: Settings) -> None:
+    settings.gc.grace, settings.gc.interval = "0", "0.1"
+    async with running_app(settings) as (app, client):
+        await push_blob(client, "team/app", b"orphan")
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            report = await collector(app).last_report()
+            if report is not None and report.blobs_removed:
+                break
+        assert report is not None and report.blobs_removed == 1
+        assert (await client.head(f"/v2/team/app/blobs/{digest_of(b'orphan')}")).status_code == 404

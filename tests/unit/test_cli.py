@@ -32,3 +32,28 @@ def test_config_errors_exit_with_a_message(tmp_path) -> None:
 def test_help_lists_the_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "registry.cli", "--help"], capture_output=True, text=True).stdout
     assert "serve" in out and "config" in out
+
+
+def test_gc_and_repo_rm_commands(tmp_path, capsys) -> None:
+    data = str(tmp_path / "data")
+    main(["gc", "--dry-run", "--data-dir", data])
+    assert "would remove 0 manifests, 0 blobs" in capsys.readouterr().out
+    main(["gc", "--json", "--data-dir", data])
+    report = json.loads(capsys.readouterr().out)
+    assert report["dry_run"] is False and report["blobs_removed"] == 0
+    with pytest.raises(SystemExit) as e:
+        main(["repo", "rm", "team/none", "--data-dir", data])
+    assert "no repository" in str(e.value.code)
+
+
+def test_user_commands(tmp_path, capsys, monkeypatch) -> None:
+    import io
+
+    data = str(tmp_path / "data")
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    main(["user", "add", "alice", "--password-stdin", "--data-dir", data])
+    main(["user", "list", "--data-dir", data])
+    assert capsys.readouterr().out.splitlines()[-1] == "alice"
+    main(["user", "rm", "alice", "--data-dir", data])
+    with pytest.raises(SystemExit):
+        main(["user", "rm", "alice", "--data-dir", data])
