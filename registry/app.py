@@ -19,13 +19,14 @@ from registry.auth.access import CATALOG, DELETE, PULL, PUSH, Access, access
 from registry.auth.setup import build_auth
 from registry.config import Settings, parse_duration
 from registry.edge import Edge
-from registry.errors import RegistryError, Unsupported
+from registry.errors import RegistryError, Unavailable, Unsupported
 from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, token, uploads
 from registry.service import Registry
 from storage.drivers import Driver
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
+from storage.errors import BackendUnavailable
 from storage.index import Index, open_index
 
 log = logging.getLogger("registry")
@@ -111,6 +112,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return base.json_response({"errors": [{"code": "UNKNOWN", "message": exc.detail}]}, exc.status_code)
 
 
+async def _backend_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return _render(
+        Unavailable({"reason": "the storage backend is unavailable; retry shortly"}, headers={"Retry-After": "5"})
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return base.json_response({"errors": [{"code": "UNKNOWN", "message": "internal server error"}]}, 500)
@@ -118,8 +126,16 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def make_driver(settings: Settings) -> Driver:
     """The storage driver the settings name."""
-    if settings.storage.driver == "memory":
+    if settings.storage.kind == "memory":
         return MemoryDriver()
+    if settings.storage.kind == "s3":
+        from storage.drivers.s3 import S3Driver
+
+        s3 = settings.storage.s3
+        assert s3.bucket is not None
+        return S3Driver(
+            s3.bucket, prefix=s3.prefix, endpoint=s3.endpoint, region=s3.region, max_connections=s3.max_connections
+        )
     return LocalDriver(settings.storage_root)
 
 
@@ -135,6 +151,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         driver,
         delete_enabled=settings.storage.delete_enabled,
         manifest_max_bytes=settings.manifests.max_bytes,
+        redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
     )
 
     collector = Collector(
@@ -162,6 +179,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         exception_handlers={
             RegistryError: _registry_error,
             HTTPException: _http_error,
+            BackendUnavailable: _backend_unavailable,
             Exception: _unexpected_error,
         },
         lifespan=lifespan,

@@ -1,4 +1,4 @@
-"""The `registry` command: `serve`, `gc`, `repo rm`, `user add|rm|list` and `config check`."""
+"""The `registry` command: `serve`, `gc`, `check`, `repo rm`, `user add|rm|list`, `config check`."""
 
 from __future__ import annotations
 
@@ -137,6 +137,25 @@ def gc(args: argparse.Namespace) -> None:
     print(report.to_json() if args.json else report.summary())
 
 
+def check(args: argparse.Namespace) -> None:
+    from registry.check import check as check_storage
+
+    settings = _settings(args)
+
+    async def run(index, driver):
+        return await check_storage(index, driver, verify_digests=args.verify_digests)
+
+    report = asyncio.run(_with_storage(settings, run))
+    for problem in report.problems:
+        print(f"problem: {problem}")
+    for orphan in report.orphans:
+        print(f"unknown to the index: {orphan}")
+    verdict = "index and storage agree" if report.ok else f"{len(report.problems)} problems"
+    print(f"checked {report.blobs} blobs and {report.manifests} manifests: {verdict}; {len(report.orphans)} orphans")
+    if not report.ok:
+        sys.exit(1)
+
+
 def repo_remove(args: argparse.Namespace) -> None:
     from registry.names import parse_name
 
@@ -193,6 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     gc_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     gc_parser.set_defaults(run=gc)
+
+    check_parser = commands.add_parser("check", help="verify that index and storage agree (changes nothing)")
+    check_parser.add_argument("--config", help="YAML configuration file")
+    check_parser.add_argument("--data-dir", help="data directory (default ./data)")
+    check_parser.add_argument("--verify-digests", action="store_true", help="also hash every blob (reads everything)")
+    check_parser.set_defaults(run=check)
 
     repo_parser = commands.add_parser("repo", help="manage repositories")
     repo_commands = repo_parser.add_subparsers(dest="repo_command", required=True)

@@ -31,10 +31,26 @@ class HttpSettings:
 
 
 @dataclass
+class S3Settings:
+    bucket: str | None = None  # setting it selects the S3 driver
+    endpoint: str | None = None  # e.g. http://127.0.0.1:9000 for MinIO or SeaweedFS; AWS when unset
+    region: str | None = None
+    prefix: str = ""  # every key under this prefix, e.g. prod/
+    redirect: bool = False  # blob GETs answer 307 to a presigned URL, so bytes flow from the store
+    redirect_expiry_s: int = 1200
+    max_connections: int = 64  # connection pool (and thread pool) of each process
+
+
+@dataclass
 class StorageSettings:
-    driver: str = "local"  # local | memory
+    driver: str | None = None  # local | memory | s3; default s3 when s3.bucket is set, else local
     root: str | None = None  # local driver: default <data_dir>/storage
     delete_enabled: bool = True  # DELETE of blobs, manifests and tags; off answers 405
+    s3: S3Settings = field(default_factory=S3Settings)
+
+    @property
+    def kind(self) -> str:
+        return self.driver or ("s3" if self.s3.bucket else "local")
 
 
 @dataclass
@@ -271,8 +287,10 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"{where}: {e}") from None
     if (settings.http.tls_certificate is None) != (settings.http.tls_key is None):
         raise ConfigError("http.tls_certificate and http.tls_key go together")
-    if settings.storage.driver not in ("local", "memory"):
-        raise ConfigError(f"storage.driver: unknown driver {settings.storage.driver!r} (local, memory)")
+    if settings.storage.kind not in ("local", "memory", "s3"):
+        raise ConfigError(f"storage.driver: unknown driver {settings.storage.driver!r} (local, memory, s3)")
+    if settings.storage.kind == "s3" and not settings.storage.s3.bucket:
+        raise ConfigError("storage.s3.bucket: the S3 driver needs a bucket")
     if settings.auth.mode not in ("none", "htpasswd", "token"):
         raise ConfigError(f"auth.mode: unknown mode {settings.auth.mode!r} (none, htpasswd, token)")
     if settings.auth.token.algorithm not in ("ES256", "RS256"):

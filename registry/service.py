@@ -56,8 +56,10 @@ class Registry:
         *,
         delete_enabled: bool = True,
         manifest_max_bytes: int = DEFAULT_MANIFEST_MAX_BYTES,
+        redirect_expiry_s: int | None = None,
     ):
         self.index, self.driver = index, driver
+        self.redirect_expiry_s = redirect_expiry_s
         self.uploads = Uploads(index, driver)
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
@@ -78,6 +80,13 @@ class Registry:
     def blob_chunks(self, blob: BlobInfo, offset: int, length: int) -> AsyncIterator[bytes]:
         """Stream `length` bytes of a blob from `offset`."""
         return self.driver.reader(blob_key(blob.digest), offset, length)
+
+    async def blob_redirect(self, blob: BlobInfo) -> str | None:
+        """A presigned URL to send the client to for the blob's bytes, when redirects are on and the
+        driver can give one."""
+        if self.redirect_expiry_s is None:
+            return None
+        return await self.driver.url(blob_key(blob.digest), self.redirect_expiry_s)
 
     async def blob_path(self, blob: BlobInfo) -> str | None:
         """A local file holding the blob's bytes, when the driver has one (for zero-copy sends)."""

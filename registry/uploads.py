@@ -206,21 +206,19 @@ class Uploads:
             if not await self.stored(str(digest)):
                 await self._place_chunk(chunks[0], str(digest))
             return
-        stored = await self.stored(str(digest))
-        writer = None if stored else await self.driver.writer(blob_key(str(digest)))
+        # Several chunks: hash them once more (their bytes stay where they are), then join them.
         hasher = digest.hasher()
-        try:
-            for chunk in chunks:
-                try:
-                    await _stream(self.driver.reader(chunk.key), writer, hasher)
-                except NotFound:
-                    raise BlobUploadInvalid(_DATA_GONE) from None
-            self._verify(digest, hasher)
-            if writer is not None:
-                await writer.commit()
-        finally:
-            if writer is not None:
-                await writer.cancel()
+        for chunk in chunks:
+            try:
+                await _stream(self.driver.reader(chunk.key), None, hasher)
+            except NotFound:
+                raise BlobUploadInvalid(_DATA_GONE) from None
+        self._verify(digest, hasher)
+        if not await self.stored(str(digest)):
+            try:
+                await self.driver.concat([c.key for c in chunks], blob_key(str(digest)))
+            except NotFound:
+                raise BlobUploadInvalid(_DATA_GONE) from None
 
     async def _place_chunk(self, chunk: Chunk, digest: str) -> None:
         """Move a verified chunk to its blob key; idempotent, so a retry after a crash between the

@@ -77,6 +77,9 @@ async def get_blob(request: Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     if request.method == "HEAD":
         return Response(None, status, headers)
+    redirect = await service.blob_redirect(blob)
+    if redirect is not None:
+        return Response(None, 307, {"Location": redirect, "Docker-Content-Digest": blob.digest})
     whole_file = None if byte_range else await service.blob_path(blob)
     return BlobResponse(status, headers, service.blob_chunks(blob, start, end - start + 1), whole_file)
 

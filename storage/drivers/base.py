@@ -15,6 +15,9 @@ class NotFound(Exception):
     """The key does not exist."""
 
 
+# Every method may also raise storage.errors.BackendUnavailable when the store cannot be reached.
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """What a driver knows of a stored object."""
@@ -64,6 +67,10 @@ class Driver(Protocol):
 
     async def move(self, src: str, dst: str) -> None:
         """Move `src` to `dst` durably, replacing `dst`; raises NotFound when `src` is missing."""
+
+    async def concat(self, sources: list[str], dst: str) -> None:
+        """Store the bytes of `sources`, in order, as `dst` (atomically, as `put` does); the sources
+        stay. Raises NotFound when one is missing. Drivers join on the server side where they can."""
 
     async def delete(self, key: str) -> None:
         """Delete `key`, or every key under `key/` when it is a prefix; idempotent."""

@@ -66,6 +66,10 @@ class MemoryDriver:
         self._objects[dst] = (data, time.time())
         del self._objects[src]
 
+    async def concat(self, sources: list[str], dst: str) -> None:
+        joined = b"".join([self._load(key)[0] for key in sources])
+        self._objects[dst] = (joined, time.time())
+
     async def delete(self, key: str) -> None:
         self._objects.pop(key, None)
         prefix = key.rstrip("/") + "/"

@@ -9,7 +9,12 @@ __all__ = ["BlobCollecting", "Chunk", "Index", "ManifestRecord", "MissingReferen
 
 
 def open_index(url: str) -> Index:
-    """An (unopened) index for `url`: `sqlite:///PATH` (relative) or `sqlite:////abs/path`."""
+    """An (unopened) index for `url`: `sqlite:///PATH` (relative), `sqlite:////abs/path`, or
+    `postgresql://user:password@host:port/database`."""
     if url.startswith("sqlite:///"):
         return Index(SQLiteDatabase(url.removeprefix("sqlite:///")))
-    raise ValueError(f"unsupported index url {url!r} (expected sqlite:///PATH)")
+    if url.startswith(("postgresql://", "postgres://")):
+        from storage.index.postgres import PostgresDatabase
+
+        return Index(PostgresDatabase(url))
+    raise ValueError(f"unsupported index url {url!r} (sqlite:///PATH or postgresql://...)")

@@ -165,9 +165,12 @@ class Collection:
         """(count, bytes) of the uploads untouched since `cutoff`."""
         return await self.db.scan(
             lambda c: c.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM uploads WHERE updated_at < ?", (cutoff,)
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM uploads WHERE updated_at < ?", (cutoff,)
             ).fetchone()
         )
+
+    async def upload_ids(self) -> list[str]:
+        return await self.db.scan(lambda c: [row[0] for row in c.execute("SELECT id FROM uploads").fetchall()])
 
     async def totals(self) -> tuple[int, int, int]:
         """(manifests, present blobs, bytes of present blobs)."""
@@ -175,7 +178,7 @@ class Collection:
         def count(c) -> tuple[int, int, int]:
             manifests = c.execute("SELECT COUNT(*) FROM manifests").fetchone()[0]
             blobs, size = c.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM blobs WHERE state = ?", (PRESENT,)
+                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE state = ?", (PRESENT,)
             ).fetchone()
             return manifests, blobs, size
 

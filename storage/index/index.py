@@ -70,16 +70,16 @@ def _ensure_repository(conn, repository: str, now: float) -> None:
 def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> None:
     """Record the stored blob as present and visible in `repository`; raises BlobCollecting when the
     collector is deleting it (a blob never goes back from `deleting` to present)."""
-    row = conn.execute("SELECT state FROM blobs WHERE digest = ?", (digest,)).fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?)",
-            (digest, size, PRESENT, now, now),
-        )
-    elif row[0] != PRESENT:
+    conn.execute(
+        "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (digest) DO NOTHING",
+        (digest, size, PRESENT, now, now),
+    )
+    touched = conn.execute(
+        "UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT)
+    ).rowcount
+    if touched == 0:
         raise BlobCollecting(digest)
-    else:
-        conn.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ?", (now, digest))
     _ensure_repository(conn, repository, now)
     conn.execute(
         "INSERT INTO repository_blobs (repository, digest, linked_at) VALUES (?, ?, ?) "

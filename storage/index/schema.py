@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 # Each entry is one schema version; a database at version N has applied entries 1..N. Never edit a
-# released entry: append a new one.
-MIGRATIONS: list[list[str]] = [
+# released entry: append a new one. A statement is SQL for every database, or (dialect, SQL) for one.
+Statement = str | tuple[str, str]
+MIGRATIONS: list[list[Statement]] = [
     [
         """CREATE TABLE repositories (
             name TEXT PRIMARY KEY,
@@ -78,20 +79,30 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX manifests_by_digest ON manifests (digest)",
         "CREATE INDEX uploads_by_update ON uploads (updated_at)",
     ],
+    [
+        # Listings are in byte order, whatever the database's locale.
+        ("postgresql", 'ALTER TABLE repositories ALTER COLUMN name TYPE TEXT COLLATE "C"'),
+        ("postgresql", 'ALTER TABLE tags ALTER COLUMN name TYPE TEXT COLLATE "C"'),
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(conn) -> int:
-    """Bring the schema of DB-API connection `conn` up to SCHEMA_VERSION, inside the caller's
-    transaction; returns the version found before. Raises RuntimeError for a newer schema."""
+def migrate(conn, dialect: str = "sqlite") -> int:
+    """Bring the schema of DB-API connection `conn` (of `dialect`: sqlite or postgresql) up to
+    SCHEMA_VERSION, inside the caller's transaction; returns the version found before. Raises
+    RuntimeError for a newer schema."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
     if found > SCHEMA_VERSION:
         raise RuntimeError(f"the index has schema version {found}; this registry knows up to {SCHEMA_VERSION}")
     for version in range(found + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[version - 1]:
+            if isinstance(statement, tuple):
+                only, statement = statement
+                if only != dialect:
+                    continue
             conn.execute(statement)
         conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
     return found

@@ -31,6 +31,8 @@ def _connect(path: str) -> sqlite3.Connection:
 class SQLiteDatabase:
     """A database file at `path` (created with its directory when missing)."""
 
+    dialect = "sqlite"
+
     def __init__(self, path: str):
         self.path = path
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")

@@ -87,6 +87,20 @@ async def test_move_replaces_destination(driver: Driver) -> None:
         await driver.stat("src")
 
 
+async def test_concat_joins_sources_in_order_and_keeps_them(driver: Driver) -> None:
+    parts = [os.urandom(3 << 20), b"", os.urandom(1000), os.urandom(6 << 20)]
+    for i, part in enumerate(parts):
+        await driver.put(f"parts/{i}", part)
+    await driver.put("joined", b"old")
+    await driver.concat([f"parts/{i}" for i in range(len(parts))], "joined")
+    assert await collect(driver.reader("joined")) == b"".join(parts)
+    assert await driver.get("parts/2") == parts[2]
+    with pytest.raises(NotFound):
+        await driver.concat(["parts/0", "parts/missing"], "other")
+    with pytest.raises(NotFound):
+        await driver.stat("other")
+
+
 async def test_delete_is_idempotent_and_removes_prefixes(driver: Driver) -> None:
     await driver.put("up/1/a", b"1")
     await driver.put("up/1/b", b"2")

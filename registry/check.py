@@ -1,0 +1,73 @@
+"""`registry check`: do the index and the storage agree? Reads both, changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from registry.layout import blob_key
+from registry.names import parse_digest
+from storage.drivers import Driver, NotFound
+from storage.index import Index
+from storage.index.collection import Collection
+from storage.index.index import PRESENT
+
+CONCURRENCY = 32
+
+
+@dataclass
+class CheckReport:
+    blobs: int = 0
+    manifests: int = 0
+    problems: list[str] = field(default_factory=list)  # the index promises what storage lacks
+    orphans: list[str] = field(default_factory=list)  # bytes in storage the index does not know
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def check(index: Index, driver: Driver, verify_digests: bool = False) -> CheckReport:
+    """Every present blob has its bytes at the recorded size (and, with `verify_digests`, content
+    that hashes to its digest); every manifest's bytes and every blob a manifest refers to are
+    present; every stored blob and upload folder is known to the index."""
+    snapshot = await Collection(index.db).snapshot()
+    report = CheckReport(manifests=len(snapshot.manifests))
+    present = {b.digest: b.size for b in snapshot.blobs if b.state == PRESENT}
+    report.blobs = len(present)
+    for m in snapshot.manifests:
+        if m.digest not in present:
+            report.problems.append(f"manifest {m.repository}@{m.digest}: its bytes are not a present blob")
+    for repository, manifest, blob in snapshot.blob_refs:
+        if blob not in present:
+            report.problems.append(f"manifest {repository}@{manifest} refers to {blob}, which is not present")
+
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def check_blob(digest: str, size: int) -> None:
+        async with gate:
+            try:
+                entry = await driver.stat(blob_key(digest))
+            except NotFound:
+                report.problems.append(f"blob {digest}: no bytes in storage")
+                return
+            if entry.size != size:
+                report.problems.append(f"blob {digest}: {entry.size} bytes stored, {size} recorded")
+            elif verify_digests:
+                hasher = parse_digest(digest).hasher()
+                async for data in driver.reader(blob_key(digest)):
+                    hasher.update(data)
+                if f"{digest.split(':')[0]}:{hasher.hexdigest()}" != digest:
+                    report.problems.append(f"blob {digest}: the stored bytes hash to another digest")
+
+    await asyncio.gather(*(check_blob(d, s) for d, s in present.items()))
+    known_keys = {blob_key(b.digest) for b in snapshot.blobs}
+    async for entry in driver.list("blobs/"):
+        if entry.key not in known_keys:
+            report.orphans.append(entry.key)
+    uploads = set(await Collection(index.db).upload_ids())
+    async for entry in driver.list("uploads/"):
+        if entry.key.split("/")[1] not in uploads:
+            report.orphans.append(entry.key)
+    report.problems.sort()
+    return report

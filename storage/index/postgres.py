@@ -1,0 +1,130 @@
+"""PostgreSQL behind the index, for replicas sharing one database: psycopg 3 in a thread pool.
+
+Writes run as SERIALIZABLE transactions, retried on serialization failures, so each behaves as if
+it ran alone, as it does on SQLite. Connections come from a pool that replaces broken ones, so the
+registry reconnects by itself after a database restart; while the database is unreachable,
+operations raise BackendUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from storage.errors import BackendUnavailable
+from storage.index.schema import migrate
+
+T = TypeVar("T")
+MIGRATION_LOCK = 0x72656769  # pg_advisory_xact_lock key: one migrating replica at a time
+WRITE_ATTEMPTS = 20
+CONNECT_TIMEOUT_S = 10.0
+
+
+@lru_cache(maxsize=512)
+def _pg_sql(sql: str) -> str:
+    """The index's `?` placeholders as psycopg's `%s`."""
+    return re.sub(r"\?", "%s", sql)
+
+
+class _Connection:
+    """A psycopg connection that speaks the DB-API dialect the index's SQL is written in."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor:
+        return self._conn.execute(_pg_sql(sql), params)
+
+    def executemany(self, sql: str, params: Any) -> psycopg.Cursor:
+        cursor = self._conn.cursor()
+        cursor.executemany(_pg_sql(sql), list(params))
+        return cursor
+
+
+class PostgresDatabase:
+    """The database at `url` (postgresql://user:password@host:port/name?options)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, max_connections: int = 16):
+        self.url = url
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            kwargs={"autocommit": True},
+            check=ConnectionPool.check_connection,
+            reconnect_timeout=3600,
+        )
+        self._threads = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="index-pg")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._threads, fn)
+        except (psycopg.OperationalError, PoolTimeout) as e:
+            raise BackendUnavailable(f"the index database is unavailable: {e}") from e
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations (one replica at a time)."""
+
+        def start() -> None:
+            self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                migrate(_Connection(conn), self.dialect)
+
+        await self._run(start)
+
+    async def read(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(conn)` with each statement in its own snapshot (autocommit)."""
+
+        def run() -> T:
+            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                return fn(_Connection(conn))
+
+        return await self._run(run)
+
+    async def scan(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(conn)` in one read-only snapshot."""
+
+        def run() -> T:
+            with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return fn(_Connection(conn))
+
+        return await self._run(run)
+
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(conn)` in one SERIALIZABLE transaction, again from scratch when it conflicts with
+        another; committed when it returns, rolled back if it raises. `fn` must only touch the
+        database."""
+
+        def run() -> T:
+            for attempt in range(WRITE_ATTEMPTS):
+                try:
+                    with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
+                        conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                        return fn(_Connection(conn))
+                except (errors.SerializationFailure, errors.DeadlockDetected):
+                    if attempt == WRITE_ATTEMPTS - 1:
+                        raise
+                    time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+            raise AssertionError("unreachable")
+
+        return await self._run(run)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._threads, self._pool.close)
+        self._threads.shutdown(wait=False)
