@@ -1,14 +1,23 @@
-"""Shared fixtures: an app on a temp dir driven through httpx's ASGI transport."""
+"""Shared fixtures: settings of a fresh registry (on disk and SQLite, or on S3 and PostgreSQL), a
+client of its app through httpx's ASGI transport, and the real S3 and PostgreSQL servers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from registry.config import Settings, load_settings
-from tests.support import app_client
+from storage.drivers import Driver
+from tests.services import Postgres, SeaweedS3, start_service
+from tests.support import running_app
+
+S3_BUCKET = "registry-tests"
+BACKENDS = ["disk+sqlite", "s3+postgresql"]
 
 
 @pytest.fixture
@@ -16,13 +25,77 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def settings(tmp_path) -> Settings:
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedS3]:
+    """SeaweedFS serving S3, with a bucket for the tests; its credentials in the AWS_* variables."""
+    s3 = start_service(SeaweedS3, "SeaweedFS (the S3 server)")
+    s3.create_bucket(S3_BUCKET)
+    saved = {k: os.environ.get(k) for k in s3.env()}
+    os.environ.update(s3.env())
+    yield s3
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    s3.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster with a database `registry`."""
+    pg = start_service(Postgres, "PostgreSQL")
+    pg.create_database("registry")
+    yield pg
+    pg.close()
+
+
+def use_s3_and_postgres(settings: Settings, s3: SeaweedS3, pg: Postgres) -> Settings:
+    """Point `settings` at a fresh key prefix in the bucket and a fresh schema in the database."""
+    import psycopg
+
+    name = "t" + uuid.uuid4().hex[:16]
+    with psycopg.connect(pg.dsn("registry"), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    s3_settings = settings.storage.s3
+    s3_settings.bucket, s3_settings.endpoint, s3_settings.region = S3_BUCKET, s3.endpoint, s3.region
+    s3_settings.prefix = f"{name}/"
+    settings.index.url = f"{pg.dsn('registry')}?options=-csearch_path%3D{name}"
+    return settings
+
+
+def base_settings(tmp_path) -> Settings:
     return load_settings(env={}, overrides={"data_dir": str(tmp_path / "data"), "log": {"access": False}})
 
 
 @pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of a fresh registry on local disk and SQLite."""
-    async with app_client(settings) as http:
-        yield http
+def settings(tmp_path) -> Settings:
+    """A registry on local disk and SQLite under a temp dir."""
+    return base_settings(tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def any_backend_settings(request, tmp_path) -> Settings:
+    """The same registry settings on each backend in turn: disk and SQLite, then S3 and PostgreSQL."""
+    settings = base_settings(tmp_path)
+    if request.param == "s3+postgresql":
+        use_s3_and_postgres(settings, request.getfixturevalue("seaweed"), request.getfixturevalue("postgres"))
+    return settings
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """A fresh registry app built from `settings`, and a client of it."""
+    async with running_app(settings) as pair:
+        yield pair
+
+
+@pytest.fixture
+def client(served: tuple[Starlette, httpx.AsyncClient]) -> httpx.AsyncClient:
+    return served[1]
+
+
+@pytest.fixture
+def driver(served: tuple[Starlette, httpx.AsyncClient]) -> Driver:
+    """The storage driver of the `served` registry."""
+    return served[0].state.registry.driver

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from registry.app import create_app
 from registry.config import Settings
+from storage.drivers import Driver
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -113,3 +114,8 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client of a registry app built from `settings`, its lifespan running."""
     async with running_app(settings) as (_, client):
         yield client
+
+
+async def stored_keys(driver: Driver, prefix: str) -> list[str]:
+    """The keys under `prefix` in `driver`."""
+    return [entry.key async for entry in driver.list(prefix)]

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from registry.config import Settings
-from tests.support import app_client, digest_of, error_codes, push_blob
+from registry.layout import blob_key
+from tests.support import app_client, digest_of, error_codes, push_blob, stored_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -91,11 +92,8 @@ async def test_deletes_answer_405_unsupported_when_disabled(settings: Settings) 
         assert (await client.get(f"/v2/team/app/blobs/{digest}")).status_code == 200
 
 
-async def test_blob_is_stored_once_when_pushed_to_two_repositories(client: httpx.AsyncClient, settings) -> None:
+async def test_blob_is_stored_once_when_pushed_to_two_repositories(client: httpx.AsyncClient, driver) -> None:
     data = os.urandom(5000)
     await push_blob(client, "one/app", data)
     await push_blob(client, "two/app", data)
-    stored = [
-        os.path.join(d, f) for d, _, files in os.walk(os.path.join(settings.storage_root, "blobs")) for f in files
-    ]
-    assert [os.path.basename(p) for p in stored].count(digest_of(data).split(":")[1]) == 1
+    assert await stored_keys(driver, "blobs/") == [blob_key(digest_of(data))]

@@ -7,7 +7,9 @@ import os
 import httpx
 import pytest
 
-from tests.support import digest_of, error_codes, push_blob
+from registry.layout import blob_key
+from storage.drivers.local import LocalDriver
+from tests.support import digest_of, error_codes, push_blob, stored_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -20,11 +22,6 @@ async def start(client: httpx.AsyncClient, repository: str = "team/app") -> str:
     return r.headers["Location"]
 
 
-async def storage_files(settings, folder: str) -> list[str]:
-    root = os.path.join(settings.storage_root, folder)
-    return [f for _, _, files in os.walk(root) for f in files]
-
-
 async def test_monolithic_post_with_digest_creates_the_blob(client: httpx.AsyncClient) -> None:
     data = os.urandom(10_000)
     digest = digest_of(data)
@@ -35,16 +32,17 @@ async def test_monolithic_post_with_digest_creates_the_blob(client: httpx.AsyncC
     assert (await client.get(r.headers["Location"])).content == data
 
 
-async def test_monolithic_post_with_wrong_digest_stores_nothing(client: httpx.AsyncClient, settings) -> None:
+async def test_monolithic_post_with_wrong_digest_stores_nothing(client: httpx.AsyncClient, driver) -> None:
     wrong = digest_of(b"something else")
     r = await client.post("/v2/team/app/blobs/uploads/", params={"digest": wrong}, content=b"actual bytes")
     assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
     assert (await client.head(f"/v2/team/app/blobs/{wrong}")).status_code == 404
-    assert await storage_files(settings, "blobs") == []
-    assert os.listdir(os.path.join(settings.storage_root, ".tmp")) == []
+    assert await stored_keys(driver, "blobs/") == []
+    if isinstance(driver, LocalDriver):
+        assert os.listdir(os.path.join(driver.root, ".tmp")) == []
 
 
-async def test_streamed_patch_then_put_like_docker_push(client: httpx.AsyncClient, settings) -> None:
+async def test_streamed_patch_then_put_like_docker_push(client: httpx.AsyncClient, driver) -> None:
     data = os.urandom(3 << 20)
     location = await start(client)
 
@@ -58,7 +56,7 @@ async def test_streamed_patch_then_put_like_docker_push(client: httpx.AsyncClien
     r = await client.put(location, params={"digest": digest_of(data)})
     assert r.status_code == 201
     assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
-    assert await storage_files(settings, "uploads") == []
+    assert await stored_keys(driver, "uploads/") == []
 
 
 async def test_chunked_upload_with_content_range_and_final_chunk_in_put(client: httpx.AsyncClient) -> None:
@@ -115,7 +113,7 @@ async def test_upload_is_resumable_after_asking_its_status(client: httpx.AsyncCl
     assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
 
 
-async def test_put_with_wrong_digest_fails_and_stores_nothing(client: httpx.AsyncClient, settings) -> None:
+async def test_put_with_wrong_digest_fails_and_stores_nothing(client: httpx.AsyncClient, driver) -> None:
     location = await start(client)
     await client.patch(location, content=b"chunk one")
     await client.patch(location, content=b" chunk two")
@@ -124,7 +122,7 @@ async def test_put_with_wrong_digest_fails_and_stores_nothing(client: httpx.Asyn
     assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
     assert (await client.head(f"/v2/team/app/blobs/{wrong}")).status_code == 404
     assert (await client.head(f"/v2/team/app/blobs/{digest_of(b'chunk one chunk two')}")).status_code == 404
-    assert await storage_files(settings, "blobs") == []
+    assert await stored_keys(driver, "blobs/") == []
     assert (await client.get(location)).status_code == 404
 
 
@@ -151,13 +149,13 @@ async def test_empty_blob_uploads(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.content == b""
 
 
-async def test_cancel_deletes_the_upload(client: httpx.AsyncClient, settings) -> None:
+async def test_cancel_deletes_the_upload(client: httpx.AsyncClient, driver) -> None:
     location = await start(client)
     await client.patch(location, content=b"x" * 100)
     assert (await client.delete(location)).status_code == 204
     r = await client.get(location)
     assert r.status_code == 404 and error_codes(r) == ["BLOB_UPLOAD_UNKNOWN"]
-    assert await storage_files(settings, "uploads") == []
+    assert await stored_keys(driver, "uploads/") == []
 
 
 @pytest.mark.parametrize("upload_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid"])
@@ -209,29 +207,24 @@ async def test_mount_with_invalid_digest_or_source_name(client: httpx.AsyncClien
     assert r.status_code == 400 and error_codes(r) == ["NAME_INVALID"]
 
 
-async def test_finishing_again_after_a_crash_between_move_and_index_update(client: httpx.AsyncClient, settings) -> None:
+async def test_finishing_again_after_a_crash_between_move_and_index_update(client: httpx.AsyncClient, driver) -> None:
     """A kill after the chunk became the blob file but before the index knew: the retried PUT works."""
     data = os.urandom(5000)
     digest = digest_of(data)
     location = await start(client)
     await client.patch(location, content=data)
-    upload_dir = os.path.join(settings.storage_root, "uploads", location.rsplit("/", 1)[1])
-    (chunk,) = os.listdir(upload_dir)
-    blob_dir = os.path.join(settings.storage_root, "blobs", "sha256", digest[7:9])
-    os.makedirs(blob_dir)
-    os.replace(os.path.join(upload_dir, chunk), os.path.join(blob_dir, digest[7:]))
+    (chunk,) = await stored_keys(driver, "uploads/")
+    await driver.move(chunk, blob_key(digest))
     assert (await client.head(f"/v2/team/app/blobs/{digest}")).status_code == 404
     r = await client.put(location, params={"digest": digest})
     assert r.status_code == 201, r.text
     assert (await client.get(f"/v2/team/app/blobs/{digest}")).content == data
 
 
-async def test_finishing_an_upload_whose_data_vanished_is_a_clear_error(client: httpx.AsyncClient, settings) -> None:
+async def test_finishing_an_upload_whose_data_vanished_is_a_clear_error(client: httpx.AsyncClient, driver) -> None:
     data = os.urandom(100)
     location = await start(client)
     await client.patch(location, content=data)
-    upload_dir = os.path.join(settings.storage_root, "uploads", location.rsplit("/", 1)[1])
-    for name in os.listdir(upload_dir):
-        os.unlink(os.path.join(upload_dir, name))
+    await driver.delete("uploads")
     r = await client.put(location, params={"digest": digest_of(data)})
     assert r.status_code == 400 and error_codes(r) == ["BLOB_UPLOAD_INVALID"]

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from registry.config import Settings
 from registry.gc import Collector, CollectorBusy
 from registry.layout import blob_key
+from storage.drivers import NotFound
 from tests.support import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -29,6 +30,7 @@ from tests.support import (
     push_blob,
     push_image,
     running_app,
+    stored_keys,
 )
 
 pytestmark = pytest.mark.anyio
@@ -52,7 +54,11 @@ async def blob_ok(client: httpx.AsyncClient, repository: str, data: bytes) -> bo
 
 
 async def stored(app: Starlette, data: bytes) -> bool:
-    return os.path.exists(os.path.join(app.state.settings.storage_root, blob_key(digest_of(data))))
+    try:
+        await app.state.registry.driver.stat(blob_key(digest_of(data)))
+    except NotFound:
+        return False
+    return True
 
 
 async def test_shared_layer_survives_deleting_one_of_two_images(app) -> None:
@@ -190,7 +196,7 @@ async def test_abandoned_uploads_are_purged_after_their_age(app, settings: Setti
     report = await collector(app, purge_after_s=0).run()
     assert (report.uploads_purged, report.upload_bytes_purged) == (1, 1000)
     assert (await client.get(location)).status_code == 404
-    assert os.listdir(os.path.join(settings.storage_root, "uploads")) == []
+    assert await stored_keys(app.state.registry.driver, "uploads/") == []
 
 
 async def test_deleted_repository_feeds_the_collector(app) -> None:
