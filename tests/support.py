@@ -52,10 +52,11 @@ class Image:
         return digest_of(self.manifest)
 
 
-def make_image(media_type: str = OCI_MANIFEST, layers: int = 1, **fields) -> Image:
-    """A small image with random layers; `fields` are added to the manifest (subject, artifactType...)."""
+def make_image(media_type: str = OCI_MANIFEST, layers: int = 1, shared: list[bytes] | None = None, **fields) -> Image:
+    """A small image with `shared` layers then `layers` random ones; `fields` are added to the manifest
+    (subject, artifactType...)."""
     config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": os.urandom(8).hex()}).encode()
-    blobs = [os.urandom(64) for _ in range(layers)]
+    blobs = [*(shared or []), *(os.urandom(64) for _ in range(layers))]
     docker = media_type == DOCKER_MANIFEST
     doc = {
         "schemaVersion": 2,
