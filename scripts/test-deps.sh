@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static.
+# Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static, and the
+# PostgreSQL server binaries (initdb, pg_ctl: the tests run throw-away clusters of their own, see tests/services.py).
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -8,6 +9,10 @@ missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+# Debian keeps initdb off PATH, in /usr/lib/postgresql/<major>/bin.
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  missing+=(postgresql)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   as_root apt-get update -qq

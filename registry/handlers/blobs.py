@@ -47,11 +47,17 @@ class BlobResponse(Response):
         self._chunks, self._path = chunks, path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         if self._path is not None and "http.response.pathsend" in scope.get("extensions", {}):
             await self._chunks.aclose()
+            await send(start)
             await send({"type": "http.response.pathsend", "path": self._path})
             return
+        # The first piece is read before the headers go out, so a store that fails to open the blob
+        # still gets a proper error response.
+        first = await anext(self._chunks, b"")
+        await send(start)
+        await send({"type": "http.response.body", "body": first, "more_body": True})
         async for chunk in self._chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

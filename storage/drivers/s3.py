@@ -181,8 +181,16 @@ class S3Driver:
         if length == 0:
             await self.stat(key)
             return
-        byte_range = f"bytes={offset}-" if length is None else f"bytes={offset}-{offset + length - 1}"
-        response = await self._call(key, self.client.get_object, **self._at(key), Range=byte_range)
+        ranged = {}
+        if offset or length is not None:
+            end = "" if length is None else offset + length - 1
+            ranged["Range"] = f"bytes={offset}-{end}"
+        try:
+            response = await self._call(key, self.client.get_object, **self._at(key), **ranged)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "InvalidRange":
+                return  # from the end of the object on: nothing to read
+            raise
         body = response["Body"]
         try:
             while True:

@@ -70,11 +70,18 @@ class PostgresDatabase:
         self._threads = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="index-pg")
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in the pool's threads; once more on a fresh connection if the first one broke (as
+        pooled connections do when the database restarts)."""
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._threads, fn)
-        except (psycopg.OperationalError, PoolTimeout) as e:
-            raise BackendUnavailable(f"the index database is unavailable: {e}") from e
+        for attempt in range(2):
+            try:
+                return await loop.run_in_executor(self._threads, fn)
+            except PoolTimeout as e:
+                raise BackendUnavailable(f"the index database is unavailable: {e}") from e
+            except psycopg.OperationalError as e:
+                if attempt == 1:
+                    raise BackendUnavailable(f"the index database is unavailable: {e}") from e
+        raise AssertionError("unreachable")
 
     async def open(self) -> None:
         """Connect and apply pending migrations (one replica at a time)."""

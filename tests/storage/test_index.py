@@ -6,18 +6,25 @@ import sqlite3
 
 import pytest
 
-from storage.index import Chunk, Index, ManifestRecord, MissingReferences
+from storage.index import Chunk, Index, ManifestRecord, MissingReferences, open_index
 from storage.index.schema import SCHEMA_VERSION
 from storage.index.sqlite import SQLiteDatabase
+from tests.conftest import base_settings, use_s3_and_postgres
 
 pytestmark = pytest.mark.anyio
 
 D = ["sha256:" + str(i) * 64 for i in range(1, 6)]
 
 
-@pytest.fixture
-async def index(tmp_path):
-    index = Index(SQLiteDatabase(str(tmp_path / "index.db")))
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def index(request, tmp_path):
+    if request.param == "sqlite":
+        index = Index(SQLiteDatabase(str(tmp_path / "index.db")))
+    else:
+        settings = use_s3_and_postgres(
+            base_settings(tmp_path), request.getfixturevalue("seaweed"), request.getfixturevalue("postgres")
+        )
+        index = open_index(settings.index_url)
     await index.open()
     yield index
     await index.close()
@@ -79,3 +86,10 @@ async def test_finish_upload_links_the_blob_and_forgets_the_upload(index: Index)
     assert await index.get_upload("u1") is None
     assert await index.blob_size("r", D[0]) == 10
     assert await index.list_repositories("", None) == ["r"]
+
+
+async def test_listings_are_in_byte_order_whatever_the_locale(index: Index) -> None:
+    for name in ["b/x", "B/x", "a-b/x", "a_b/x", "a/x", "ab/x"]:
+        await index.link_blob(name.lower(), "sha256:" + "1" * 64, 1)
+    names = await index.list_repositories("", None)
+    assert names == sorted(names) and names == sorted(set(n.lower() for n in ["b/x", "a-b/x", "a_b/x", "a/x", "ab/x"]))
