@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static, and the
+# Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static, nginx, and the
 # PostgreSQL server binaries (initdb, pg_ctl: the tests run throw-away clusters of their own, see tests/services.py).
 set -euo pipefail
 
@@ -9,6 +9,7 @@ missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)  # round-robin proxy of the replica tests
 # Debian keeps initdb off PATH, in /usr/lib/postgresql/<major>/bin.
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
