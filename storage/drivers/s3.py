@@ -24,6 +24,7 @@ from storage.errors import BackendUnavailable
 T = TypeVar("T")
 READ_CHUNK = 1 << 20
 PART_SIZE = 16 << 20  # multipart part size when writing
+PARTS_IN_FLIGHT = 2  # parts of one object uploading at once while the next arrives
 MIN_PART = 5 << 20  # S3's smallest part but the last
 MAX_COPY_PART = 1 << 30  # server-side copies go in pieces of at most this
 DELETE_BATCH = 1000
@@ -47,24 +48,24 @@ def _translate(error: Exception, key: str) -> Exception:
 
 
 class S3Writer:
+    """Buffers PART_SIZE bytes a part and uploads parts in the background (at most PARTS_IN_FLIGHT at
+    once) while the next ones arrive; small objects go up in one PUT at commit."""
+
     def __init__(self, driver: S3Driver, key: str):
         self._driver, self._key = driver, key
         self._buffer = bytearray()
         self._size = 0
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: dict[int, str] = {}  # part number -> ETag
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._done = False
 
     @property
     def size(self) -> int:
         return self._size
 
-    async def _upload_part(self, data: bytes) -> None:
+    async def _upload_part(self, number: int, data: bytes) -> None:
         driver = self._driver
-        if self._upload_id is None:
-            created = await driver._call(self._key, driver.client.create_multipart_upload, **driver._at(self._key))
-            self._upload_id = created["UploadId"]
-        number = len(self._parts) + 1
         part = await driver._call(
             self._key,
             driver.client.upload_part,
@@ -73,7 +74,26 @@ class S3Writer:
             PartNumber=number,
             Body=data,
         )
-        self._parts.append({"ETag": part["ETag"], "PartNumber": number})
+        self._parts[number] = part["ETag"]
+
+    async def _start_part(self, data: bytes) -> None:
+        driver = self._driver
+        if self._upload_id is None:
+            created = await driver._call(self._key, driver.client.create_multipart_upload, **driver._at(self._key))
+            self._upload_id = created["UploadId"]
+        while len(self._in_flight) >= PARTS_IN_FLIGHT:
+            await self._wait(asyncio.FIRST_COMPLETED)
+        number = len(self._parts) + len(self._in_flight) + 1
+        task = asyncio.create_task(self._upload_part(number, data))
+        self._in_flight.add(task)
+
+    async def _wait(self, when: str = asyncio.ALL_COMPLETED) -> None:
+        """Wait for part uploads to finish (the first, or all); re-raises the first failure."""
+        if not self._in_flight:
+            return
+        done, self._in_flight = await asyncio.wait(self._in_flight, return_when=when)
+        for task in done:
+            task.result()
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
@@ -81,7 +101,7 @@ class S3Writer:
         while len(self._buffer) >= PART_SIZE:
             part = bytes(self._buffer[:PART_SIZE])
             del self._buffer[:PART_SIZE]
-            await self._upload_part(part)
+            await self._start_part(part)
 
     async def commit(self) -> int:
         driver = self._driver
@@ -90,13 +110,15 @@ class S3Writer:
                 await driver.put(self._key, bytes(self._buffer))
             else:
                 if self._buffer:
-                    await self._upload_part(bytes(self._buffer))
+                    await self._start_part(bytes(self._buffer))
+                await self._wait()
+                parts = [{"ETag": self._parts[n], "PartNumber": n} for n in sorted(self._parts)]
                 await driver._call(
                     self._key,
                     driver.client.complete_multipart_upload,
                     **driver._at(self._key),
                     UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
+                    MultipartUpload={"Parts": parts},
                 )
         except BaseException:
             await self.cancel()
@@ -110,13 +132,14 @@ class S3Writer:
             return
         self._done = True
         self._buffer = bytearray()
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._in_flight = set()
         if self._upload_id is not None:
             driver = self._driver
             await driver._call(
-                self._key,
-                driver.client.abort_multipart_upload,
-                **driver._at(self._key),
-                UploadId=self._upload_id,
+                self._key, driver.client.abort_multipart_upload, **driver._at(self._key), UploadId=self._upload_id
             )
 
 
