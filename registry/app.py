@@ -62,21 +62,22 @@ def _routes(settings: Settings) -> list[Route]:
     name = "/v2/{name:path}"
     pull, push, delete = _needs(PULL), _needs(PULL, PUSH), _needs(DELETE)
     routes = [
-        Route("/healthz", health, methods=["GET"]),
+        # The hottest first: the router tries routes in order.
+        Route(f"{name}/blobs/{{digest}}", _guarded(blobs.get_blob, pull), methods=["GET"]),
+        Route(f"{name}/manifests/{{reference}}", _guarded(manifests.get_manifest, pull), methods=["GET"]),
+        Route(f"{name}/blobs/uploads/", _guarded(uploads.start_upload, push), methods=["POST"]),
+        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.patch_upload, push), methods=["PATCH"]),
+        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.put_upload, push), methods=["PUT"]),
+        Route(f"{name}/manifests/{{reference}}", _guarded(manifests.put_manifest, push), methods=["PUT"]),
         Route("/v2/", _guarded(base.version_check, lambda r: []), methods=["GET"]),
+        Route("/healthz", health, methods=["GET"]),
         Route("/v2/_catalog", _guarded(listings.catalog, lambda r: [CATALOG]), methods=["GET"]),
         Route(f"{name}/tags/list", _guarded(listings.list_tags, pull), methods=["GET"]),
         Route(f"{name}/referrers/{{digest}}", _guarded(listings.referrers, pull), methods=["GET"]),
-        Route(f"{name}/manifests/{{reference}}", _guarded(manifests.get_manifest, pull), methods=["GET"]),
-        Route(f"{name}/manifests/{{reference}}", _guarded(manifests.put_manifest, push), methods=["PUT"]),
         Route(f"{name}/manifests/{{reference}}", _guarded(manifests.delete_manifest, delete), methods=["DELETE"]),
-        Route(f"{name}/blobs/uploads/", _guarded(uploads.start_upload, push), methods=["POST"]),
         Route(f"{name}/blobs/uploads", _guarded(uploads.start_upload, push), methods=["POST"]),
         Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.upload_status, push), methods=["GET"]),
-        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.patch_upload, push), methods=["PATCH"]),
-        Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.put_upload, push), methods=["PUT"]),
         Route(f"{name}/blobs/uploads/{{upload_id}}", _guarded(uploads.cancel_upload, push), methods=["DELETE"]),
-        Route(f"{name}/blobs/{{digest}}", _guarded(blobs.get_blob, pull), methods=["GET"]),
         Route(f"{name}/blobs/{{digest}}", _guarded(blobs.delete_blob, delete), methods=["DELETE"]),
     ]
     if settings.auth.mode == "token":

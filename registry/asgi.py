@@ -1,20 +1,26 @@
-"""An app factory for ASGI servers run by hand: `uvicorn --factory registry.asgi:app`.
+"""The app factory of worker processes and of ASGI servers run by hand:
+`uvicorn --factory registry.asgi:app`, `granian --interface asgi --factory registry.asgi:app`.
 
-Settings come from the file named by `REGISTRY_CONFIG` (optional) and `REGISTRY_*` variables.
+Settings come from `REGISTRY_SETTINGS` (JSON, set by `registry serve` for its workers), else from
+the file named by `REGISTRY_CONFIG` (optional) and the `REGISTRY_*` variables.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 from starlette.applications import Starlette
 
 from registry.app import create_app
-from registry.config import load_settings
+from registry.config import from_dict, load_settings
 from registry.logs import configure_logging
+
+SETTINGS_VARIABLE = "REGISTRY_SETTINGS"
 
 
 def app() -> Starlette:
-    settings = load_settings(os.environ.get("REGISTRY_CONFIG"))
+    encoded = os.environ.get(SETTINGS_VARIABLE)
+    settings = from_dict(json.loads(encoded)) if encoded else load_settings(os.environ.get("REGISTRY_CONFIG"))
     configure_logging(settings)
     return create_app(settings)

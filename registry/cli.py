@@ -8,9 +8,11 @@ import getpass
 import ipaddress
 import json
 import logging
+import os
 import sys
 from typing import Any
 
+from registry.asgi import SETTINGS_VARIABLE
 from registry.config import ConfigError, Settings, as_dict, load_settings
 from registry.logs import configure_logging
 
@@ -19,7 +21,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    http = {k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v}
+    flags = (("host", "host"), ("port", "port"), ("workers", "workers"))
+    http = {key: getattr(args, flag) for key, flag in flags if getattr(args, flag, None) is not None}
     if http:
         overrides["http"] = http
     return overrides
@@ -40,10 +43,6 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
-    from registry.app import create_app
-
     settings = _settings(args)
     configure_logging(settings)
     log = logging.getLogger("registry")
@@ -52,19 +51,76 @@ def serve(args: argparse.Namespace) -> None:
             "serving on %s with no authentication: anyone who reaches this address can push and pull",
             settings.http.host,
         )
-    log.info("data in %s, index %s", settings.storage_root, settings.index_url)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.http.host,
-        port=settings.http.port,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        server_header=False,
-        ssl_certfile=settings.http.tls_certificate,
-        ssl_keyfile=settings.http.tls_key,
+    if settings.auth.mode == "token":  # made once here, not by each worker
+        from registry.auth.tokens import load_or_create_key
+
+        load_or_create_key(settings.token_key_path, settings.auth.token.algorithm)
+    asyncio.run(_prepare_index(settings))
+    workers = settings.http.workers or os.cpu_count() or 1
+    log.info(
+        "data in %s, index %s; %d %s worker(s)",
+        settings.storage_root,
+        settings.index_url,
+        workers,
+        settings.http.server,
     )
-    uvicorn.Server(config).run()
+    if settings.http.server == "granian":
+        _serve_granian(settings, workers)
+    else:
+        _serve_uvicorn(settings, workers)
+
+
+async def _prepare_index(settings: Settings) -> None:
+    """Create or migrate the index once, before the workers open it."""
+    from storage.index import open_index
+
+    index = open_index(settings.index_url)
+    await index.open()
+    await index.close()
+
+
+def _serve_uvicorn(settings: Settings, workers: int) -> None:
+    import uvicorn
+
+    options = {
+        "host": settings.http.host,
+        "port": settings.http.port,
+        "access_log": False,
+        "log_config": None,
+        "lifespan": "on",
+        "server_header": False,
+        "ssl_certfile": settings.http.tls_certificate,
+        "ssl_keyfile": settings.http.tls_key,
+    }
+    if workers == 1:
+        from registry.app import create_app
+
+        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        return
+    # Each worker process builds its own app from the same settings, passed down in the environment.
+    os.environ[SETTINGS_VARIABLE] = json.dumps(as_dict(settings))
+    uvicorn.run("registry.asgi:app", factory=True, workers=workers, **options)
+
+
+def _serve_granian(settings: Settings, workers: int) -> None:
+    from pathlib import Path
+
+    from granian import Granian
+
+    os.environ[SETTINGS_VARIABLE] = json.dumps(as_dict(settings))
+    tls = {}
+    if settings.http.tls_certificate and settings.http.tls_key:
+        tls = {"ssl_cert": Path(settings.http.tls_certificate), "ssl_key": Path(settings.http.tls_key)}
+    Granian(
+        "registry.asgi:app",
+        address=settings.http.host,
+        port=settings.http.port,
+        interface="asgi",
+        workers=workers,
+        factory=True,
+        log_access=False,
+        **tls,
+    ).serve()
 
 
 def _htpasswd(args: argparse.Namespace):
@@ -193,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
     serve_parser.add_argument("--data-dir", help="where the index and the blobs live (default ./data)")
+    serve_parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
     serve_parser.set_defaults(run=serve)
 
     config_parser = commands.add_parser("config", help="configuration tools")

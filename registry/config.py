@@ -28,6 +28,8 @@ class HttpSettings:
     port: int = 5000
     tls_certificate: str | None = None  # PEM certificate chain: serve HTTPS
     tls_key: str | None = None  # its PEM private key
+    workers: int = 0  # processes serving requests; 0: one per CPU core
+    server: str = "granian"  # the ASGI server: granian (faster here) or uvicorn
 
 
 @dataclass
@@ -276,6 +278,10 @@ def load_settings(
 
 
 def _check(settings: Settings) -> None:
+    if settings.http.server not in ("uvicorn", "granian"):
+        raise ConfigError(f"http.server: {settings.http.server!r} is not uvicorn or granian")
+    if settings.http.workers < 0:
+        raise ConfigError("http.workers: 0 (one per core) or more")
     for where, value in (
         ("gc.interval", settings.gc.interval),
         ("gc.grace", settings.gc.grace),
@@ -308,5 +314,10 @@ def _check(settings: Settings) -> None:
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data (for `registry config check`)."""
+    """The settings as plain data (for `registry config check`, and for worker processes)."""
     return dataclasses.asdict(settings)
+
+
+def from_dict(data: Mapping[str, Any]) -> Settings:
+    """Settings from what `as_dict` gave (no file, no environment)."""
+    return load_settings(env={}, overrides=data)

@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from registry.cache import DigestCache
 from registry.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -61,6 +62,7 @@ class Registry:
         self.index, self.driver = index, driver
         self.redirect_expiry_s = redirect_expiry_s
         self.uploads = Uploads(index, driver)
+        self.manifest_cache = DigestCache()
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
 
@@ -160,10 +162,14 @@ class Registry:
 
     async def manifest_bytes(self, record: ManifestRecord) -> bytes:
         """The stored bytes of a manifest."""
-        try:
-            return await self.driver.get(blob_key(record.digest))
-        except NotFound:
-            raise ManifestUnknown({"digest": record.digest}) from None
+        data = self.manifest_cache.get(record.digest)
+        if data is None:
+            try:
+                data = await self.driver.get(blob_key(record.digest))
+            except NotFound:
+                raise ManifestUnknown({"digest": record.digest}) from None
+            self.manifest_cache.put(record.digest, data)
+        return data
 
     async def delete_manifest(self, repository: str, reference: str) -> None:
         """By digest: delete the manifest and its tags. By tag: delete only the tag."""

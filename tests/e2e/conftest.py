@@ -7,6 +7,7 @@ are built from a local busybox base image (no network, no Docker Hub).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,6 +47,19 @@ def require(available: bool, what: str) -> None:
     if _in_ci():
         pytest.fail(f"CI=true and {message}", pytrace=False)
     pytest.skip(message)
+
+
+def wait_for_port_free(port: int, timeout: float = 10.0) -> None:
+    """Wait until nothing listens on `port` any more (killed workers take a moment to go)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                time.sleep(0.05)
 
 
 def free_port() -> int:
@@ -124,10 +138,23 @@ class RegistryServer:
         pytest.fail(f"the registry did not answer /healthz within {READY_TIMEOUT_S}s:\n{self.log_tail()}")
 
     def kill9(self) -> None:
-        """SIGKILL the server, as a crash would, and reap it."""
+        """SIGKILL the server and its worker processes, as a crash would, and reap it."""
         if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+            wait_for_port_free(self.port)
+
+    def pids(self) -> list[int]:
+        """The server's processes: the one started and its workers."""
+        assert self.process is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, ValueError):
+                    if os.getpgid(int(entry.name)) == self.process.pid:
+                        found.append(int(entry.name))
+        return found
 
     def restart(self) -> None:
         """Start again over the same data directory and port (killing the server first if it runs)."""

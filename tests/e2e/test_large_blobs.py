@@ -38,8 +38,6 @@ def test_two_gib_blob_pushes_and_pulls_without_the_server_growing(registry_serve
     for piece in body(pieces):
         hasher.update(piece)
     digest = f"sha256:{hasher.hexdigest()}"
-    assert registry_server.process is not None
-    pid = registry_server.process.pid
     with registry_server.client(timeout=300) as http:
         started = time.monotonic()
         location = http.post("/v2/big/blob/blobs/uploads/").headers["Location"]
@@ -56,6 +54,6 @@ def test_two_gib_blob_pushes_and_pulls_without_the_server_growing(registry_serve
                 received += len(chunk)
         pulled = time.monotonic()
     assert received == SIZE and f"sha256:{check.hexdigest()}" == digest
-    rss = peak_rss(pid)
-    print(f"2 GiB: push {pushed - started:.1f}s, pull {pulled - pushed:.1f}s, server peak RSS {rss >> 20} MiB")
+    rss = max(peak_rss(pid) for pid in registry_server.pids())
+    print(f"2 GiB: push {pushed - started:.1f}s, pull {pulled - pushed:.1f}s, peak RSS per process {rss >> 20} MiB")
     assert rss < RSS_LIMIT, f"server peak RSS {rss >> 20} MiB"
