@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 
 from storage.drivers.base import Entry, NotFound
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # reads
+WRITE_PIECE = 4 << 20  # writes go to disk in pieces this large, one in flight while the next fills
 TMP_DIR = ".tmp"
 STALE_TMP_S = 24 * 3600
 
@@ -41,22 +42,32 @@ def _place(tmp: str, dst: str) -> None:
 
 
 class LocalWriter:
+    """Writes in the background: while one piece goes to disk in a worker thread, the next one fills."""
+
     def __init__(self, path: str, tmp_path: str, file):
         self._path, self._tmp_path, self._file = path, tmp_path, file
         self._buffer = bytearray()
         self._size = 0
+        self._pending: asyncio.Future[int] | None = None
         self._closed = False
 
     @property
     def size(self) -> int:
         return self._size
 
+    async def _drain(self) -> None:
+        """Wait for the piece being written, if any."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            await pending
+
     async def write(self, data: bytes) -> None:
         self._buffer += data
         self._size += len(data)
-        if len(self._buffer) >= CHUNK:
+        if len(self._buffer) >= WRITE_PIECE:
             buffer, self._buffer = self._buffer, bytearray()
-            await asyncio.to_thread(self._file.write, buffer)
+            await self._drain()
+            self._pending = asyncio.get_running_loop().run_in_executor(None, self._file.write, buffer)
 
     def _finish(self, buffer: bytearray) -> None:
         self._file.write(buffer)
@@ -68,6 +79,7 @@ class LocalWriter:
     async def commit(self) -> int:
         buffer, self._buffer = self._buffer, bytearray()
         try:
+            await self._drain()
             await asyncio.to_thread(self._finish, buffer)
         except BaseException:
             await self.cancel()
@@ -84,6 +96,8 @@ class LocalWriter:
         if not self._closed:
             self._closed = True
             self._buffer = bytearray()
+            with contextlib.suppress(Exception):
+                await self._drain()
             await asyncio.to_thread(self._discard)
 
 
