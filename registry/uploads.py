@@ -11,8 +11,10 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from registry.errors import (
     BlobUploadInvalid,
@@ -29,6 +31,7 @@ from storage.index import BlobCollecting, Chunk, Index, Upload
 from storage.index.index import DELETING
 
 Body = AsyncIterator[bytes]
+RUNNING_HASHES = 1024
 COLLECTION_WAIT_S = 30.0
 _DATA_GONE = {"reason": "the upload's data is gone; start a new upload"}
 
@@ -51,12 +54,13 @@ def range_header(size: int) -> str:
 
 
 async def _stream(body: Body, writer: Writer | None, hasher) -> int:
-    """Hash `body` (and write it to `writer`, if any) as it arrives; returns its length."""
+    """Hash `body` (if `hasher`) and write it to `writer` (if any) as it arrives; returns its length."""
     size = 0
     async for data in body:
         if data:
             size += len(data)
-            hasher.update(data)
+            if hasher is not None:
+                hasher.update(data)
             if writer is not None:
                 await writer.write(data)
     return size
@@ -67,6 +71,8 @@ class Uploads:
 
     def __init__(self, index: Index, driver: Driver):
         self.index, self.driver = index, driver
+        # upload id -> (bytes hashed, sha256 of them): chunks continue the hash their predecessor left.
+        self._running: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
     async def start(self, repository: str) -> str:
         """Open an upload session in `repository`; returns its id."""
@@ -161,8 +167,8 @@ class Uploads:
                 headers={"Range": range_header(upload.size), "Location": location(repository, upload_id)},
             )
         key = chunk_key(upload_id, upload.size, uuid.uuid4().hex[:8])
-        writer = await self.driver.writer(key)
-        hasher = hashlib.sha256()
+        writer = await self.driver.writer(key, durable=False)  # durable once it becomes the blob
+        hasher = self._prefix_hasher(upload_id, upload.size)
         try:
             size = await _stream(body, writer, hasher)
             if content_range is not None and size != content_range.length:
@@ -172,14 +178,29 @@ class Uploads:
             await writer.commit()
         finally:
             await writer.cancel()
-        if not await self.index.add_chunk(upload_id, Chunk(upload.size, size, key, f"sha256:{hasher.hexdigest()}")):
+        prefix_digest = "" if hasher is None else f"sha256:{hasher.hexdigest()}"
+        if not await self.index.add_chunk(upload_id, Chunk(upload.size, size, key, prefix_digest)):
             await self.driver.delete(key)
             current = await self.status(repository, upload_id)
             raise RangeInvalid(
                 {"reason": "the upload moved on concurrently"},
                 headers={"Range": range_header(current.size), "Location": location(repository, upload_id)},
             )
+        if hasher is not None:
+            self._running[upload_id] = (upload.size + size, hasher)
+            while len(self._running) > RUNNING_HASHES:
+                self._running.popitem(last=False)
         return upload.size + size
+
+    def _prefix_hasher(self, upload_id: str, start: int):
+        """The sha256 of the upload's bytes before `start`, ready to continue, when this process
+        hashed them (None when another process took the previous chunk)."""
+        running = self._running.pop(upload_id, None)
+        if start == 0:
+            return hashlib.sha256()
+        if running is not None and running[0] == start:
+            return running[1]
+        return None
 
     async def finish(self, repository: str, upload_id: str, digest: Digest) -> int:
         """Close the upload as blob `digest` once its bytes match; returns the blob's size.
@@ -187,6 +208,7 @@ class Uploads:
         On a mismatch the upload is cancelled and DigestInvalid raised; nothing becomes visible.
         """
         upload = await self.status(repository, upload_id)
+        self._running.pop(upload_id, None)
         try:
             await self._assemble(upload, digest)
         except DigestInvalid:
@@ -201,19 +223,20 @@ class Uploads:
         chunks = upload.chunks
         if [c.start for c in chunks] != _expected_starts(chunks) or sum(c.size for c in chunks) != upload.size:
             raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
-        if len(chunks) == 1 and chunks[0].digest == str(digest):
+        if chunks and chunks[-1].digest == str(digest) and len(chunks) == 1:
             # The usual docker push: one chunk, already hashed while it streamed in.
             if not await self.stored(str(digest)):
                 await self._place_chunk(chunks[0], str(digest))
             return
-        # Several chunks: hash them once more (their bytes stay where they are), then join them.
-        hasher = digest.hasher()
-        for chunk in chunks:
-            try:
-                await _stream(self.driver.reader(chunk.key), None, hasher)
-            except NotFound:
-                raise BlobUploadInvalid(_DATA_GONE) from None
-        self._verify(digest, hasher)
+        if not (chunks and chunks[-1].digest == str(digest)):
+            # Chunks hashed by other processes (or another algorithm): hash them once more, here.
+            hasher = digest.hasher()
+            for chunk in chunks:
+                try:
+                    await _stream(self.driver.reader(chunk.key), None, hasher)
+                except NotFound:
+                    raise BlobUploadInvalid(_DATA_GONE) from None
+            self._verify(digest, hasher)
         if not await self.stored(str(digest)):
             try:
                 await self.driver.concat([c.key for c in chunks], blob_key(str(digest)))

@@ -62,8 +62,9 @@ class Driver(Protocol):
     def reader(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Stream `length` bytes (all to the end when None) from `offset`; raises NotFound on first read."""
 
-    async def writer(self, key: str) -> Writer:
-        """Start writing a new object under `key`."""
+    async def writer(self, key: str, durable: bool = True) -> Writer:
+        """Start writing a new object under `key`; with `durable` off, commit need not survive a power
+        loss (a crash of the process it still survives)."""
 
     async def move(self, src: str, dst: str) -> None:
         """Move `src` to `dst` durably, replacing `dst`; raises NotFound when `src` is missing."""

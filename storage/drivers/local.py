@@ -33,19 +33,20 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _place(tmp: str, dst: str) -> None:
-    """Rename `tmp` onto `dst` (creating its directory) and make the rename durable."""
+def _place(tmp: str, dst: str, durable: bool = True) -> None:
+    """Rename `tmp` onto `dst` (creating its directory) and, if `durable`, make the rename durable."""
     parent = os.path.dirname(dst)
     os.makedirs(parent, exist_ok=True)
     os.replace(tmp, dst)
-    _fsync_dir(parent)
+    if durable:
+        _fsync_dir(parent)
 
 
 class LocalWriter:
     """Writes in the background: while one piece goes to disk in a worker thread, the next one fills."""
 
-    def __init__(self, path: str, tmp_path: str, file):
-        self._path, self._tmp_path, self._file = path, tmp_path, file
+    def __init__(self, path: str, tmp_path: str, file, durable: bool):
+        self._path, self._tmp_path, self._file, self._durable = path, tmp_path, file, durable
         self._buffer = bytearray()
         self._size = 0
         self._pending: asyncio.Future[int] | None = None
@@ -72,9 +73,10 @@ class LocalWriter:
     def _finish(self, buffer: bytearray) -> None:
         self._file.write(buffer)
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if self._durable:
+            os.fsync(self._file.fileno())
         self._file.close()
-        _place(self._tmp_path, self._path)
+        _place(self._tmp_path, self._path, self._durable)
 
     async def commit(self) -> int:
         buffer, self._buffer = self._buffer, bytearray()
@@ -170,16 +172,25 @@ class LocalDriver:
         finally:
             file.close()
 
-    async def writer(self, key: str) -> LocalWriter:
+    async def writer(self, key: str, durable: bool = True) -> LocalWriter:
         path = self._path(key)
         tmp_path = os.path.join(self._tmp, uuid.uuid4().hex)
         file = await asyncio.to_thread(open, tmp_path, "xb")
-        return LocalWriter(path, tmp_path, file)
+        return LocalWriter(path, tmp_path, file, durable)
 
     async def move(self, src: str, dst: str) -> None:
         src_path, dst_path = self._path(src), self._path(dst)
+
+        def sync_and_place() -> None:
+            fd = os.open(src_path, os.O_RDONLY)  # the source may have been written without fsync
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _place(src_path, dst_path)
+
         try:
-            await asyncio.to_thread(_place, src_path, dst_path)
+            await asyncio.to_thread(sync_and_place)
         except FileNotFoundError as e:
             if not os.path.exists(src_path):
                 raise NotFound(src) from e

@@ -58,7 +58,7 @@ class MemoryDriver:
         for start in range(offset, end, 1 << 20):
             yield data[start : min(end, start + (1 << 20))]
 
-    async def writer(self, key: str) -> MemoryWriter:
+    async def writer(self, key: str, durable: bool = True) -> MemoryWriter:
         return MemoryWriter(self, key)
 
     async def move(self, src: str, dst: str) -> None:

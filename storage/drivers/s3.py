@@ -224,7 +224,7 @@ class S3Driver:
         finally:
             body.close()
 
-    async def writer(self, key: str) -> S3Writer:
+    async def writer(self, key: str, durable: bool = True) -> S3Writer:
         return S3Writer(self, key)
 
     async def move(self, src: str, dst: str) -> None:

@@ -31,7 +31,7 @@ class Chunk:
     start: int
     size: int
     key: str  # storage key of the chunk's bytes
-    digest: str  # sha256 of the chunk's bytes
+    digest: str  # sha256 of the upload's bytes up to this chunk's end, or "" when the appender did not know
 
 
 @dataclass(slots=True)

@@ -228,3 +228,20 @@ async def test_finishing_an_upload_whose_data_vanished_is_a_clear_error(client: 
     await driver.delete("uploads")
     r = await client.put(location, params={"digest": digest_of(data)})
     assert r.status_code == 400 and error_codes(r) == ["BLOB_UPLOAD_INVALID"]
+
+
+async def test_chunks_from_several_processes_are_hashed_again_at_the_end(served) -> None:
+    """A process that did not see the previous chunk cannot continue its hash: the final PUT reads
+    the chunks and verifies them (and refuses a wrong digest)."""
+    app, client = served
+    data = os.urandom(30_000)
+    for digest, status in ((digest_of(b"wrong"), 400), (digest_of(data), 201)):
+        location = await start(client)
+        for begin in range(0, len(data), 10_000):
+            app.state.registry.uploads._running.clear()  # as if each chunk reached another process
+            r = await client.patch(
+                location, content=data[begin : begin + 10_000], headers={"Content-Range": f"{begin}-{begin + 9999}"}
+            )
+            assert r.status_code == 202
+        assert (await client.put(location, params={"digest": digest})).status_code == status
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
