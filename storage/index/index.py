@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 PRESENT = "present"
 DELETING = "deleting"
+TOUCH_INTERVAL_S = 1.0  # a blob used this recently is not marked used again (saves a write per push)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,15 +170,23 @@ class Index:
 
     async def reserve_blob(self, digest: str) -> str | None:
         """Before storing the bytes of `digest`: its state (None when unknown). A present blob is
-        marked used now, so the collector keeps it for a grace period at least."""
+        marked used now (unless it was within the last TOUCH_INTERVAL_S), so the collector keeps it
+        for a grace period at least. Unknown blobs cost no write: the collector only deletes rows."""
+        row = await self.db.read(
+            lambda c: c.execute("SELECT state, last_used_at FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        )
+        if row is None or row[0] != PRESENT:
+            return None if row is None else row[0]
+        now = time.time()
+        if row[1] >= now - TOUCH_INTERVAL_S:
+            return PRESENT
 
-        def reserve(c) -> str | None:
+        def touch(c) -> str | None:
+            c.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT))
             row = c.execute("SELECT state FROM blobs WHERE digest = ?", (digest,)).fetchone()
-            if row is not None and row[0] == PRESENT:
-                c.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ?", (time.time(), digest))
             return None if row is None else row[0]
 
-        return await self.db.write(reserve)
+        return await self.db.write(touch)
 
     async def link_blob(self, repository: str, digest: str, size: int) -> None:
         """Record that the stored blob `digest` is present and visible in `repository`; raises
