@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.services import free_port, require_service
+
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "sha256sum", "wc", "head", "stat", "test", "true", "du", "env")
 READY_TIMEOUT_S = 20.0
@@ -33,20 +35,6 @@ LOG_TAIL_LINES = 80
 
 # Every registry started in this session, so a failing test can show their logs.
 _servers: list[RegistryServer] = []
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() == "true"
-
-
-def require(available: bool, what: str) -> None:
-    """Skip the test when `what` is missing, or fail it when running in CI (CI=true)."""
-    if available:
-        return
-    message = f"{what} is not available (run scripts/test-deps.sh)"
-    if _in_ci():
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
 
 
 def wait_for_port_free(port: int, timeout: float = 10.0) -> None:
@@ -60,13 +48,6 @@ def wait_for_port_free(port: int, timeout: float = 10.0) -> None:
                 return
             except OSError:
                 time.sleep(0.05)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def registry_command() -> list[str]:
@@ -329,7 +310,7 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
 
     Removes every image it created at the end of the session.
     """
-    require(_docker_available(), "the Docker engine (`docker info`)")
+    require_service(_docker_available(), "the Docker engine (`docker info`)")
     helper = Docker(tmp_path_factory.mktemp("docker"))
     yield helper
     helper.cleanup()
@@ -352,7 +333,7 @@ def _rootfs_tar(directory: Path) -> Path:
 @pytest.fixture(scope="session")
 def base_image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A local busybox base image, imported from a tarball under a unique tag."""
-    require(BUSYBOX.exists(), f"{BUSYBOX} (busybox-static)")
+    require_service(BUSYBOX.exists(), f"{BUSYBOX} (busybox-static)")
     tarball = _rootfs_tar(tmp_path_factory.mktemp("base"))
     tag = docker.track(f"registry-e2e/base:{uuid.uuid4().hex[:12]}")
     docker.run("import", "--change", 'CMD ["/bin/sh"]', str(tarball), tag)
@@ -381,5 +362,5 @@ class Skopeo:
 @pytest.fixture(scope="session")
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
     """The skopeo CLI: skips the test without it, fails it under CI=true."""
-    require(shutil.which("skopeo") is not None, "skopeo")
+    require_service(shutil.which("skopeo") is not None, "skopeo")
     return Skopeo(tmp_path_factory.mktemp("skopeo"))

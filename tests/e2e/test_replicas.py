@@ -14,8 +14,8 @@ import pytest
 
 from registry.config import Settings
 from tests.conftest import S3_BUCKET, base_settings, use_s3_and_postgres
-from tests.e2e.conftest import Docker, RegistryServer, free_port, require
-from tests.services import Postgres, SeaweedS3
+from tests.e2e.conftest import Docker, RegistryServer
+from tests.services import Postgres, SeaweedS3, free_port, require_service
 
 pytestmark = pytest.mark.e2e
 
@@ -86,7 +86,7 @@ class Proxy:
 def cluster(
     request, tmp_path: Path, seaweed: SeaweedS3, postgres: Postgres
 ) -> Iterator[tuple[Proxy, list[RegistryServer]]]:
-    require(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(), "nginx")
+    require_service(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(), "nginx")
     settings = use_s3_and_postgres(base_settings(tmp_path), seaweed, postgres)
     assert settings.storage.s3.bucket == S3_BUCKET
     config = tmp_path / "config.yaml"
