@@ -35,7 +35,9 @@ format: $(VENV)/.test-installed
 	$(BIN)/ruff format .
 
 bench: $(VENV)/.test-installed
-	$(BIN)/python bench/docker_push_pull.py
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[test,bench]'
+	bench/deps.sh
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) data

@@ -43,7 +43,9 @@ def curl(*args: str) -> float:
 def start_registry(directory: Path, s3: SeaweedS3, bucket: str, redirect: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = directory / "config.yaml"
-    s3_settings = f"{{bucket: {bucket}, endpoint: '{s3.endpoint}', region: {s3.region}, redirect: {str(redirect).lower()}}}"
+    s3_settings = (
+        f"{{bucket: {bucket}, endpoint: '{s3.endpoint}', region: {s3.region}, redirect: {str(redirect).lower()}}}"
+    )
     config.write_text(f"data_dir: {directory}\nlog: {{access: false}}\nstorage:\n  s3: {s3_settings}\n")
     env = {**os.environ, **s3.env()}
     process = subprocess.Popen(
