@@ -1,8 +1,10 @@
 """The rules of blob uploads: monolithic, streamed, chunked and resumable, and cross-repository mounts.
 
-No upload state lives in the process: the index holds each upload's size and chunk list, the driver
-holds the chunks' bytes, so every request of one upload may land on a different replica. A blob is
-visible only after its digest matched, its bytes were committed and its index row was written.
+No upload state lives only in the process: the index holds each upload's size and chunk list, the
+driver holds the chunks' bytes, so every request of one upload may land on a different replica. (A
+process remembers the running hash of the chunks it received, so that the final PUT need not hash
+them again; when another process took a chunk, the final PUT hashes the chunks once more.) A blob
+is visible only after its digest matched, its bytes were committed and its index row was written.
 """
 
 from __future__ import annotations
