@@ -2,8 +2,8 @@
 
 Reads are single short statements on an indexed table, so they run directly on the event loop on a
 read-only connection (WAL readers never wait for the writer). Writes run one at a time on a
-dedicated thread, each as one `BEGIN IMMEDIATE` transaction, which also serializes them with other
-processes sharing the file.
+dedicated thread in `BEGIN IMMEDIATE` transactions, which also serializes them with other processes
+sharing the file; writes that queue up while one commits share the next commit (group commit).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from storage.index.schema import migrate
 
@@ -37,6 +37,15 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
 class SQLiteDatabase:
     """A database file at `path` (created with its directory when missing)."""
 
@@ -47,6 +56,7 @@ class SQLiteDatabase:
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         self._write_conn: sqlite3.Connection | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -57,22 +67,40 @@ class SQLiteDatabase:
         self._read_conn = _connect(self.path)
         self._read_conn.execute("PRAGMA query_only=1")
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _commit_batch(self) -> None:
+        """Run every queued write in one transaction (group commit: one fsync for all of them), each
+        in a savepoint of its own, so that one that raises undoes only its own changes."""
         conn = self._write_conn
         assert conn is not None, "database not open"
-        conn.execute("BEGIN IMMEDIATE")
+        batch, self._queued = self._queued, []
+        outcomes: list[tuple[asyncio.Future, bool, Any]] = []
         try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, future in batch:
+                conn.execute("SAVEPOINT write")
+                try:
+                    outcomes.append((future, True, fn(conn)))
+                except BaseException as e:
+                    conn.execute("ROLLBACK TO write")
+                    outcomes.append((future, False, e))
+                conn.execute("RELEASE write")
+            conn.execute("COMMIT")
+        except BaseException as e:  # the transaction itself failed: every write in it did
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(future, False, e) for _, future in batch]
+        for future, ok, value in outcomes:
+            future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` in one write transaction; committed when it returns, rolled back if it raises."""
+        """Run `fn(conn)` atomically in a write transaction; committed when this returns, rolled
+        back if `fn` raises. Writes queued meanwhile share one commit."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer_thread, self._transaction, fn)
+        future: asyncio.Future[T] = loop.create_future()
+        self._queued.append((fn, future))
+        if len(self._queued) == 1:
+            loop.run_in_executor(self._writer_thread, self._commit_batch)
+        return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` on a read-only connection; `fn` must be short (it runs on the loop)."""

@@ -93,3 +93,26 @@ async def test_listings_are_in_byte_order_whatever_the_locale(index: Index) -> N
         await index.link_blob(name.lower(), "sha256:" + "1" * 64, 1)
     names = await index.list_repositories("", None)
     assert names == sorted(names) and names == sorted(set(n.lower() for n in ["b/x", "a-b/x", "a_b/x", "a/x", "ab/x"]))
+
+
+async def test_concurrent_writes_share_commits_but_fail_alone(tmp_path) -> None:
+    """Writes queued together commit together; one that raises undoes only its own changes."""
+    import asyncio
+
+    db = SQLiteDatabase(str(tmp_path / "g.db"))
+    await db.open()
+
+    def insert(n: int):
+        def run(c) -> int:
+            c.execute("INSERT INTO repositories (name, created_at) VALUES (?, 0)", (f"r{n}",))
+            if n % 5 == 0:
+                raise ValueError(n)
+            return n
+
+        return run
+
+    results = await asyncio.gather(*(db.write(insert(n)) for n in range(50)), return_exceptions=True)
+    assert [isinstance(r, ValueError) for r in results] == [n % 5 == 0 for n in range(50)]
+    names = await db.read(lambda c: {row[0] for row in c.execute("SELECT name FROM repositories")})
+    assert names == {f"r{n}" for n in range(50) if n % 5}
+    await db.close()
