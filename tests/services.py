@@ -187,7 +187,27 @@ def weed_binary() -> str | None:
     return shutil.which("weed")
 
 
-class SeaweedS3:
+class _Managed:
+    """`with service:` starts it, and closes it on the way out (or when it fails to start)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SeaweedS3(_Managed):
     """`weed mini` (master, volume, filer and S3 gateway in one process) with every port explicit and free.
 
     Ready means: the S3 port answers `GET /` and the master has located every volume already on disk.
@@ -405,16 +425,6 @@ class SeaweedS3:
             self.kill()
             self.close()
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 # ---------------------------------------------------------------------------------------------------- PostgreSQL
 
@@ -433,7 +443,7 @@ def postgres_bin_dir() -> Path | None:
     return None
 
 
-class Postgres:
+class Postgres(_Managed):
     """A throw-away PostgreSQL cluster in a temp dir, on a free 127.0.0.1 port, trust auth, user `postgres`.
 
     As root, initdb/pg_ctl run as the `postgres` OS user (`runuser`), since PostgreSQL refuses to run as root.
@@ -585,13 +595,3 @@ class Postgres:
     def _atexit(self) -> None:
         if self.base_dir.exists():
             self.close()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
