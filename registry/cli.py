@@ -12,7 +12,6 @@ import os
 import sys
 from typing import Any
 
-from registry.asgi import SETTINGS_VARIABLE
 from registry.config import ConfigError, Settings, as_dict, load_settings
 from registry.logs import configure_logging
 
@@ -97,6 +96,8 @@ def _serve_uvicorn(settings: Settings, workers: int) -> None:
 
         uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
         return
+    from registry.asgi import SETTINGS_VARIABLE
+
     # Each worker process builds its own app from the same settings, passed down in the environment.
     os.environ[SETTINGS_VARIABLE] = json.dumps(as_dict(settings))
     uvicorn.run("registry.asgi:app", factory=True, workers=workers, **options)
@@ -106,6 +107,8 @@ def _serve_granian(settings: Settings, workers: int) -> None:
     from pathlib import Path
 
     from granian import Granian
+
+    from registry.asgi import SETTINGS_VARIABLE
 
     os.environ[SETTINGS_VARIABLE] = json.dumps(as_dict(settings))
     tls = {}

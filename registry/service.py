@@ -20,13 +20,12 @@ from registry.errors import (
     ManifestTooLarge,
     ManifestUnknown,
     NameUnknown,
-    Unavailable,
     Unsupported,
 )
 from registry.layout import blob_key
 from registry.manifests import OCI_INDEX, parse_manifest
-from registry.names import Digest, is_digest, parse_digest, parse_tag
-from registry.uploads import Uploads
+from registry.names import Digest, is_digest, parse_digest, parse_tag, sha256_digest
+from registry.uploads import Uploads, collecting
 from storage.drivers import Driver, NotFound
 from storage.index import BlobCollecting, Index, ManifestRecord, MissingReferences
 
@@ -123,7 +122,7 @@ class Registry:
                 raise DigestInvalid({"expected": reference, "computed": f"{digest.algorithm}:{computed}"})
         else:
             tag = parse_tag(reference)
-            digest = Digest("sha256", hashlib.sha256(body).hexdigest())
+            digest = sha256_digest(body)
         manifest = parse_manifest(body, content_type)
         annotations = json.dumps(manifest.annotations, sort_keys=True) if manifest.annotations else None
         record = ManifestRecord(
@@ -141,7 +140,7 @@ class Registry:
                 repository, record, manifest.required_blobs, (m.digest for m in manifest.manifests), tag
             )
         except BlobCollecting:
-            raise Unavailable({"digest": record.digest, "reason": "being garbage-collected; retry"}) from None
+            raise collecting(record.digest) from None
         except MissingReferences as e:
             if e.missing:
                 raise ManifestBlobUnknown({"missing": e.missing}) from None

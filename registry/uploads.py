@@ -127,7 +127,7 @@ class Uploads:
         deadline = time.monotonic() + COLLECTION_WAIT_S
         while (state := await self.index.reserve_blob(digest)) == DELETING:
             if time.monotonic() > deadline:
-                raise _collecting(digest)
+                raise collecting(digest)
             await asyncio.sleep(0.1)
         return state is not None
 
@@ -138,7 +138,7 @@ class Uploads:
             else:
                 await self.index.finish_upload(upload_id, repository, digest, size)
         except BlobCollecting:
-            raise _collecting(digest) from None
+            raise collecting(digest) from None
 
     async def monolithic(self, repository: str, digest: Digest, body: Body) -> None:
         """Store a whole blob sent in one request, verified while it streams in."""
@@ -223,14 +223,20 @@ class Uploads:
     async def _assemble(self, upload: Upload, digest: Digest) -> None:
         """Verify the upload's bytes against `digest` and make sure the blob is stored."""
         chunks = upload.chunks
-        if [c.start for c in chunks] != _expected_starts(chunks) or sum(c.size for c in chunks) != upload.size:
+        offset = 0
+        for chunk in chunks:
+            if chunk.start != offset:
+                raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
+            offset += chunk.size
+        if offset != upload.size:
             raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
-        if chunks and chunks[-1].digest == str(digest) and len(chunks) == 1:
+        hashed = bool(chunks) and chunks[-1].digest == str(digest)  # this process hashed them all
+        if hashed and len(chunks) == 1:
             # The usual docker push: one chunk, already hashed while it streamed in.
             if not await self.stored(str(digest)):
                 await self._place_chunk(chunks[0], str(digest))
             return
-        if not (chunks and chunks[-1].digest == str(digest)):
+        if not hashed:
             # Chunks hashed by other processes (or another algorithm): hash them once more, here.
             hasher = digest.hasher()
             for chunk in chunks:
@@ -264,19 +270,12 @@ class Uploads:
             raise DigestInvalid({"expected": str(digest), "computed": f"{digest.algorithm}:{hasher.hexdigest()}"})
 
 
-def _collecting(digest: str) -> Unavailable:
+def collecting(digest: str) -> Unavailable:
+    """The error of a push that meets a blob the collector is deleting."""
     return Unavailable(
         {"digest": digest, "reason": "the garbage collector is deleting this blob; push it again shortly"},
         headers={"Retry-After": "5"},
     )
-
-
-def _expected_starts(chunks: list[Chunk]) -> list[int]:
-    starts, offset = [], 0
-    for chunk in chunks:
-        starts.append(offset)
-        offset += chunk.size
-    return starts
 
 
 def location(repository: str, upload_id: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -44,6 +45,20 @@ def pagination(request: Request, default: int | None = None, maximum: int | None
 def next_link(path: str, last: str, limit: int | None) -> dict[str, str]:
     """The `Link` header of the page after `last`."""
     return {"Link": f'<{path}?{urlencode({"last": last, "n": limit})}>; rel="next"'}
+
+
+async def read_body(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """The whole request body, refused with `too_large()` as soon as it (or its declared length)
+    passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    body = bytearray()
+    async for data in request.stream():
+        body += data
+        if len(body) > limit:
+            raise too_large()
+    return bytes(body)
 
 
 def json_response(

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.errors import ManifestTooLarge, ManifestUnknown
-from registry.handlers.base import empty_response, registry, repository
+from registry.handlers.base import empty_response, read_body, registry, repository
 from storage.index import ManifestRecord
 
 
@@ -43,22 +43,11 @@ async def get_manifest(request: Request) -> Response:
     return Response(body, 200, _headers(record))
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ManifestTooLarge({"size": int(declared), "limit": limit})
-    body = bytearray()
-    async for data in request.stream():
-        body += data
-        if len(body) > limit:
-            raise ManifestTooLarge({"limit": limit})
-    return bytes(body)
-
-
 async def put_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
     service = registry(request)
-    body = await _read_limited(request, service.manifest_max_bytes)
+    limit = service.manifest_max_bytes
+    body = await read_body(request, limit, lambda: ManifestTooLarge({"limit": limit}))
     record = await service.put_manifest(name, reference, body, request.headers.get("content-type"))
     headers = {"Location": f"/v2/{name}/manifests/{record.digest}", "Docker-Content-Digest": record.digest}
     if record.subject:

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from registry.auth.access import parse_scopes
 from registry.auth.gate import client_address, parse_basic
 from registry.errors import RegistryError
-from registry.handlers.base import json_response
+from registry.handlers.base import json_response, read_body
 
 if TYPE_CHECKING:
     from registry.auth.token_service import TokenService
@@ -47,11 +47,7 @@ async def get_token(request: Request) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    body = bytearray()
-    async for data in request.stream():
-        body += data
-        if len(body) > FORM_MAX_BYTES:
-            raise TokenRequestInvalid(message="form too large")
+    body = await read_body(request, FORM_MAX_BYTES, lambda: TokenRequestInvalid(message="form too large"))
     return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 

@@ -161,13 +161,6 @@ class Index:
             ]
         )
 
-    async def stored_blob_size(self, digest: str) -> int | None:
-        """Size of `digest` if its bytes are stored and not being collected, whatever the repository."""
-        row = await self.db.read(
-            lambda c: c.execute("SELECT size FROM blobs WHERE digest = ? AND state = ?", (digest, PRESENT)).fetchone()
-        )
-        return None if row is None else row[0]
-
     async def reserve_blob(self, digest: str) -> str | None:
         """Before storing the bytes of `digest`: its state (None when unknown). A present blob is
         marked used now (unless it was within the last TOUCH_INTERVAL_S), so the collector keeps it
