@@ -17,3 +17,8 @@ def upload_prefix(upload_id: str) -> str:
 def chunk_key(upload_id: str, start: int, nonce: str) -> str:
     """A chunk's key; `nonce` keeps two racing writers of the same offset apart."""
     return f"{upload_prefix(upload_id)}/{start:020d}-{nonce}"
+
+
+def upload_data_key(upload_id: str) -> str:
+    """The key of an upload's bytes where the driver appends (every chunk goes there)."""
+    return f"{upload_prefix(upload_id)}/data"

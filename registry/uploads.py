@@ -1,22 +1,21 @@
 """The rules of blob uploads: monolithic, streamed, chunked and resumable, and cross-repository mounts.
 
-No upload state lives only in the process: the index holds each upload's size and chunk list, the
-driver holds the chunks' bytes, so every request of one upload may land on a different replica. (A
-process remembers the running hash of the chunks it received, so that the final PUT need not hash
-them again; when another process took a chunk, the final PUT hashes the chunks once more.) A blob
-is visible only after its digest matched, its bytes were committed and its index row was written.
+No upload state lives only in the process: the index holds each upload's size and chunks, with the
+upload's resumable SHA-256 state after each chunk, and the driver holds the bytes, so every request
+of one upload may land on a different process or replica and no byte is hashed twice. Where the
+driver appends (local disk), an upload's chunks go into one object, held exclusively while a chunk
+is written, that becomes the blob by a rename; elsewhere (S3) each chunk is an object and the final
+PUT joins them. A blob is visible only after its digest matched, its bytes were committed and its
+index row was written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from registry.errors import (
     BlobUploadInvalid,
@@ -26,14 +25,14 @@ from registry.errors import (
     SizeInvalid,
     Unavailable,
 )
-from registry.layout import blob_key, chunk_key, upload_prefix
+from registry.layout import blob_key, chunk_key, upload_data_key, upload_prefix
 from registry.names import Digest
-from storage.drivers import Driver, NotFound, Writer
+from registry.resumable import Sha256
+from storage.drivers import Busy, Driver, NotFound, Writer
 from storage.index import BlobCollecting, Chunk, Index, Upload
 from storage.index.index import DELETING
 
 Body = AsyncIterator[bytes]
-RUNNING_HASHES = 1024
 COLLECTION_WAIT_S = 30.0
 _DATA_GONE = {"reason": "the upload's data is gone; start a new upload"}
 
@@ -56,7 +55,11 @@ def range_header(size: int) -> str:
 
 
 async def _stream(body: Body, writer: Writer | None, hasher) -> int:
-    """Hash `body` (if `hasher`) and write it to `writer` (if any) as it arrives; returns its length."""
+    """Hash `body` (if `hasher`) and write it to `writer` (if any) as it arrives; returns its length.
+
+    Hashing runs here, on the event loop (it releases the GIL for the writer's thread): measured, a
+    worker thread for it was no faster, the threads then queue for the GIL.
+    """
     size = 0
     async for data in body:
         if data:
@@ -68,13 +71,42 @@ async def _stream(body: Body, writer: Writer | None, hasher) -> int:
     return size
 
 
+def _resumed_hash(upload: Upload) -> Sha256 | None:
+    """The upload's SHA-256 so far, ready to continue; None when a chunk came without a state."""
+    if not Sha256.available:
+        return None
+    if not upload.chunks:
+        return Sha256()
+    try:
+        return Sha256(bytes.fromhex(upload.chunks[-1].hash_state))
+    except ValueError:
+        return None
+
+
+def _check_start(upload: Upload, content_range: ByteRange | None) -> None:
+    """A chunk's `Content-Range` must start where the upload ends (416 otherwise)."""
+    if content_range is not None and content_range.start != upload.size:
+        raise RangeInvalid(
+            {"expected_start": upload.size, "got": content_range.start},
+            headers={"Range": range_header(upload.size), "Location": location(upload.repository, upload.id)},
+        )
+
+
+def _check_contiguous(upload: Upload) -> None:
+    offset = 0
+    for chunk in upload.chunks:
+        if chunk.start != offset:
+            raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
+        offset += chunk.size
+    if offset != upload.size:
+        raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
+
+
 class Uploads:
     """Upload sessions over an index and a driver."""
 
     def __init__(self, index: Index, driver: Driver):
         self.index, self.driver = index, driver
-        # upload id -> (bytes hashed, sha256 of them): chunks continue the hash their predecessor left.
-        self._running: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
     async def start(self, repository: str) -> str:
         """Open an upload session in `repository`; returns its id."""
@@ -142,35 +174,61 @@ class Uploads:
 
     async def monolithic(self, repository: str, digest: Digest, body: Body) -> None:
         """Store a whole blob sent in one request, verified while it streams in."""
-        hasher = digest.hasher()
-        if await self.stored(str(digest)):
-            size = await _stream(body, None, hasher)  # stored once already: verify, keep nothing
-            self._verify(digest, hasher)
-        else:
-            writer = await self.driver.writer(blob_key(str(digest)))
-            try:
-                size = await _stream(body, writer, hasher)
-                self._verify(digest, hasher)
-                await writer.commit()
-            finally:
-                await writer.cancel()
+        size = await self._store_whole(digest, body)
         await self._link(repository, str(digest), size)
+
+    async def _store_whole(self, digest: Digest, body: Body, length: int | None = None) -> int:
+        """Store `body` as blob `digest` once it matched (and had `length` bytes, if given); returns its size."""
+        hasher = digest.hasher()
+        # A blob stored once already is only verified; nothing is kept.
+        writer = None if await self.stored(str(digest)) else await self.driver.writer(blob_key(str(digest)))
+        try:
+            size = await _stream(body, writer, hasher)
+            if length is not None and size != length:
+                raise SizeInvalid({"content_range": length, "received": size})
+            self._verify(digest, hasher)
+            if writer is not None:
+                await writer.commit()
+        finally:
+            if writer is not None:
+                await writer.cancel()
+        return size
 
     async def append(self, repository: str, upload_id: str, body: Body, content_range: ByteRange | None) -> int:
         """Append the request body to the upload as one chunk; returns the upload's new size.
 
         `content_range`, when given, must start where the upload ends (else RangeInvalid, 416) and
-        match the body's length.
+        match the body's length. A chunk sent while another one of the same upload is still being
+        written is refused with RangeInvalid too.
         """
         upload = await self.status(repository, upload_id)
-        if content_range is not None and content_range.start != upload.size:
+        _check_start(upload, content_range)
+        if not self.driver.appends:
+            key = chunk_key(upload_id, upload.size, uuid.uuid4().hex[:8])
+            writer = await self.driver.writer(key, durable=False)  # durable once it becomes the blob
+            return await self._append_chunk(upload, body, content_range, key, writer)
+        key = upload_data_key(upload_id)
+        try:
+            async with self.driver.appender(key, create=upload.size == 0) as data:
+                try:
+                    upload = await self.status(repository, upload_id)  # as it is now that no one else writes
+                except BlobUploadUnknown:
+                    await self.driver.delete(upload_prefix(upload_id))  # in case the appender created it
+                    raise
+                _check_start(upload, content_range)
+                return await self._append_chunk(upload, body, content_range, key, data.writer(upload.size))
+        except Busy:
             raise RangeInvalid(
-                {"expected_start": upload.size, "got": content_range.start},
+                {"reason": "another chunk of this upload is being written"},
                 headers={"Range": range_header(upload.size), "Location": location(repository, upload_id)},
-            )
-        key = chunk_key(upload_id, upload.size, uuid.uuid4().hex[:8])
-        writer = await self.driver.writer(key, durable=False)  # durable once it becomes the blob
-        hasher = self._prefix_hasher(upload_id, upload.size)
+            ) from None
+        except NotFound:
+            raise BlobUploadInvalid(_DATA_GONE) from None
+
+    async def _append_chunk(
+        self, upload: Upload, body: Body, content_range: ByteRange | None, key: str, writer: Writer
+    ) -> int:
+        hasher = _resumed_hash(upload)
         try:
             size = await _stream(body, writer, hasher)
             if content_range is not None and size != content_range.length:
@@ -180,88 +238,96 @@ class Uploads:
             await writer.commit()
         finally:
             await writer.cancel()
-        prefix_digest = "" if hasher is None else f"sha256:{hasher.hexdigest()}"
-        if not await self.index.add_chunk(upload_id, Chunk(upload.size, size, key, prefix_digest)):
-            await self.driver.delete(key)
-            current = await self.status(repository, upload_id)
+        state = "" if hasher is None else hasher.state().hex()
+        if not await self.index.add_chunk(upload.id, Chunk(upload.size, size, key, state)):
+            if not self.driver.appends:
+                await self.driver.delete(key)
+            current = await self.status(upload.repository, upload.id)
             raise RangeInvalid(
                 {"reason": "the upload moved on concurrently"},
-                headers={"Range": range_header(current.size), "Location": location(repository, upload_id)},
+                headers={"Range": range_header(current.size), "Location": location(upload.repository, upload.id)},
             )
-        if hasher is not None:
-            self._running[upload_id] = (upload.size + size, hasher)
-            while len(self._running) > RUNNING_HASHES:
-                self._running.popitem(last=False)
         return upload.size + size
 
-    def _prefix_hasher(self, upload_id: str, start: int):
-        """The sha256 of the upload's bytes before `start`, ready to continue, when this process
-        hashed them (None when another process took the previous chunk)."""
-        running = self._running.pop(upload_id, None)
-        if start == 0:
-            return hashlib.sha256()
-        if running is not None and running[0] == start:
-            return running[1]
-        return None
-
-    async def finish(self, repository: str, upload_id: str, digest: Digest) -> int:
-        """Close the upload as blob `digest` once its bytes match; returns the blob's size.
+    async def finish(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        body: Body | None = None,
+        content_range: ByteRange | None = None,
+    ) -> int:
+        """Close the upload as blob `digest` once its bytes, `body` (the last chunk) included, match;
+        returns the blob's size.
 
         On a mismatch the upload is cancelled and DigestInvalid raised; nothing becomes visible.
         """
         upload = await self.status(repository, upload_id)
-        self._running.pop(upload_id, None)
+        if body is not None and upload.size == 0:
+            _check_start(upload, content_range)  # the whole blob in this request: stored as it streams in
+            try:
+                size = await self._store_whole(digest, body, None if content_range is None else content_range.length)
+            except DigestInvalid:
+                await self.cancel(repository, upload_id)
+                raise
+            await self._link(repository, str(digest), size, upload_id)
+            await self.driver.delete(upload_prefix(upload_id))
+            return size
+        if body is not None:
+            await self.append(repository, upload_id, body, content_range)
+            upload = await self.status(repository, upload_id)
+        _check_contiguous(upload)
         try:
-            await self._assemble(upload, digest)
+            await self._verify_upload(upload, digest)
         except DigestInvalid:
             await self.cancel(repository, upload_id)
             raise
+        if not await self.stored(str(digest)):
+            await self._place(upload, str(digest))
         await self._link(repository, str(digest), upload.size, upload_id)
         await self.driver.delete(upload_prefix(upload_id))
         return upload.size
 
-    async def _assemble(self, upload: Upload, digest: Digest) -> None:
-        """Verify the upload's bytes against `digest` and make sure the blob is stored."""
-        chunks = upload.chunks
-        offset = 0
-        for chunk in chunks:
-            if chunk.start != offset:
-                raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
-            offset += chunk.size
-        if offset != upload.size:
-            raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
-        hashed = bool(chunks) and chunks[-1].digest == str(digest)  # this process hashed them all
-        if hashed and len(chunks) == 1:
-            # The usual docker push: one chunk, already hashed while it streamed in.
-            if not await self.stored(str(digest)):
-                await self._place_chunk(chunks[0], str(digest))
-            return
-        if not hashed:
-            # Chunks hashed by other processes (or another algorithm): hash them once more, here.
+    async def _verify_upload(self, upload: Upload, digest: Digest) -> None:
+        """Check the upload's bytes against `digest`: from the hash state its last chunk left, or, when
+        there is none (another algorithm, or a chunk from a process that could not save it), by
+        reading the bytes once more."""
+        hasher = _resumed_hash(upload) if digest.algorithm == "sha256" else None
+        if hasher is None:
             hasher = digest.hasher()
-            for chunk in chunks:
+            for chunk in upload.chunks:
+                offset = chunk.start if self.driver.appends else 0
                 try:
-                    await _stream(self.driver.reader(chunk.key), None, hasher)
+                    await _stream(self.driver.reader(chunk.key, offset, chunk.size), None, hasher)
                 except NotFound:
                     raise BlobUploadInvalid(_DATA_GONE) from None
-            self._verify(digest, hasher)
-        if not await self.stored(str(digest)):
-            try:
-                await self.driver.concat([c.key for c in chunks], blob_key(str(digest)))
-            except NotFound:
-                raise BlobUploadInvalid(_DATA_GONE) from None
+        self._verify(digest, hasher)
 
-    async def _place_chunk(self, chunk: Chunk, digest: str) -> None:
-        """Move a verified chunk to its blob key; idempotent, so a retry after a crash between the
-        move and the index update finds the blob already in place."""
+    async def _place(self, upload: Upload, digest: str) -> None:
+        """Store the verified bytes of `upload` as blob `digest`. Idempotent, so that a retry after a
+        crash between placing and the index update finds the blob in place."""
+        chunks, key = upload.chunks, blob_key(digest)
         try:
-            await self.driver.move(chunk.key, blob_key(digest))
+            if not chunks:
+                await self.driver.put(key, b"")
+            elif not self.driver.appends:
+                if len(chunks) == 1:
+                    await self.driver.move(chunks[0].key, key)
+                else:
+                    await self.driver.concat([c.key for c in chunks], key)
+            else:
+                async with self.driver.appender(chunks[0].key, create=False) as data:
+                    if (await self.status(upload.repository, upload.id)).size != upload.size:
+                        raise BlobUploadInvalid({"reason": "the upload grew while it was being finished"})
+                    await data.seal(upload.size, key)
+        except Busy:
+            raise BlobUploadInvalid({"reason": "a chunk of this upload is still being written"}) from None
         except NotFound:
             try:
-                placed = await self.driver.stat(blob_key(digest))
+                placed = await self.driver.stat(key)
             except NotFound:
                 raise BlobUploadInvalid(_DATA_GONE) from None
-            if placed.size != chunk.size:
+            if placed.size != upload.size:
                 raise BlobUploadInvalid(_DATA_GONE) from None
 
     @staticmethod

@@ -76,10 +76,10 @@ async def patch_upload(request: Request) -> Response:
 async def put_upload(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["upload_id"]
     digest = _query_digest(request)
-    uploads = registry(request).uploads
     if _has_body(request):
-        await uploads.append(name, upload_id, request.stream(), _content_range(request))
-    await uploads.finish(name, upload_id, digest)
+        await registry(request).uploads.finish(name, upload_id, digest, request.stream(), _content_range(request))
+    else:
+        await registry(request).uploads.finish(name, upload_id, digest)
     return _blob_created(name, digest)
 
 

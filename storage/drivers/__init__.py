@@ -1,5 +1,5 @@
 """Storage drivers: byte-oriented, content-agnostic stores of keyed objects."""
 
-from storage.drivers.base import Driver, Entry, NotFound, Writer
+from storage.drivers.base import Appender, Busy, Driver, Entry, NotFound, Writer
 
-__all__ = ["Driver", "Entry", "NotFound", "Writer"]
+__all__ = ["Appender", "Busy", "Driver", "Entry", "NotFound", "Writer"]

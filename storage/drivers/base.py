@@ -7,12 +7,17 @@ key means is decided by the caller.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 
 class NotFound(Exception):
     """The key does not exist."""
+
+
+class Busy(Exception):
+    """Another writer (of any process) holds the object."""
 
 
 # Every method may also raise storage.errors.BackendUnavailable when the store cannot be reached.
@@ -47,8 +52,20 @@ class Writer(Protocol):
         """Bytes written so far."""
 
 
+class Appender(Protocol):
+    """Exclusive write access to one object that grows by appends (an upload's data), until released."""
+
+    def writer(self, offset: int) -> Writer:
+        """Write from `offset` on; commit makes the object end after the bytes written (not durably)."""
+
+    async def seal(self, size: int, dst: str) -> None:
+        """Cut the object to `size` bytes and move it durably to key `dst`."""
+
+
 class Driver(Protocol):
     """A byte store. Every method is safe to call concurrently from many tasks."""
+
+    appends: bool  # whether `appender` works; else an upload keeps each chunk as an object and joins them
 
     async def stat(self, key: str) -> Entry:
         """The entry of `key`; raises NotFound."""
@@ -65,6 +82,10 @@ class Driver(Protocol):
     async def writer(self, key: str, durable: bool = True) -> Writer:
         """Start writing a new object under `key`; with `durable` off, commit need not survive a power
         loss (a crash of the process it still survives)."""
+
+    def appender(self, key: str, create: bool) -> AbstractAsyncContextManager[Appender]:
+        """Hold `key` exclusively for appending (creating it empty when `create`) until the context
+        exits. Raises Busy when another appender holds it, NotFound when it is missing and not `create`."""
 
     async def move(self, src: str, dst: str) -> None:
         """Move `src` to `dst` durably, replacing `dst`; raises NotFound when `src` is missing."""

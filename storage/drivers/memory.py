@@ -33,6 +33,8 @@ class MemoryWriter:
 class MemoryDriver:
     """Objects in a dict; every operation is atomic because nothing awaits inside it."""
 
+    appends = False  # an upload keeps each chunk as an object
+
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, float]] = {}
 

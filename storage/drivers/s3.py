@@ -146,6 +146,8 @@ class S3Writer:
 class S3Driver:
     """Objects under `prefix` in `bucket` of the S3 service at `endpoint` (AWS when None)."""
 
+    appends = False  # an upload keeps each chunk as an object
+
     def __init__(
         self,
         bucket: str,

@@ -31,8 +31,8 @@ class ManifestRecord:
 class Chunk:
     start: int
     size: int
-    key: str  # storage key of the chunk's bytes
-    digest: str  # sha256 of the upload's bytes up to this chunk's end, or "" when the appender did not know
+    key: str  # storage key of the chunk's bytes (the same for every chunk when the driver appends)
+    hash_state: str  # hex of the upload's resumable SHA-256 state after this chunk, or ""
 
 
 @dataclass(slots=True)
@@ -215,7 +215,7 @@ class Index:
             if row is None:
                 return None
             chunks = c.execute(
-                "SELECT start, size, key, digest FROM upload_chunks WHERE upload = ? ORDER BY start", (upload_id,)
+                "SELECT start, size, key, hash_state FROM upload_chunks WHERE upload = ? ORDER BY start", (upload_id,)
             ).fetchall()
             return Upload(*row, chunks=[Chunk(*chunk) for chunk in chunks])
 
@@ -233,8 +233,8 @@ class Index:
             if cursor.rowcount != 1:
                 return False
             c.execute(
-                "INSERT INTO upload_chunks (upload, start, size, key, digest) VALUES (?, ?, ?, ?, ?)",
-                (upload_id, chunk.start, chunk.size, chunk.key, chunk.digest),
+                "INSERT INTO upload_chunks (upload, start, size, key, hash_state) VALUES (?, ?, ?, ?, ?)",
+                (upload_id, chunk.start, chunk.size, chunk.key, chunk.hash_state),
             )
             return True
 

@@ -56,7 +56,7 @@ MIGRATIONS: list[list[Statement]] = [
             size BIGINT NOT NULL,
             started_at DOUBLE PRECISION NOT NULL,
             updated_at DOUBLE PRECISION NOT NULL)""",
-        # One row per committed chunk; `key` holds its bytes in the driver, `digest` their sha256.
+        # One row per committed chunk; `key` holds its bytes in the driver.
         """CREATE TABLE upload_chunks (
             upload TEXT NOT NULL,
             start BIGINT NOT NULL,
@@ -83,6 +83,10 @@ MIGRATIONS: list[list[Statement]] = [
         # Listings are in byte order, whatever the database's locale.
         ("postgresql", 'ALTER TABLE repositories ALTER COLUMN name TYPE TEXT COLLATE "C"'),
         ("postgresql", 'ALTER TABLE tags ALTER COLUMN name TYPE TEXT COLLATE "C"'),
+    ],
+    [
+        # A chunk keeps the upload's resumable hash state after it (hex), not a digest.
+        "ALTER TABLE upload_chunks RENAME COLUMN digest TO hash_state",
     ],
 ]
 

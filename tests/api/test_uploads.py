@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 
+import anyio
 import httpx
 import pytest
 
 from registry.layout import blob_key
+from registry.resumable import Sha256
 from storage.drivers.local import LocalDriver
-from tests.support import digest_of, error_codes, push_blob, stored_keys
+from tests.support import digest_of, error_codes, push_blob, running_app, stored_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -230,18 +232,62 @@ async def test_finishing_an_upload_whose_data_vanished_is_a_clear_error(client: 
     assert r.status_code == 400 and error_codes(r) == ["BLOB_UPLOAD_INVALID"]
 
 
-async def test_chunks_from_several_processes_are_hashed_again_at_the_end(served) -> None:
-    """A process that did not see the previous chunk cannot continue its hash: the final PUT reads
-    the chunks and verifies them (and refuses a wrong digest)."""
-    app, client = served
+async def test_chunks_through_several_processes_continue_one_hash(settings) -> None:
+    """Each chunk resumes the hash state its predecessor saved in the index, whichever process took it."""
+    data = os.urandom(30_000)
+    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
+        for digest, status in ((digest_of(b"wrong"), 400), (digest_of(data), 201)):
+            location = await start(first)
+            for n, begin in enumerate(range(0, len(data), 10_000)):
+                chunk = data[begin : begin + 10_000]
+                headers = {"Content-Range": f"{begin}-{begin + len(chunk) - 1}"}
+                assert (await (first, second)[n % 2].patch(location, content=chunk, headers=headers)).status_code == 202
+            assert (await second.put(location, params={"digest": digest})).status_code == status
+        assert (await first.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+
+
+async def test_chunks_without_a_saved_hash_state_are_read_again_at_the_end(client, monkeypatch) -> None:
+    """Where no hash state could be saved, the final PUT reads the chunks and verifies them."""
+    monkeypatch.setattr(Sha256, "available", False)
     data = os.urandom(30_000)
     for digest, status in ((digest_of(b"wrong"), 400), (digest_of(data), 201)):
         location = await start(client)
         for begin in range(0, len(data), 10_000):
-            app.state.registry.uploads._running.clear()  # as if each chunk reached another process
-            r = await client.patch(
-                location, content=data[begin : begin + 10_000], headers={"Content-Range": f"{begin}-{begin + 9999}"}
-            )
-            assert r.status_code == 202
+            headers = {"Content-Range": f"{begin}-{begin + 9999}"}
+            assert (await client.patch(location, content=data[begin : begin + 10_000], headers=headers)).status_code == 202
         assert (await client.put(location, params={"digest": digest})).status_code == status
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+
+
+async def test_a_chunk_sent_while_another_is_being_written_is_refused(client, driver) -> None:
+    """Where chunks go into one object, two requests never write it at once: a second PATCH answers
+    416 and a PUT 400 while a chunk streams in, and that chunk lands whole."""
+    if not driver.appends:
+        pytest.skip("each chunk is an object of its own here; the index decides which one counts")
+    location = await start(client)
+    committed, first_half, second_half = os.urandom(5000), os.urandom(5000), os.urandom(5000)
+    assert (await client.patch(location, content=committed)).status_code == 202
+    release = anyio.Event()
+
+    async def slow_body():
+        yield first_half
+        await release.wait()
+        yield second_half
+
+    answers = {}
+
+    async def slow_patch() -> None:
+        answers["slow"] = await client.patch(location, content=slow_body())
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(slow_patch)
+        await anyio.sleep(0.2)
+        other = await client.patch(location, content=b"other", headers={"Content-Range": "5000-5004"})
+        finishing = await client.put(location, params={"digest": digest_of(committed)})
+        release.set()
+    assert other.status_code == 416 and error_codes(other) == ["RANGE_INVALID"]
+    assert finishing.status_code == 400 and error_codes(finishing) == ["BLOB_UPLOAD_INVALID"]
+    assert answers["slow"].status_code == 202 and answers["slow"].headers["Range"] == "0-14999"
+    data = committed + first_half + second_half
+    assert (await client.put(location, params={"digest": digest_of(data)})).status_code == 201
     assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
