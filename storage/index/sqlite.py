@@ -2,13 +2,16 @@
 
 Reads are single short statements on an indexed table, so they run directly on the event loop on a
 read-only connection (WAL readers never wait for the writer). Writes run one at a time on a
-dedicated thread in `BEGIN IMMEDIATE` transactions, which also serializes them with other processes
-sharing the file; writes that queue up while one commits share the next commit (group commit).
+dedicated thread in `BEGIN IMMEDIATE` transactions; writes that queue up while one commits share
+the next commit (group commit). Processes sharing the file take turns through an advisory lock on
+`<file>.write-lock` first: the kernel hands it over the moment it is released, where SQLite's own
+busy handler would poll with sleeps of up to 100 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import sqlite3
 import time
@@ -55,6 +58,7 @@ class SQLiteDatabase:
         self.path = path
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         self._write_conn: sqlite3.Connection | None = None
+        self._write_lock: int | None = None  # fd of the file whose lock the writing process holds
         self._read_conn: sqlite3.Connection | None = None
         self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
 
@@ -62,6 +66,7 @@ class SQLiteDatabase:
         """Connect and apply pending migrations."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         loop = asyncio.get_running_loop()
+        self._write_lock = os.open(f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT, 0o644)
         self._write_conn = await loop.run_in_executor(self._writer_thread, _connect, self.path)
         await self.write(migrate)
         self._read_conn = _connect(self.path)
@@ -70,9 +75,18 @@ class SQLiteDatabase:
     def _commit_batch(self) -> None:
         """Run every queued write in one transaction (group commit: one fsync for all of them), each
         in a savepoint of its own, so that one that raises undoes only its own changes."""
-        conn = self._write_conn
-        assert conn is not None, "database not open"
-        batch, self._queued = self._queued, []
+        conn, lock = self._write_conn, self._write_lock
+        assert conn is not None and lock is not None, "database not open"
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            self._commit_locked(conn)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _commit_locked(self, conn: sqlite3.Connection) -> None:
+        batch, self._queued = self._queued, []  # taken once the lock is ours: writes queued meanwhile join
+        if not batch:
+            return
         outcomes: list[tuple[asyncio.Future, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -132,4 +146,7 @@ class SQLiteDatabase:
             conn, self._write_conn = self._write_conn, None
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._writer_thread, conn.close)
+        if self._write_lock is not None:
+            os.close(self._write_lock)
+            self._write_lock = None
         self._writer_thread.shutdown(wait=False)

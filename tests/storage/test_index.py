@@ -116,3 +116,56 @@ async def test_concurrent_writes_share_commits_but_fail_alone(tmp_path) -> None:
     names = await db.read(lambda c: {row[0] for row in c.execute("SELECT name FROM repositories")})
     assert names == {f"r{n}" for n in range(50) if n % 5}
     await db.close()
+
+
+def _write_repositories(path: str, first: int, count: int) -> None:
+    """In a process of its own: open the database and insert `count` repositories, 8 writes at a time."""
+    import asyncio
+
+    async def run() -> None:
+        db = SQLiteDatabase(path)
+        await db.open()
+
+        def insert(n: int):
+            return lambda c: c.execute("INSERT INTO repositories (name, created_at) VALUES (?, 0)", (f"p{n}",))
+
+        for start in range(first, first + count, 8):
+            await asyncio.gather(*(db.write(insert(n)) for n in range(start, min(start + 8, first + count))))
+        await db.close()
+
+    asyncio.run(run())
+
+
+def test_processes_sharing_the_file_take_turns_at_writing(tmp_path) -> None:
+    """Writers of several processes wait for each other's commits (never 'database is locked')."""
+    import multiprocessing
+
+    path = str(tmp_path / "shared.db")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_write_repositories, args=(path, n * 400, 400)) for n in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    names = {row[0] for row in sqlite3.connect(path).execute("SELECT name FROM repositories")}
+    assert names == {f"p{n}" for n in range(1200)}
+
+
+async def test_a_write_waits_while_another_process_holds_the_write_lock(tmp_path) -> None:
+    import asyncio
+    import fcntl
+    import os
+
+    db = SQLiteDatabase(str(tmp_path / "locked.db"))
+    await db.open()
+    fd = os.open(str(tmp_path / "locked.db.write-lock"), os.O_RDWR)  # as another process would
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    write = asyncio.ensure_future(db.write(lambda c: c.execute("INSERT INTO repositories VALUES ('w', 0)")))
+    await asyncio.sleep(0.3)
+    assert not write.done()
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    await asyncio.wait_for(write, 5)
+    assert await db.read(lambda c: c.execute("SELECT name FROM repositories").fetchall()) == [("w",)]
+    await db.close()
