@@ -216,7 +216,10 @@ class Uploads:
                     await self.driver.delete(upload_prefix(upload_id))  # in case the appender created it
                     raise
                 _check_start(upload, content_range)
-                return await self._append_chunk(upload, body, content_range, key, data.writer(upload.size))
+                size = await self._append_chunk(upload, body, content_range, key, data.writer(upload.size))
+                if size == 0:  # an upload without chunks keeps nothing stored
+                    await self.driver.delete(upload_prefix(upload_id))
+                return size
         except Busy:
             raise RangeInvalid(
                 {"reason": "another chunk of this upload is being written"},
@@ -270,8 +273,7 @@ class Uploads:
             except DigestInvalid:
                 await self.cancel(repository, upload_id)
                 raise
-            await self._link(repository, str(digest), size, upload_id)
-            await self.driver.delete(upload_prefix(upload_id))
+            await self._link(repository, str(digest), size, upload_id)  # it had no chunks: nothing else to delete
             return size
         if body is not None:
             await self.append(repository, upload_id, body, content_range)

@@ -151,6 +151,18 @@ async def test_empty_blob_uploads(client: httpx.AsyncClient) -> None:
     assert r.status_code == 200 and r.content == b""
 
 
+async def test_an_empty_patch_then_the_whole_blob_in_the_put_leaves_no_upload_data(client, driver) -> None:
+    location = await start(client)
+    r = await client.patch(location, content=b"")
+    assert r.status_code == 202 and r.headers["Range"] == "0-0"
+    data = os.urandom(1000)
+    assert (
+        await client.put(r.headers["Location"], params={"digest": digest_of(data)}, content=data)
+    ).status_code == 201
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+    assert await stored_keys(driver, "uploads/") == []
+
+
 async def test_cancel_deletes_the_upload(client: httpx.AsyncClient, driver) -> None:
     location = await start(client)
     await client.patch(location, content=b"x" * 100)
