@@ -103,10 +103,16 @@ def _serve_uvicorn(settings: Settings, workers: int) -> None:
     uvicorn.run("registry.asgi:app", factory=True, workers=workers, **options)
 
 
+# The most a connection buffers of a request body. Above granian's 408 KiB default, a large push reaches
+# the app in fewer, larger pieces: 512 MiB pushed monolithically in 0.59 s instead of 0.65-0.96 s here.
+HTTP1_BUFFER = 1 << 20
+
+
 def _serve_granian(settings: Settings, workers: int) -> None:
     from pathlib import Path
 
     from granian import Granian
+    from granian.http import HTTP1Settings
 
     from registry.asgi import SETTINGS_VARIABLE
 
@@ -122,6 +128,7 @@ def _serve_granian(settings: Settings, workers: int) -> None:
         workers=workers,
         factory=True,
         log_access=False,
+        http1_settings=HTTP1Settings(max_buffer_size=HTTP1_BUFFER),
         **tls,
     ).serve()
 
