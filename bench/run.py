@@ -100,6 +100,10 @@ METRICS = (
     Metric("catalog walk", "catalog", "ms", False, 0.1),
     Metric("docker push", "docker", "s", False, 0.9),
     Metric("docker pull", "docker", "s", False, 0.9),
+    Metric("s3 push-large streamed", "s3", "MiB/s", True),
+    Metric("s3 push-chunked", "s3", "MiB/s", True),
+    Metric("s3 pull-large proxied", "s3", "MiB/s", True),
+    Metric("s3 pull-large redirect", "s3", "MiB/s", True),
 )
 
 
@@ -241,9 +245,10 @@ def metered(server: dpp.Server, client_pids: list[int] | None = None) -> Iterato
 # --------------------------------------------------------------------------------------------- servers
 
 
-def start_ours(tmp: Path, extra_env: dict[str, str]) -> dpp.Server:
-    """Start our registry on a free port with a fresh data dir, no access log, plus `extra_env` (e.g. workers)."""
-    workdir = tmp / "ours"
+def start_ours(tmp: Path, extra_env: dict[str, str], directory: str = "ours") -> dpp.Server:
+    """Start our registry on a free port with a fresh data dir (`tmp/directory`), no access log, plus `extra_env`
+    (e.g. workers, or S3 storage)."""
+    workdir = tmp / directory
     workdir.mkdir()
     port = dpp.free_port()
     log_path = workdir / "server.log"
@@ -256,23 +261,30 @@ def start_ours(tmp: Path, extra_env: dict[str, str]) -> dpp.Server:
     return dpp.Server("ours", port, proc, workdir, log_path)
 
 
-def start_distribution(tmp: Path, cache: bool = False) -> dpp.Server:
-    """Start CNCF Distribution on a free port with fresh filesystem storage, deletes on, logging errors only;
-    with `cache`, its in-memory blob descriptor cache (on in Distribution's sample config, off by default)."""
-    workdir = tmp / "distribution"
+def start_distribution(
+    tmp: Path, cache: bool = False, storage: str | None = None, directory: str = "distribution"
+) -> dpp.Server:
+    """Start CNCF Distribution on a free port, deletes on, logging errors only: with fresh filesystem storage under
+    `tmp/directory`, or with `storage` (the YAML lines of another driver, indented under `storage:`); with `cache`,
+    its in-memory blob descriptor cache (on in Distribution's sample config, off by default)."""
+    workdir = tmp / directory
     workdir.mkdir()
     port = dpp.free_port()
     config = workdir / "config.yml"
+    storage = storage or f"  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
     config.write_text(
         "version: 0.1\n"
         "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n  delete:\n    enabled: true\n"
+        f"storage:\n{storage}  delete:\n    enabled: true\n"
         + ("  cache:\n    blobdescriptor: inmemory\n" if cache else "")
         + f"http:\n  addr: {HOST}:{port}\n  secret: {secrets.token_hex(16)}\n"
     )
     log_path = workdir / "server.log"
+    # Its AWS SDK refuses to start with a custom CA bundle set (it cannot apply one to its own transport).
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(dpp.DISTRIBUTION_BIN), "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        command = [str(dpp.DISTRIBUTION_BIN), "serve", str(config)]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     dpp.wait_ready(f"http://{HOST}:{port}/v2/", proc)
     return dpp.Server("distribution", port, proc, workdir, log_path)
 
@@ -544,9 +556,9 @@ def check_blob(server: dpp.Server, name: str, digest: str, size: int) -> None:
         raise BenchError(f"HEAD {name}@{digest}: content-length {result.headers.get('content-length')}, pushed {size}")
 
 
-def blob_sha256(server: dpp.Server, name: str, digest: str) -> str:
-    """The sha256 digest of the bytes a GET of the blob returns (streamed from curl, not timed)."""
-    command = ["curl", "-sS", "-f", url_of(server, f"/v2/{name}/blobs/{digest}")]
+def blob_sha256(server: dpp.Server, name: str, digest: str, *args: str) -> str:
+    """The sha256 digest of the bytes a GET of the blob returns (streamed from curl with `args`, not timed)."""
+    command = ["curl", "-sS", "-f", *args, url_of(server, f"/v2/{name}/blobs/{digest}")]
     hasher = hashlib.sha256()
     with subprocess.Popen(command, stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
@@ -865,6 +877,9 @@ class Workload:
         """One timed round on `server`."""
         raise NotImplementedError
 
+    def teardown(self) -> None:
+        """Stop what `setup` started."""
+
 
 class PushLarge(Workload):
     """A large random blob pushed monolithically (one POST where supported, else POST + PUT), as POST + PUT with
@@ -1177,27 +1192,121 @@ class DockerPushPull(Workload):
         return samples
 
 
+class S3Storage(Workload):
+    """The large blob again with both registries keeping blobs in S3 (SeaweedFS, started here; the index of ours
+    stays SQLite): for each server kind, one twin proxying blob GETs and one answering them with a 307 to a
+    presigned S3 URL (curl follows it). Timed: streamed push, chunked push, full GET through the registry, full
+    GET by redirect."""
+
+    name = "s3"
+
+    def __init__(self, bench: Bench) -> None:
+        super().__init__(bench)
+        self.s3: Any = None
+        self.twins: dict[tuple[str, bool], dpp.Server] = {}
+        self.digests: dict[tuple[str, bool], str] = {}
+
+    def storage(self) -> Any:
+        """SeaweedFS, started on first use."""
+        if self.s3 is None:
+            sys.path.insert(0, str(dpp.BENCH_DIR.parent))
+            from tests.services import SeaweedS3
+
+            self.s3 = SeaweedS3(self.bench.tmp / "seaweed")
+            self.s3.start()
+        return self.s3
+
+    def start_twin(self, server: dpp.Server, redirect: bool) -> dpp.Server:
+        s3 = self.storage()
+        bucket = f"{server.name[:4]}-{'redirect' if redirect else 'proxy'}"
+        s3.create_bucket(bucket)
+        directory = f"{server.name}-s3-{'redirect' if redirect else 'proxy'}"
+        if server.name == "ours":
+            env = {
+                **s3.env(),
+                "REGISTRY_STORAGE_S3_BUCKET": bucket,
+                "REGISTRY_STORAGE_S3_ENDPOINT": s3.endpoint,
+                "REGISTRY_STORAGE_S3_REGION": s3.region,
+                "REGISTRY_STORAGE_S3_REDIRECT": str(redirect).lower(),
+            }
+            return start_ours(self.bench.tmp, env, directory)
+        storage = (
+            f"  s3:\n    accesskey: {s3.access_key}\n    secretkey: {s3.secret_key}\n    region: {s3.region}\n"
+            f"    regionendpoint: {s3.endpoint}\n    bucket: {bucket}\n    secure: false\n    v4auth: true\n"
+            f"  redirect:\n    disable: {str(not redirect).lower()}\n"
+        )
+        return start_distribution(self.bench.tmp, storage=storage, directory=directory)
+
+    def setup(self, server: dpp.Server) -> None:
+        """Start both twins of `server` and push the blob that the GETs fetch to each (checked)."""
+        blob = self.bench.large_blob()
+        for redirect in (False, True):
+            twin = self.twins[server.name, redirect] = self.start_twin(server, redirect)
+            settle_workers(twin)
+            digest = blob.next_variant()
+            push_streamed(twin, "bench/s3-pull", blob)
+            if blob_sha256(twin, "bench/s3-pull", digest, "-L") != digest:
+                raise BenchError(f"{server.name} on S3: GET bench/s3-pull@{digest} returned other bytes")
+            self.digests[server.name, redirect] = digest
+
+    def run_round(self, server: dpp.Server, rnd: int) -> list[Sample]:
+        """Pushes on the proxying twin, then a GET from each twin."""
+        blob, samples = self.bench.large_blob(), []
+        proxy = self.twins[server.name, False]
+        for metric, how in (("s3 push-large streamed", push_streamed), ("s3 push-chunked", push_chunked)):
+            blob.next_variant()
+            name = f"bench/{metric.replace(' ', '-')}-r{rnd}"
+
+            def push(how: Callable[..., float] = how, metric: str = metric, name: str = name) -> dict[str, float]:
+                seconds = how(proxy, name, blob)
+                return {metric: blob.mib / seconds, ACTIVE: seconds}
+
+            samples += self.bench.measure(proxy, rnd, push)
+            check_blob(proxy, name, blob.digest, blob.size)
+        for redirect, metric in ((False, "s3 pull-large proxied"), (True, "s3 pull-large redirect")):
+            twin = self.twins[server.name, redirect]
+            url = url_of(twin, f"/v2/bench/s3-pull/blobs/{self.digests[server.name, redirect]}")
+
+            def get(url: str = url, metric: str = metric) -> dict[str, float]:
+                seconds = pull(url, 200, blob.size, 2, "-L")
+                return {metric: 2 * blob.mib / seconds, ACTIVE: seconds}
+
+            samples += self.bench.measure(twin, rnd, get)
+        return samples
+
+    def teardown(self) -> None:
+        """Stop the twins and SeaweedFS."""
+        for twin in self.twins.values():
+            stop_tree(twin)
+        if self.s3 is not None:
+            self.s3.close()
+
+
 WORKLOADS: dict[str, type[Workload]] = {
-    w.name: w for w in (PushLarge, PushChunked, PullLarge, ManifestGet, BlobHead, PushSmall, Catalog, DockerPushPull)
+    w.name: w
+    for w in (PushLarge, PushChunked, PullLarge, ManifestGet, BlobHead, PushSmall, Catalog, DockerPushPull, S3Storage)
 }
 
 
 def run_workload(bench: Bench, workload: Workload) -> None:
     """Set up both servers, then the rounds alternating servers, recording each server's peak RSS meanwhile."""
     print(f"\n== {workload.name}", flush=True)
-    for server in bench.servers:
-        workload.setup(server)
-    for server in bench.servers:
-        reset_peaks(server.proc.pid)
-    for rnd in range(bench.sizes.rounds):
+    try:
         for server in bench.servers:
-            for s in workload.run_round(server, rnd):
-                print(
-                    f"  r{rnd} {server.name:>12} {s.metric:<22} {s.value:>10.2f}   wall {s.wall_s:6.2f}s"
-                    f"  server cpu {s.server_cpu_s:6.2f}s  client cpu {s.client_cpu_s:6.2f}s  load {s.load:.1f}",
-                    flush=True,
-                )
-    bench.peaks[workload.name] = {server.name: peaks_kib(server.proc.pid) for server in bench.servers}
+            workload.setup(server)
+        for server in bench.servers:
+            reset_peaks(server.proc.pid)
+        for rnd in range(bench.sizes.rounds):
+            for server in bench.servers:
+                for s in workload.run_round(server, rnd):
+                    print(
+                        f"  r{rnd} {server.name:>12} {s.metric:<22} {s.value:>10.2f}   wall {s.wall_s:6.2f}s"
+                        f"  server cpu {s.server_cpu_s:6.2f}s  client cpu {s.client_cpu_s:6.2f}s  load {s.load:.1f}",
+                        flush=True,
+                    )
+        bench.peaks[workload.name] = {server.name: peaks_kib(server.proc.pid) for server in bench.servers}
+    finally:
+        workload.teardown()
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -1490,6 +1599,7 @@ def preflight(args: argparse.Namespace, tmp: Path) -> None:
         sys.exit("the Docker engine is not usable; leave the docker workload out with --only")
     s = args.sizes
     pushes = s.rounds * (3 * ("push-large" in args.workloads) + ("push-chunked" in args.workloads)) + 1
+    pushes += (2 * s.rounds + 2) * ("s3" in args.workloads)  # SeaweedFS keeps what both registries push there
     docker = s.rounds * s.docker_mib * ("docker" in args.workloads)
     need_mib = 2 * (pushes * s.large_mib + docker) + 2 * s.large_mib + 1024
     free_mib = shutil.disk_usage(tmp).free // MIB
