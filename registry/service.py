@@ -89,13 +89,6 @@ class Registry:
             return None
         return await self.driver.url(blob_key(blob.digest), self.redirect_expiry_s)
 
-    async def blob_path(self, blob: BlobInfo) -> str | None:
-        """A local file holding the blob's bytes, when the driver has one (for zero-copy sends)."""
-        try:
-            return await self.driver.local_path(blob_key(blob.digest))
-        except NotFound:
-            raise BlobUnknown({"digest": blob.digest}) from None
-
     async def delete_blob(self, repository: str, digest: Digest) -> None:
         """Remove the blob from `repository` (its bytes go when the collector finds them unused)."""
         self._require_delete()

@@ -40,19 +40,15 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 class BlobResponse(Response):
-    """Streams blob bytes; hands a whole local file to the server when it offers `pathsend`."""
+    """Streams blob bytes. (Handing granian a whole file with `http.response.pathsend` was measured
+    slower here, about 2,050 MiB/s against 2,550-2,850, and used half as much CPU again.)"""
 
-    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes], path: str | None):
+    def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes]):
         super().__init__(None, status, headers)
-        self._chunks, self._path = chunks, path
+        self._chunks = chunks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        if self._path is not None and "http.response.pathsend" in scope.get("extensions", {}):
-            await self._chunks.aclose()
-            await send(start)
-            await send({"type": "http.response.pathsend", "path": self._path})
-            return
         # The first piece is read before the headers go out, so a store that fails to open the blob
         # still gets a proper error response.
         first = await anext(self._chunks, b"")
@@ -86,8 +82,7 @@ async def get_blob(request: Request) -> Response:
     redirect = await service.blob_redirect(blob)
     if redirect is not None:
         return Response(None, 307, {"Location": redirect, "Docker-Content-Digest": blob.digest})
-    whole_file = None if byte_range else await service.blob_path(blob)
-    return BlobResponse(status, headers, service.blob_chunks(blob, start, end - start + 1), whole_file)
+    return BlobResponse(status, headers, service.blob_chunks(blob, start, end - start + 1))
 
 
 async def delete_blob(request: Request) -> Response:

@@ -102,6 +102,3 @@ class Driver(Protocol):
 
     async def url(self, key: str, expires_s: int) -> str | None:
         """A presigned GET URL for `key`, or None when the driver cannot give one."""
-
-    async def local_path(self, key: str) -> str | None:
-        """A filesystem path holding `key`'s bytes (for zero-copy sends), or None."""

@@ -438,9 +438,3 @@ class LocalDriver:
 
     async def url(self, key: str, expires_s: int) -> str | None:
         return None
-
-    async def local_path(self, key: str) -> str | None:
-        path = self._path(key)
-        if not os.path.isfile(path):
-            raise NotFound(key)
-        return path

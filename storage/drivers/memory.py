@@ -85,6 +85,3 @@ class MemoryDriver:
 
     async def url(self, key: str, expires_s: int) -> str | None:
         return None
-
-    async def local_path(self, key: str) -> str | None:
-        return None

@@ -314,6 +314,3 @@ class S3Driver:
 
     async def url(self, key: str, expires_s: int) -> str | None:
         return self.client.generate_presigned_url("get_object", Params=self._at(key), ExpiresIn=expires_s)
-
-    async def local_path(self, key: str) -> str | None:
-        return None

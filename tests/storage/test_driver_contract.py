@@ -172,19 +172,6 @@ async def test_presigned_urls_serve_the_bytes_without_credentials(driver: Driver
         assert (await http.get(url.split("?")[0])).status_code == 403
 
 
-async def test_local_paths_only_where_files_exist(driver: Driver) -> None:
-    await driver.put("f", b"x")
-    if isinstance(driver, LocalDriver):
-        path = await driver.local_path("f")
-        assert path is not None
-        with open(path, "rb") as f:
-            assert f.read() == b"x"
-        with pytest.raises(NotFound):
-            await driver.local_path("nope")
-    else:
-        assert await driver.local_path("f") is None
-
-
 def test_local_driver_rejects_keys_that_escape_the_root(tmp_path) -> None:
     driver = LocalDriver(str(tmp_path))
     for key in ["../x", "/abs", "a//b", "a/./b", ".tmp/x", ""]:
