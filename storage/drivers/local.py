@@ -284,25 +284,44 @@ class LocalDriver:
         await writer.commit()
 
     async def reader(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """Reads ahead: the next piece is read in a worker thread while the caller sends this one."""
         path = self._path(key)
+
+        def open_sequential() -> int:
+            fd = os.open(path, os.O_RDONLY)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise IsADirectoryError(path)
+            with contextlib.suppress(OSError):  # a larger kernel read-ahead
+                os.posix_fadvise(fd, offset, length or 0, os.POSIX_FADV_SEQUENTIAL)
+            return fd
+
         try:
-            file = await asyncio.to_thread(open, path, "rb")
+            fd = await asyncio.to_thread(open_sequential)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFound(key) from None
+        loop = asyncio.get_running_loop()
+        end = None if length is None else offset + length
+
+        def read_at(position: int) -> asyncio.Future[bytes] | None:
+            size = CHUNK if end is None else min(CHUNK, end - position)
+            return loop.run_in_executor(None, os.pread, fd, size, position) if size > 0 else None
+
+        ahead = read_at(offset)
         try:
-            if offset:
-                file.seek(offset)
-            remaining = length
-            while remaining is None or remaining > 0:
-                size = CHUNK if remaining is None else min(CHUNK, remaining)
-                data = await asyncio.to_thread(file.read, size)
+            while ahead is not None:
+                data = await ahead
+                ahead = None
                 if not data:
                     break
-                if remaining is not None:
-                    remaining -= len(data)
+                offset += len(data)
+                ahead = read_at(offset)
                 yield data
         finally:
-            file.close()
+            if ahead is not None:  # no read of ours may be running when the descriptor closes
+                with contextlib.suppress(Exception):
+                    await ahead
+            os.close(fd)
 
     async def writer(self, key: str, durable: bool = True) -> LocalWriter:
         path = self._path(key)
