@@ -21,6 +21,7 @@ import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 from storage.drivers.base import Busy, Entry, NotFound
 
@@ -30,6 +31,7 @@ ALIGN = 4096  # direct I/O needs offsets, lengths and memory aligned to the devi
 POOLED_BUFFERS = 4
 TMP_DIR = ".tmp"
 STALE_TMP_S = 24 * 3600
+T = TypeVar("T")
 
 
 def _fsync_dir(path: str) -> None:
@@ -72,6 +74,17 @@ def _direct_io_works(directory: str) -> bool:
         buffer.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+async def _to_the_end(job: asyncio.Future[T]) -> T:
+    """Await a worker-thread job; when cancelled meanwhile, wait for the thread all the same before
+    raising, so that nothing of ours touches the file or its descriptor after this returns."""
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await job
+        raise
 
 
 class _Buffers:
@@ -151,7 +164,7 @@ class LocalWriter:
         if self._pending is not None:
             (buffer, pending), self._pending = self._pending, None
             try:
-                await pending
+                await _to_the_end(pending)
             finally:
                 self._buffers.give(buffer)
 
@@ -186,7 +199,8 @@ class LocalWriter:
         buffer, lo, hi, base = self._take_piece()
         try:
             await self._drain()
-            await asyncio.to_thread(self._write_last, buffer, lo, hi, base)
+            loop = asyncio.get_running_loop()
+            await _to_the_end(loop.run_in_executor(None, self._write_last, buffer, lo, hi, base))
         except BaseException:
             await self.cancel()
             raise
@@ -228,7 +242,7 @@ class LocalAppender:
             os.fsync(self._file.fd)
             _place(self._file.path, self._destination(dst))
 
-        await asyncio.to_thread(seal)
+        await _to_the_end(asyncio.get_running_loop().run_in_executor(None, seal))
 
 
 class LocalDriver:
@@ -318,10 +332,12 @@ class LocalDriver:
                 ahead = read_at(offset)
                 yield data
         finally:
-            if ahead is not None:  # no read of ours may be running when the descriptor closes
-                with contextlib.suppress(Exception):
-                    await ahead
-            os.close(fd)
+            try:
+                if ahead is not None:  # no read of ours may be running when the descriptor closes
+                    with contextlib.suppress(Exception):
+                        await _to_the_end(ahead)
+            finally:
+                os.close(fd)
 
     async def writer(self, key: str, durable: bool = True) -> LocalWriter:
         path = self._path(key)

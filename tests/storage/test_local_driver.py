@@ -77,3 +77,29 @@ async def test_an_appender_of_a_missing_object_needs_create(driver: LocalDriver)
     with pytest.raises(NotFound):
         async with driver.appender("uploads/missing/data", create=False):
             pass
+
+
+async def test_a_cancelled_commit_returns_only_after_its_thread_finished(driver: LocalDriver, monkeypatch) -> None:
+    """Else the descriptor could close (and its number be reused) while a worker thread still writes."""
+    import asyncio
+    import time
+
+    from storage.drivers.local import _File
+
+    finished = []
+    pwrite = _File.pwrite
+
+    def slow_pwrite(self, *args) -> None:
+        time.sleep(0.3)
+        pwrite(self, *args)
+        finished.append(True)
+
+    monkeypatch.setattr(_File, "pwrite", slow_pwrite)
+    writer = await driver.writer("blobs/slow")
+    await writer.write(b"x" * 1000)
+    commit = asyncio.ensure_future(writer.commit())
+    await asyncio.sleep(0.05)
+    commit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    assert finished == [True]
