@@ -76,10 +76,8 @@ async def patch_upload(request: Request) -> Response:
 async def put_upload(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["upload_id"]
     digest = _query_digest(request)
-    if _has_body(request):
-        await registry(request).uploads.finish(name, upload_id, digest, request.stream(), _content_range(request))
-    else:
-        await registry(request).uploads.finish(name, upload_id, digest)
+    body, content_range = (request.stream(), _content_range(request)) if _has_body(request) else (None, None)
+    await registry(request).uploads.finish(name, upload_id, digest, body, content_range)
     return _blob_created(name, digest)
 
 
