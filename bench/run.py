@@ -880,6 +880,20 @@ class Workload:
     def teardown(self) -> None:
         """Stop what `setup` started."""
 
+    def measure_load(self, server: dpp.Server, rnd: int, load: Callable[[], dict[str, Any]]) -> list[Sample]:
+        """Run a load generator (`load` returns its stats: rate, p50, p99, ...) as `<name> rate/p50/p99`
+        samples, each carrying all the stats."""
+        stats: dict[str, Any] = {}
+
+        def action() -> dict[str, float]:
+            stats.update(load())
+            return {f"{self.name} {key}": stats[key] for key in ("rate", "p50", "p99")}
+
+        samples = self.bench.measure(server, rnd, action)
+        for sample in samples:
+            sample.extra.update(stats)
+        return samples
+
 
 class PushLarge(Workload):
     """A large random blob pushed monolithically (one POST where supported, else POST + PUT), as POST + PUT with
@@ -999,21 +1013,11 @@ class ManifestGet(Workload):
 
     def run_round(self, server: dpp.Server, rnd: int) -> list[Sample]:
         """One wrk run."""
-        sizes, stats = self.bench.sizes, {}
+        sizes = self.bench.sizes
         url = url_of(server, "/v2/bench/app/manifests/latest")
-
-        def action() -> dict[str, float]:
-            stats.update(run_wrk(url, sizes.seconds, sizes.connections, {"Accept": OCI_MANIFEST}))
-            return {
-                "manifest-get rate": stats["rate"],
-                "manifest-get p50": stats["p50"],
-                "manifest-get p99": stats["p99"],
-            }
-
-        samples = self.bench.measure(server, rnd, action)
-        for sample in samples:
-            sample.extra.update(stats)
-        return samples
+        return self.measure_load(
+            server, rnd, lambda: run_wrk(url, sizes.seconds, sizes.connections, {"Accept": OCI_MANIFEST})
+        )
 
 
 class BlobHead(Workload):
@@ -1027,17 +1031,11 @@ class BlobHead(Workload):
 
     def run_round(self, server: dpp.Server, rnd: int) -> list[Sample]:
         """One ab run."""
-        sizes, stats, image = self.bench.sizes, {}, self.bench.app(server)
+        sizes, image = self.bench.sizes, self.bench.app(server)
         url = url_of(server, f"/v2/{image.name}/blobs/{image.layer_digest}")
-
-        def action() -> dict[str, float]:
-            stats.update(run_ab_head(url, sizes.seconds, sizes.connections, self.bench.tmp))
-            return {"blob-head rate": stats["rate"], "blob-head p50": stats["p50"], "blob-head p99": stats["p99"]}
-
-        samples = self.bench.measure(server, rnd, action)
-        for sample in samples:
-            sample.extra.update(stats)
-        return samples
+        return self.measure_load(
+            server, rnd, lambda: run_ab_head(url, sizes.seconds, sizes.connections, self.bench.tmp)
+        )
 
 
 class PushSmall(Workload):

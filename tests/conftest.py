@@ -41,13 +41,18 @@ def seaweed() -> Iterator[SeaweedS3]:
     s3.close()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """A throw-away PostgreSQL cluster with a database `registry`."""
+def registry_postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster with a database `registry`, closed after use (for fixtures)."""
     pg = start_service(Postgres, "PostgreSQL")
     pg.create_database("registry")
     yield pg
     pg.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster with a database `registry`."""
+    yield from registry_postgres()
 
 
 def use_s3_and_postgres(settings: Settings, s3: SeaweedS3, pg: Postgres) -> Settings:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from registry.config import Settings
-from tests.conftest import S3_BUCKET, base_settings, use_s3_and_postgres
+from tests.conftest import S3_BUCKET, base_settings, registry_postgres, use_s3_and_postgres
 from tests.services import Postgres, SeaweedS3, start_service
 from tests.support import OCI_MANIFEST, digest_of, error_codes, make_image, push_blob, push_image, running_app
 
@@ -31,10 +31,7 @@ def own_seaweed(seaweed: SeaweedS3) -> Iterator[SeaweedS3]:
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[Postgres]:
     """A PostgreSQL cluster of this module's own, to restart."""
-    pg = start_service(Postgres, "PostgreSQL")
-    pg.create_database("registry")
-    yield pg
-    pg.close()
+    yield from registry_postgres()
 
 
 @pytest.fixture
