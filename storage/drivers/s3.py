@@ -53,7 +53,8 @@ class S3Writer:
 
     def __init__(self, driver: S3Driver, key: str):
         self._driver, self._key = driver, key
-        self._buffer = bytearray()
+        self._pieces: list[bytes] = []  # what arrived since the last part, joined (one copy) into the next
+        self._buffered = 0
         self._size = 0
         self._upload_id: str | None = None
         self._parts: dict[int, str] = {}  # part number -> ETag
@@ -96,21 +97,30 @@ class S3Writer:
             task.result()
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
         self._size += len(data)
-        while len(self._buffer) >= PART_SIZE:
-            part = bytes(self._buffer[:PART_SIZE])
-            del self._buffer[:PART_SIZE]
+        while self._buffered + len(data) >= PART_SIZE:
+            cut = PART_SIZE - self._buffered
+            part = b"".join([*self._pieces, data[:cut]])
+            self._pieces, self._buffered, data = [], 0, data[cut:]
             await self._start_part(part)
+        if data:
+            self._pieces.append(bytes(data))
+            self._buffered += len(data)
+
+    def _take_rest(self) -> bytes:
+        rest = b"".join(self._pieces)
+        self._pieces, self._buffered = [], 0
+        return rest
 
     async def commit(self) -> int:
         driver = self._driver
         try:
+            rest = self._take_rest()
             if self._upload_id is None:
-                await driver.put(self._key, bytes(self._buffer))
+                await driver.put(self._key, rest)
             else:
-                if self._buffer:
-                    await self._start_part(bytes(self._buffer))
+                if rest:
+                    await self._start_part(rest)
                 await self._wait()
                 parts = [{"ETag": self._parts[n], "PartNumber": n} for n in sorted(self._parts)]
                 await driver._call(
@@ -124,14 +134,13 @@ class S3Writer:
             await self.cancel()
             raise
         self._done = True
-        self._buffer = bytearray()
         return self._size
 
     async def cancel(self) -> None:
         if self._done:
             return
         self._done = True
-        self._buffer = bytearray()
+        self._take_rest()
         for task in self._in_flight:
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
