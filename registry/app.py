@@ -155,9 +155,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
     )
 
-    collector = Collector(
-        index, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after)
-    )
+    collector = Collector.configured(index, driver, settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -31,7 +31,8 @@ async def check(index: Index, driver: Driver, verify_digests: bool = False) -> C
     """Every present blob has its bytes at the recorded size (and, with `verify_digests`, content
     that hashes to its digest); every manifest's bytes and every blob a manifest refers to are
     present; every stored blob and upload folder is known to the index."""
-    snapshot = await Collection(index.db).snapshot()
+    queries = Collection(index.db)
+    snapshot = await queries.snapshot()
     report = CheckReport(manifests=len(snapshot.manifests))
     present = {b.digest: b.size for b in snapshot.blobs if b.state == PRESENT}
     report.blobs = len(present)
@@ -54,10 +55,11 @@ async def check(index: Index, driver: Driver, verify_digests: bool = False) -> C
             if entry.size != size:
                 report.problems.append(f"blob {digest}: {entry.size} bytes stored, {size} recorded")
             elif verify_digests:
-                hasher = parse_digest(digest).hasher()
+                expected = parse_digest(digest)
+                hasher = expected.hasher()
                 async for data in driver.reader(blob_key(digest)):
                     hasher.update(data)
-                if f"{digest.split(':')[0]}:{hasher.hexdigest()}" != digest:
+                if hasher.hexdigest() != expected.encoded:
                     report.problems.append(f"blob {digest}: the stored bytes hash to another digest")
 
     await asyncio.gather(*(check_blob(d, s) for d, s in present.items()))
@@ -65,7 +67,7 @@ async def check(index: Index, driver: Driver, verify_digests: bool = False) -> C
     async for entry in driver.list("blobs/"):
         if entry.key not in known_keys:
             report.orphans.append(entry.key)
-    uploads = set(await Collection(index.db).upload_ids())
+    uploads = set(await queries.upload_ids())
     async for entry in driver.list("uploads/"):
         if entry.key.split("/")[1] not in uploads:
             report.orphans.append(entry.key)

@@ -20,8 +20,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    flags = (("host", "host"), ("port", "port"), ("workers", "workers"))
-    http = {key: getattr(args, flag) for key, flag in flags if getattr(args, flag, None) is not None}
+    flags = ("host", "port", "workers")
+    http = {flag: getattr(args, flag) for flag in flags if getattr(args, flag, None) is not None}
     if http:
         overrides["http"] = http
     return overrides
@@ -185,15 +185,12 @@ async def _with_storage(settings: Settings, work):
 
 
 def gc(args: argparse.Namespace) -> None:
-    from registry.config import parse_duration
     from registry.gc import Collector, CollectorBusy
 
     settings = _settings(args)
 
     async def collect(index, driver):
-        collector = Collector(
-            index, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after)
-        )
+        collector = Collector.configured(index, driver, settings)
         return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
 
     try:

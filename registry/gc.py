@@ -20,6 +20,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+from registry.config import Settings, parse_duration
 from registry.layout import blob_key, upload_prefix
 from storage.drivers import Driver
 from storage.index import Index
@@ -121,6 +122,11 @@ class Collector:
         self.index, self.driver = index, driver
         self.queries = Collection(index.db)
         self.grace_s, self.purge_after_s = grace_s, purge_after_s
+
+    @classmethod
+    def configured(cls, index: Index, driver: Driver, settings: Settings) -> Collector:
+        """The collector `settings` describe (`gc.grace`, `uploads.purge_after`)."""
+        return cls(index, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after))
 
     async def run(self, *, dry_run: bool = False, delete_untagged: bool = False) -> Report:
         """Collect (or, dry, only plan); raises CollectorBusy when another collection is running."""
