@@ -3,7 +3,6 @@ client of its app through httpx's ASGI transport, and the real S3 and PostgreSQL
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -30,14 +29,10 @@ def seaweed() -> Iterator[SeaweedS3]:
     """SeaweedFS serving S3, with a bucket for the tests; its credentials in the AWS_* variables."""
     s3 = start_service(SeaweedS3, "SeaweedFS (the S3 server)")
     s3.create_bucket(S3_BUCKET)
-    saved = {k: os.environ.get(k) for k in s3.env()}
-    os.environ.update(s3.env())
-    yield s3
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as environment:
+        for key, value in s3.env().items():
+            environment.setenv(key, value)
+        yield s3
     s3.close()
 
 
@@ -55,17 +50,22 @@ def postgres() -> Iterator[Postgres]:
     yield from registry_postgres()
 
 
-def use_s3_and_postgres(settings: Settings, s3: SeaweedS3, pg: Postgres) -> Settings:
-    """Point `settings` at a fresh key prefix in the bucket and a fresh schema in the database."""
+def fresh_schema(pg: Postgres) -> tuple[str, str]:
+    """A new, empty schema in the database `registry`: its name, and the index URL that uses it."""
     import psycopg
 
     name = "t" + uuid.uuid4().hex[:16]
     with psycopg.connect(pg.dsn("registry"), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
+    return name, f"{pg.dsn('registry')}?options=-csearch_path%3D{name}"
+
+
+def use_s3_and_postgres(settings: Settings, s3: SeaweedS3, pg: Postgres) -> Settings:
+    """Point `settings` at a fresh key prefix in the bucket and a fresh schema in the database."""
+    name, settings.index.url = fresh_schema(pg)
     s3_settings = settings.storage.s3
     s3_settings.bucket, s3_settings.endpoint, s3_settings.region = S3_BUCKET, s3.endpoint, s3.region
     s3_settings.prefix = f"{name}/"
-    settings.index.url = f"{pg.dsn('registry')}?options=-csearch_path%3D{name}"
     return settings
 
 

@@ -120,3 +120,24 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def stored_keys(driver: Driver, prefix: str) -> list[str]:
     """The keys under `prefix` in `driver`."""
     return [entry.key async for entry in driver.list(prefix)]
+
+
+async def push_referrer(client: httpx.AsyncClient, repository: str, subject: bytes, artifact_type: str) -> str:
+    """Push an artifact of `artifact_type` whose subject is the manifest `subject`; returns its digest."""
+    empty = b"{}"
+    await push_blob(client, repository, empty)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": descriptor("application/vnd.oci.empty.v1+json", empty),
+        "layers": [descriptor("application/vnd.oci.empty.v1+json", empty)],
+        "subject": descriptor(OCI_MANIFEST, subject),
+        "annotations": {"org.example.kind": artifact_type.rsplit(".", 1)[-1]},
+    }
+    body = json.dumps(doc).encode()
+    r = await client.put(
+        f"/v2/{repository}/manifests/{digest_of(body)}", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
+    assert r.status_code == 201, r.text
+    return digest_of(body)

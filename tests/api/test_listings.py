@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
-from tests.support import OCI_MANIFEST, descriptor, digest_of, error_codes, make_image, push_blob, push_image
+from tests.support import (
+    OCI_MANIFEST,
+    digest_of,
+    error_codes,
+    make_image,
+    push_blob,
+    push_image,
+    push_referrer,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -63,26 +69,6 @@ async def test_catalog_lists_every_repository_lexically_across_pages(client: htt
     assert [len(p) for p in pages] == [10, 10, 7]
     assert [n for page in pages for n in page] == sorted(names)
     assert (await client.get("/v2/_catalog")).json()["repositories"] == sorted(names)
-
-
-async def push_referrer(client: httpx.AsyncClient, repository: str, subject: bytes, artifact_type: str) -> str:
-    empty = b"{}"
-    await push_blob(client, repository, empty)
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": descriptor("application/vnd.oci.empty.v1+json", empty),
-        "layers": [descriptor("application/vnd.oci.empty.v1+json", empty)],
-        "subject": descriptor(OCI_MANIFEST, subject),
-        "annotations": {"org.example.kind": artifact_type.rsplit(".", 1)[-1]},
-    }
-    body = json.dumps(doc).encode()
-    r = await client.put(
-        f"/v2/{repository}/manifests/{digest_of(body)}", content=body, headers={"Content-Type": OCI_MANIFEST}
-    )
-    assert r.status_code == 201, r.text
-    return digest_of(body)
 
 
 async def test_referrers_list_artifacts_pointing_at_a_manifest(client: httpx.AsyncClient) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -19,25 +17,20 @@ from storage.drivers import NotFound
 from tests.support import (
     OCI_INDEX,
     OCI_MANIFEST,
-    descriptor,
     digest_of,
     error_codes,
     index_of,
     make_image,
     push_blob,
     push_image,
+    push_referrer,
     running_app,
     stored_keys,
 )
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    settings.gc.grace = "0"
-    async with running_app(settings) as pair:
-        yield pair
+SIGNATURE = "application/vnd.example.signature"
 
 
 def collector(app: Starlette, grace_s: float = 0.0, purge_after_s: float = 3600.0) -> Collector:
@@ -58,8 +51,8 @@ async def stored(app: Starlette, data: bytes) -> bool:
     return True
 
 
-async def test_shared_layer_survives_deleting_one_of_two_images(app) -> None:
-    app, client = app
+async def test_shared_layer_survives_deleting_one_of_two_images(served) -> None:
+    app, client = served
     shared = os.urandom(100)
     one, two = make_image(shared=[shared]), make_image(shared=[shared])
     await push_image(client, "team/one", one, "v1")
@@ -74,8 +67,8 @@ async def test_shared_layer_survives_deleting_one_of_two_images(app) -> None:
     assert report.manifests_removed == 0
 
 
-async def test_orphan_blob_is_removed_and_reads_answer_blob_unknown(app) -> None:
-    app, client = app
+async def test_orphan_blob_is_removed_and_reads_answer_blob_unknown(served) -> None:
+    app, client = served
     await push_blob(client, "team/app", b"orphan")
     report = await collector(app).run()
     assert report.blobs_removed == 1 and report.blob_bytes_removed == len(b"orphan")
@@ -84,16 +77,16 @@ async def test_orphan_blob_is_removed_and_reads_answer_blob_unknown(app) -> None
     assert not await stored(app, b"orphan")
 
 
-async def test_blob_younger_than_the_grace_period_survives(app) -> None:
-    app, client = app
+async def test_blob_younger_than_the_grace_period_survives(served) -> None:
+    app, client = served
     await push_blob(client, "team/app", b"young")
     report = await collector(app, grace_s=3600).run()
     assert report.blobs_removed == 0
     assert await blob_ok(client, "team/app", b"young")
 
 
-async def test_dry_run_reports_and_changes_nothing(app) -> None:
-    app, client = app
+async def test_dry_run_reports_and_changes_nothing(served) -> None:
+    app, client = served
     await push_blob(client, "team/app", b"orphan")
     report = await collector(app).run(dry_run=True)
     assert (report.dry_run, report.blobs_removed) == (True, 1)
@@ -101,8 +94,8 @@ async def test_dry_run_reports_and_changes_nothing(app) -> None:
     assert await collector(app).last_report() is None
 
 
-async def test_untagged_manifests_stay_unless_asked(app) -> None:
-    app, client = app
+async def test_untagged_manifests_stay_unless_asked(served) -> None:
+    app, client = served
     image = make_image()
     await push_image(client, "team/app", image)  # by digest: untagged
     assert (await collector(app).run()).manifests_removed == 0
@@ -113,8 +106,8 @@ async def test_untagged_manifests_stay_unless_asked(app) -> None:
     assert not await stored(app, image.layers[0])
 
 
-async def test_children_of_a_tagged_index_survive_delete_untagged(app) -> None:
-    app, client = app
+async def test_children_of_a_tagged_index_survive_delete_untagged(served) -> None:
+    app, client = served
     children = [make_image(), make_image()]
     for child in children:
         await push_image(client, "team/multi", child)
@@ -128,31 +121,11 @@ async def test_children_of_a_tagged_index_survive_delete_untagged(app) -> None:
         assert await blob_ok(client, "team/multi", child.layers[0])
 
 
-async def put_signature(client: httpx.AsyncClient, repository: str, subject: bytes) -> str:
-    empty, signature = b"{}", os.urandom(32)
-    await push_blob(client, repository, empty)
-    await push_blob(client, repository, signature)
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": "application/vnd.example.signature",
-        "config": descriptor("application/vnd.oci.empty.v1+json", empty),
-        "layers": [descriptor("application/vnd.example.signature.v1", signature)],
-        "subject": descriptor(OCI_MANIFEST, subject),
-    }
-    body = json.dumps(doc).encode()
-    r = await client.put(
-        f"/v2/{repository}/manifests/{digest_of(body)}", content=body, headers={"Content-Type": OCI_MANIFEST}
-    )
-    assert r.status_code == 201, r.text
-    return digest_of(body)
-
-
-async def test_signature_of_a_tagged_image_survives_delete_untagged(app) -> None:
-    app, client = app
+async def test_signature_of_a_tagged_image_survives_delete_untagged(served) -> None:
+    app, client = served
     image = make_image()
     await push_image(client, "team/app", image, "v1")
-    signature = await put_signature(client, "team/app", image.manifest)
+    signature = await push_referrer(client, "team/app", image.manifest, SIGNATURE)
     report = await collector(app).run(delete_untagged=True)
     assert report.manifests_removed == 0
     assert (await client.get(f"/v2/team/app/manifests/{signature}")).status_code == 200
@@ -160,19 +133,19 @@ async def test_signature_of_a_tagged_image_survives_delete_untagged(app) -> None
     assert [m["digest"] for m in referrers] == [signature]
 
 
-async def test_referrer_whose_subject_is_gone_is_removed(app) -> None:
-    app, client = app
+async def test_referrer_whose_subject_is_gone_is_removed(served) -> None:
+    app, client = served
     image = make_image()
     await push_image(client, "team/app", image, "v1")
-    signature = await put_signature(client, "team/app", image.manifest)
+    signature = await push_referrer(client, "team/app", image.manifest, SIGNATURE)
     await client.delete(f"/v2/team/app/manifests/{image.digest}")
     report = await collector(app).run()
     assert report.manifests_removed == 1
     assert (await client.get(f"/v2/team/app/manifests/{signature}")).status_code == 404
 
 
-async def test_abandoned_uploads_are_purged_after_their_age(app, settings: Settings) -> None:
-    app, client = app
+async def test_abandoned_uploads_are_purged_after_their_age(served) -> None:
+    app, client = served
     location = (await client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
     await client.patch(location, content=b"x" * 1000)
     assert (await collector(app, purge_after_s=3600).run()).uploads_purged == 0
@@ -182,8 +155,8 @@ async def test_abandoned_uploads_are_purged_after_their_age(app, settings: Setti
     assert await stored_keys(app.state.registry.driver, "uploads/") == []
 
 
-async def test_deleted_repository_feeds_the_collector(app) -> None:
-    app, client = app
+async def test_deleted_repository_feeds_the_collector(served) -> None:
+    app, client = served
     image = make_image()
     await push_image(client, "team/gone", image, "v1")
     assert await app.state.registry.index.delete_repository("team/gone") == (1, 1, [])
@@ -193,8 +166,8 @@ async def test_deleted_repository_feeds_the_collector(app) -> None:
     assert (await client.get("/v2/_catalog")).json()["repositories"] == []
 
 
-async def test_one_collection_at_a_time(app) -> None:
-    app, _ = app
+async def test_one_collection_at_a_time(served) -> None:
+    app, _ = served
     first = collector(app)
     assert await first.queries.lock("someone-else", 60)
     with pytest.raises(CollectorBusy):
@@ -203,16 +176,16 @@ async def test_one_collection_at_a_time(app) -> None:
     await first.run()
 
 
-async def test_last_run_report_is_kept_in_the_index(app) -> None:
-    app, client = app
+async def test_last_run_report_is_kept_in_the_index(served) -> None:
+    app, client = served
     await push_blob(client, "team/app", b"orphan")
     await collector(app).run()
     report = await collector(app).last_report()
     assert report is not None and report.blobs_removed == 1 and report.seconds >= 0
 
 
-async def test_manifest_referring_to_a_blob_being_deleted_is_refused(app) -> None:
-    app, client = app
+async def test_manifest_referring_to_a_blob_being_deleted_is_refused(served) -> None:
+    app, client = served
     image = make_image()
     for blob in [image.config, *image.layers]:
         await push_blob(client, "team/app", blob)
@@ -228,8 +201,8 @@ async def test_manifest_referring_to_a_blob_being_deleted_is_refused(app) -> Non
     assert mount.status_code == 202  # no mount of a blob being deleted
 
 
-async def test_upload_of_a_blob_being_deleted_waits_for_the_collector(app) -> None:
-    app, client = app
+async def test_upload_of_a_blob_being_deleted_waits_for_the_collector(served) -> None:
+    app, client = served
     await push_blob(client, "team/app", b"layer")
     c = collector(app)
     marked = await c.queries.mark_blobs(time.time() + 1)

@@ -12,10 +12,9 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.app import create_app
 from registry.config import Settings
 from tests.conftest import base_settings, use_s3_and_postgres
-from tests.support import OCI_MANIFEST, digest_of, make_image, push_image
+from tests.support import OCI_MANIFEST, digest_of, make_image, push_image, running_app
 
 pytestmark = pytest.mark.anyio
 
@@ -41,25 +40,21 @@ def shared_settings(tmp_path, seaweed, postgres) -> Settings:
 
 
 @pytest.fixture
-async def apps(shared_settings: Settings) -> AsyncIterator[list[Starlette]]:
-    """Three replicas: apps of their own over the shared bucket and database, their lifespans running."""
+async def running(shared_settings: Settings) -> AsyncIterator[list[tuple[Starlette, httpx.AsyncClient]]]:
+    """Three replicas over the shared bucket and database, their lifespans running, each with a client."""
     async with AsyncExitStack() as stack:
-        started = []
-        for _ in range(REPLICAS):
-            app = create_app(shared_settings)
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            started.append(app)
-        yield started
+        yield [await stack.enter_async_context(running_app(shared_settings)) for _ in range(REPLICAS)]
 
 
 @pytest.fixture
-async def replicas(apps: list[Starlette]) -> AsyncIterator[list[httpx.AsyncClient]]:
+def apps(running) -> list[Starlette]:
+    return [app for app, _ in running]
+
+
+@pytest.fixture
+def replicas(running) -> list[httpx.AsyncClient]:
     """A client of each replica."""
-    async with AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://r"))
-            for app in apps
-        ]
+    return [client for _, client in running]
 
 
 @pytest.fixture

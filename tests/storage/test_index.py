@@ -9,7 +9,7 @@ import pytest
 from storage.index import Chunk, Index, ManifestRecord, MissingReferences, open_index
 from storage.index.schema import SCHEMA_VERSION
 from storage.index.sqlite import SQLiteDatabase
-from tests.conftest import base_settings, use_s3_and_postgres
+from tests.conftest import fresh_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -21,10 +21,8 @@ async def index(request, tmp_path):
     if request.param == "sqlite":
         index = Index(SQLiteDatabase(str(tmp_path / "index.db")))
     else:
-        settings = use_s3_and_postgres(
-            base_settings(tmp_path), request.getfixturevalue("seaweed"), request.getfixturevalue("postgres")
-        )
-        index = open_index(settings.index_url)
+        _, url = fresh_schema(request.getfixturevalue("postgres"))
+        index = open_index(url)
     await index.open()
     yield index
     await index.close()
