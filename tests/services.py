@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 
@@ -71,32 +71,16 @@ def require_service(ok: bool, what: str) -> None:
     pytest.skip(message)
 
 
-class Service(Protocol):
-    def start(self) -> Any: ...
-
-    def close(self) -> None: ...
+ManagedT = TypeVar("ManagedT", bound="_Managed")
 
 
-ServiceT = TypeVar("ServiceT", bound=Service)
-
-
-def start_service(factory: Callable[[], ServiceT], what: str) -> ServiceT:
+def start_service(factory: Callable[[], ManagedT], what: str) -> ManagedT:
     """`factory()` started; when it is not installed or cannot start, skip the test (fail it when CI=true)."""
     try:
-        service = factory()
+        return factory().__enter__()  # closes the service again when it fails to start
     except ServiceError as e:
         require_service(False, f"{what} ({e})")
         raise  # not reached: require_service raised
-    try:
-        service.start()
-    except ServiceError as e:
-        service.close()
-        require_service(False, f"{what} ({e})")
-        raise
-    except BaseException:
-        service.close()
-        raise
-    return service
 
 
 def free_port() -> int:
@@ -120,11 +104,12 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = "") -> bool:
+    """Whether `port` can be bound on `host` (every address by default) right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("", port))
+            s.bind((host, port))
         except OSError:
             return False
         return True
@@ -137,12 +122,13 @@ def _free_port_pair(offset: int, low: int, high: int, taken: set[int]) -> int:
     for port in candidates:
         if {port, port + offset} & taken:
             continue
-        if _port_is_free(port) and _port_is_free(port + offset):
+        if port_is_free(port) and port_is_free(port + offset):
             return port
     raise ServiceError(f"no free port pair (p, p+{offset}) in [{low}, {high})")
 
 
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail_of(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last `lines` lines of the log file at `path`."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
@@ -241,7 +227,6 @@ class SeaweedS3(_Managed):
         admin = _free_port_pair(_GRPC_PORT_OFFSET, *_ADMIN_PORT_RANGE, taken=set(self.ports.values()))
         self.ports["admin"], self.ports["admin.grpc"] = admin, admin + _GRPC_PORT_OFFSET
         self.process: subprocess.Popen[bytes] | None = None
-        self.startup_seconds: float | None = None  # how long the last start() took
         atexit.register(self._atexit)
 
     # -- addresses and clients
@@ -368,7 +353,6 @@ class SeaweedS3(_Managed):
             if self.process.poll() is not None:
                 raise ServiceError(f"weed mini exited with {self.process.returncode}:\n{self.log_tail()}")
             if _http_status(self.port, "/", timeout=0.5) is not None and self._master_knows_volumes():
-                self.startup_seconds = time.monotonic() - began
                 return self
             time.sleep(0.05)
         self.kill()
@@ -418,7 +402,7 @@ class SeaweedS3(_Managed):
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return _tail(self.log_path, lines)
+        return log_tail_of(self.log_path, lines)
 
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
@@ -475,8 +459,6 @@ class Postgres(_Managed):
         self.socket_dir = self.base_dir  # the unix socket lives here too, not in /var/run/postgresql
         self.log_path = self.base_dir / "postgres.log"
         self.initialized = False
-        self.startup_seconds: float | None = None  # how long the last start() took (initdb excluded)
-        self.initdb_seconds: float | None = None
         atexit.register(self._atexit)
 
     def dsn(self, database: str = "postgres") -> str:
@@ -501,7 +483,6 @@ class Postgres(_Managed):
 
     def init(self) -> None:
         """initdb, then write the settings every later start uses."""
-        began = time.monotonic()
         self._run(
             "initdb",
             "-D",
@@ -528,7 +509,6 @@ class Postgres(_Managed):
             conf.write("\n# registry tests\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self.initialized = True
-        self.initdb_seconds = time.monotonic() - began
 
     def start(self) -> Self:
         """initdb on first use, then `pg_ctl start` and wait until it accepts connections."""
@@ -536,7 +516,6 @@ class Postgres(_Managed):
             self.init()
         elif self.running:
             return self
-        began = time.monotonic()
         wait = str(self.START_TIMEOUT_S)
         self._run(
             "pg_ctl",
@@ -550,7 +529,6 @@ class Postgres(_Managed):
             "start",
             timeout=self.START_TIMEOUT_S + 15,
         )
-        self.startup_seconds = time.monotonic() - began
         return self
 
     @property
@@ -590,7 +568,7 @@ class Postgres(_Managed):
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return _tail(self.log_path, lines)
+        return log_tail_of(self.log_path, lines)
 
     def _atexit(self) -> None:
         if self.base_dir.exists():

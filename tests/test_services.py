@@ -8,11 +8,15 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from psycopg import IsolationLevel
+from psycopg_pool import ConnectionPool
 
 from tests.services import Postgres, SeaweedS3, start_service
 
@@ -313,7 +317,7 @@ def test_presigned_get_needs_no_credentials(seaweed: SeaweedS3, s3: Any, bucket:
     assert httpx.get(url.replace("X-Amz-Signature=", "X-Amz-Signature=0")).status_code == 403
 
 
-def test_kill_then_restart_keeps_data(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_kill_then_restart_keeps_data() -> None:
     server = start_service(SeaweedS3, "SeaweedFS (weed mini)")
     try:
         s3 = server.client()
@@ -341,14 +345,35 @@ def test_kill_then_restart_keeps_data(tmp_path_factory: pytest.TempPathFactory) 
 # ---------------------------------------------------------------------------------------------------- PostgreSQL
 
 
-def test_postgres_restart_keeps_data_and_clients_reconnect(postgres: Postgres) -> None:
-    import psycopg
-    from psycopg_pool import ConnectionPool
-
-    dsn = postgres.create_database("smoke_restart")
+def seeded(postgres: Postgres, name: str, *statements: str) -> str:
+    """The DSN of a new database `name` in which `statements` ran."""
+    dsn = postgres.create_database(name)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE blobs (digest text PRIMARY KEY, size bigint NOT NULL)")
-        conn.execute("INSERT INTO blobs VALUES ('sha256:aa', 10), ('sha256:bb', 20)")
+        for statement in statements:
+            conn.execute(statement)
+    return dsn
+
+
+@contextmanager
+def serializable_pair(dsn: str) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
+    """Two connections to `dsn` whose transactions are SERIALIZABLE, closed afterwards."""
+    a, b = psycopg.connect(dsn), psycopg.connect(dsn)
+    try:
+        for conn in (a, b):
+            conn.isolation_level = IsolationLevel.SERIALIZABLE
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def test_postgres_restart_keeps_data_and_clients_reconnect(postgres: Postgres) -> None:
+    dsn = seeded(
+        postgres,
+        "smoke_restart",
+        "CREATE TABLE blobs (digest text PRIMARY KEY, size bigint NOT NULL)",
+        "INSERT INTO blobs VALUES ('sha256:aa', 10), ('sha256:bb', 20)",
+    )
 
     pool = ConnectionPool(dsn, min_size=2, max_size=4, check=ConnectionPool.check_connection, open=True)
     try:
@@ -375,18 +400,13 @@ def test_postgres_restart_keeps_data_and_clients_reconnect(postgres: Postgres) -
 
 
 def test_postgres_serializable_write_skew_fails(postgres: Postgres) -> None:
-    import psycopg
-    from psycopg import IsolationLevel
-
-    dsn = postgres.create_database("smoke_serializable")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE doctors (name text PRIMARY KEY, on_call boolean NOT NULL)")
-        conn.execute("INSERT INTO doctors VALUES ('alice', true), ('bob', true)")
-
-    a, b = psycopg.connect(dsn), psycopg.connect(dsn)
-    try:
-        for conn in (a, b):
-            conn.isolation_level = IsolationLevel.SERIALIZABLE
+    dsn = seeded(
+        postgres,
+        "smoke_serializable",
+        "CREATE TABLE doctors (name text PRIMARY KEY, on_call boolean NOT NULL)",
+        "INSERT INTO doctors VALUES ('alice', true), ('bob', true)",
+    )
+    with serializable_pair(dsn) as (a, b):
         # Each sees two doctors on call, so each thinks it may take one off call: together they break the rule.
         assert a.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone() == (2,)
         assert b.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone() == (2,)
@@ -396,27 +416,20 @@ def test_postgres_serializable_write_skew_fails(postgres: Postgres) -> None:
         with pytest.raises(psycopg.errors.SerializationFailure):
             b.commit()
         b.rollback()
-    finally:
-        a.close()
-        b.close()
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM doctors WHERE on_call").fetchone() == (1,)
 
 
 def test_postgres_two_writers_one_row_blocks_then_fails(postgres: Postgres) -> None:
     """Two SERIALIZABLE transactions updating the same row: the second waits, then gets a SerializationFailure."""
-    import psycopg
-    from psycopg import IsolationLevel
-
-    dsn = postgres.create_database("smoke_same_row")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE refs (name text PRIMARY KEY, n int NOT NULL)")
-        conn.execute("INSERT INTO refs VALUES ('x', 0)")
-    a, b = psycopg.connect(dsn), psycopg.connect(dsn)
+    dsn = seeded(
+        postgres,
+        "smoke_same_row",
+        "CREATE TABLE refs (name text PRIMARY KEY, n int NOT NULL)",
+        "INSERT INTO refs VALUES ('x', 0)",
+    )
     errors: list[BaseException] = []
-    try:
-        for conn in (a, b):
-            conn.isolation_level = IsolationLevel.SERIALIZABLE
+    with serializable_pair(dsn) as (a, b):
         a.execute("UPDATE refs SET n = n + 1 WHERE name = 'x'")
         b.execute("SELECT 1")  # b's snapshot is taken before a commits
 
@@ -435,6 +448,3 @@ def test_postgres_two_writers_one_row_blocks_then_fails(postgres: Postgres) -> N
         a.commit()
         thread.join(10)
         assert [type(e) for e in errors] == [psycopg.errors.SerializationFailure]
-    finally:
-        a.close()
-        b.close()

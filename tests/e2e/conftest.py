@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.services import free_port, require_service
+from tests.services import free_port, log_tail_of, port_is_free, require_service
 
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "sha256sum", "wc", "head", "stat", "test", "true", "du", "env")
@@ -40,14 +39,8 @@ _servers: list[RegistryServer] = []
 def wait_for_port_free(port: int, timeout: float = 10.0) -> None:
     """Wait until nothing listens on `port` any more (killed workers take a moment to go)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-                return
-            except OSError:
-                time.sleep(0.05)
+    while time.monotonic() < deadline and not port_is_free(port, "127.0.0.1"):
+        time.sleep(0.05)
 
 
 def registry_command() -> list[str]:
@@ -154,11 +147,7 @@ class RegistryServer:
             _servers.remove(self)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail_of(self.log_path, lines)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
