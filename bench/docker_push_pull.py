@@ -39,6 +39,7 @@ PROJECT_DIR = BENCH_DIR.parent
 RESULTS_PATH = BENCH_DIR / "results" / "docker_push_pull.json"
 OURS_BIN = PROJECT_DIR / ".venv" / "bin" / "registry"
 DISTRIBUTION_BIN = Path("/usr/bin/docker-registry")
+HOST = "127.0.0.1"
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "true", "sleep", "sha256sum")
 MIB = 1 << 20
@@ -138,38 +139,55 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 30.0) -> Non
     raise RuntimeError(f"server not ready after {timeout_s}s: {url}")
 
 
-def start_ours(tmp: Path) -> Server:
-    """Start our registry on a free port with a fresh data dir; its stderr (access log) goes to a file."""
-    workdir = tmp / "ours"
+def start_ours(
+    tmp: Path, env: dict[str, str] | None = None, directory: str = "ours", access_log: bool = True
+) -> Server:
+    """Start our registry on a free port with a fresh data dir (`tmp/directory`), its output in a file: the access
+    log unless `access_log` is off, plus `env` (e.g. workers, or S3 storage). This process's REGISTRY_* variables
+    are not passed on."""
+    workdir = tmp / directory
     workdir.mkdir()
     port = free_port()
     log_path = workdir / "server.log"
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    variables.update({"REGISTRY_LOG_ACCESS": str(access_log).lower(), **(env or {})})
+    command = [str(OURS_BIN), "serve", "--host", HOST, "--port", str(port), "--data-dir", str(workdir / "data")]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(OURS_BIN), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(workdir / "data")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    wait_ready(f"http://127.0.0.1:{port}/healthz", proc)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=variables)
+    wait_ready(f"http://{HOST}:{port}/healthz", proc, timeout_s=60.0)
     return Server("ours", port, proc, workdir, log_path)
 
 
-def start_distribution(tmp: Path) -> Server:
-    """Start CNCF Distribution on a free port with fresh filesystem storage, logging at info."""
-    workdir = tmp / "distribution"
+def start_distribution(
+    tmp: Path,
+    *,
+    log_level: str = "info",
+    cache: bool = False,
+    storage: str | None = None,
+    directory: str = "distribution",
+) -> Server:
+    """Start CNCF Distribution on a free port, deletes on, logging at `log_level`: with fresh filesystem storage
+    under `tmp/directory`, or with `storage` (the YAML lines of another driver, indented under `storage:`); with
+    `cache`, its in-memory blob descriptor cache (on in Distribution's sample config, off by default)."""
+    workdir = tmp / directory
     workdir.mkdir()
     port = free_port()
     config = workdir / "config.yml"
+    storage = storage or f"  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
     config.write_text(
         "version: 0.1\n"
-        "log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {workdir / 'data'}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secrets.token_hex(16)}\n"
+        f"log:\n  level: {log_level}\n  formatter: text\n  accesslog:\n    disabled: true\n"
+        f"storage:\n{storage}  delete:\n    enabled: true\n"
+        + ("  cache:\n    blobdescriptor: inmemory\n" if cache else "")
+        + f"http:\n  addr: {HOST}:{port}\n  secret: {secrets.token_hex(16)}\n"
     )
     log_path = workdir / "server.log"
+    # Its AWS SDK refuses to start with a custom CA bundle set (it cannot apply one to its own transport).
+    variables = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(DISTRIBUTION_BIN), "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    wait_ready(f"http://127.0.0.1:{port}/v2/", proc)
+        command = [str(DISTRIBUTION_BIN), "serve", str(config)]
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=variables)
+    wait_ready(f"http://{HOST}:{port}/v2/", proc)
     return Server("distribution", port, proc, workdir, log_path)
 
 

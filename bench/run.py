@@ -41,7 +41,7 @@ import docker_push_pull as dpp  # bench/ is sys.path[0] when this file runs as a
 
 RESULTS_DIR = dpp.BENCH_DIR / "results"
 MIB = dpp.MIB
-HOST = "127.0.0.1"
+HOST = dpp.HOST
 OCTET = "application/octet-stream"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -56,6 +56,16 @@ class BenchError(RuntimeError):
     """A workload saw a wrong answer (status, size, digest, error count): the numbers would not mean anything."""
 
 
+def parse_headers(lines: Iterable[str]) -> dict[str, str]:
+    """HTTP header lines as {lowercased name: value}; lines without a colon (the status line) are skipped."""
+    headers = {}
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    return headers
+
+
 # --------------------------------------------------------------------------------------------- metrics
 
 
@@ -64,7 +74,6 @@ class Metric:
     """One reported number: its unit, which direction is better, and the issue's target for the ratio ours/theirs."""
 
     name: str
-    workload: str
     unit: str
     higher_is_better: bool
     target: float | None = None
@@ -83,27 +92,27 @@ class Metric:
 
 
 METRICS = (
-    Metric("push-large monolithic", "push-large", "MiB/s", True, 4.0),
-    Metric("push-large post+put", "push-large", "MiB/s", True),
-    Metric("push-large streamed", "push-large", "MiB/s", True),
-    Metric("push-chunked", "push-chunked", "MiB/s", True, 5.0),
-    Metric("pull-large full", "pull-large", "MiB/s", True, 1.0),
-    Metric("pull-large range", "pull-large", "MiB/s", True, 1.0),
-    Metric("manifest-get rate", "manifest-get", "req/s", True, 6.0),
-    Metric("manifest-get p50", "manifest-get", "ms", False),
-    Metric("manifest-get p99", "manifest-get", "ms", False, 0.25),
-    Metric("blob-head rate", "blob-head", "req/s", True, 6.0),
-    Metric("blob-head p50", "blob-head", "ms", False),
-    Metric("blob-head p99", "blob-head", "ms", False, 0.25),
-    Metric("push-small", "push-small", "images/s", True, 3.0),
-    Metric("catalog first page", "catalog", "ms", False),
-    Metric("catalog walk", "catalog", "ms", False, 0.1),
-    Metric("docker push", "docker", "s", False, 0.9),
-    Metric("docker pull", "docker", "s", False, 0.9),
-    Metric("s3 push-large streamed", "s3", "MiB/s", True),
-    Metric("s3 push-chunked", "s3", "MiB/s", True),
-    Metric("s3 pull-large proxied", "s3", "MiB/s", True),
-    Metric("s3 pull-large redirect", "s3", "MiB/s", True),
+    Metric("push-large monolithic", "MiB/s", True, 4.0),
+    Metric("push-large post+put", "MiB/s", True),
+    Metric("push-large streamed", "MiB/s", True),
+    Metric("push-chunked", "MiB/s", True, 5.0),
+    Metric("pull-large full", "MiB/s", True, 1.0),
+    Metric("pull-large range", "MiB/s", True, 1.0),
+    Metric("manifest-get rate", "req/s", True, 6.0),
+    Metric("manifest-get p50", "ms", False),
+    Metric("manifest-get p99", "ms", False, 0.25),
+    Metric("blob-head rate", "req/s", True, 6.0),
+    Metric("blob-head p50", "ms", False),
+    Metric("blob-head p99", "ms", False, 0.25),
+    Metric("push-small", "images/s", True, 3.0),
+    Metric("catalog first page", "ms", False),
+    Metric("catalog walk", "ms", False, 0.1),
+    Metric("docker push", "s", False, 0.9),
+    Metric("docker pull", "s", False, 0.9),
+    Metric("s3 push-large streamed", "MiB/s", True),
+    Metric("s3 push-chunked", "MiB/s", True),
+    Metric("s3 pull-large proxied", "MiB/s", True),
+    Metric("s3 pull-large redirect", "MiB/s", True),
 )
 
 
@@ -245,50 +254,6 @@ def metered(server: dpp.Server, client_pids: list[int] | None = None) -> Iterato
 # --------------------------------------------------------------------------------------------- servers
 
 
-def start_ours(tmp: Path, extra_env: dict[str, str], directory: str = "ours") -> dpp.Server:
-    """Start our registry on a free port with a fresh data dir (`tmp/directory`), no access log, plus `extra_env`
-    (e.g. workers, or S3 storage)."""
-    workdir = tmp / directory
-    workdir.mkdir()
-    port = dpp.free_port()
-    log_path = workdir / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    env.update({"REGISTRY_LOG_ACCESS": "false", **extra_env})
-    command = [str(dpp.OURS_BIN), "serve", "--host", HOST, "--port", str(port), "--data-dir", str(workdir / "data")]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    dpp.wait_ready(f"http://{HOST}:{port}/healthz", proc, timeout_s=60.0)
-    return dpp.Server("ours", port, proc, workdir, log_path)
-
-
-def start_distribution(
-    tmp: Path, cache: bool = False, storage: str | None = None, directory: str = "distribution"
-) -> dpp.Server:
-    """Start CNCF Distribution on a free port, deletes on, logging errors only: with fresh filesystem storage under
-    `tmp/directory`, or with `storage` (the YAML lines of another driver, indented under `storage:`); with `cache`,
-    its in-memory blob descriptor cache (on in Distribution's sample config, off by default)."""
-    workdir = tmp / directory
-    workdir.mkdir()
-    port = dpp.free_port()
-    config = workdir / "config.yml"
-    storage = storage or f"  filesystem:\n    rootdirectory: {workdir / 'data'}\n"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: error\n  accesslog:\n    disabled: true\n"
-        f"storage:\n{storage}  delete:\n    enabled: true\n"
-        + ("  cache:\n    blobdescriptor: inmemory\n" if cache else "")
-        + f"http:\n  addr: {HOST}:{port}\n  secret: {secrets.token_hex(16)}\n"
-    )
-    log_path = workdir / "server.log"
-    # Its AWS SDK refuses to start with a custom CA bundle set (it cannot apply one to its own transport).
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    with open(log_path, "wb") as log:
-        command = [str(dpp.DISTRIBUTION_BIN), "serve", str(config)]
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    dpp.wait_ready(f"http://{HOST}:{port}/v2/", proc)
-    return dpp.Server("distribution", port, proc, workdir, log_path)
-
-
 def settle_workers(server: dpp.Server, timeout_s: float = 10.0) -> int:
     """Wait until the server's process count stops changing (workers start after /healthz answers); return it."""
     deadline, count, stable_since = time.monotonic() + timeout_s, 0, time.monotonic()
@@ -397,11 +362,7 @@ class Connection:
         await self.writer.drain()
         head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         status = int(head[0].split()[1])
-        reply_headers = {}
-        for line in head[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                reply_headers[name.strip().lower()] = value.strip()
+        reply_headers = parse_headers(head[1:])
         reply = Reply(status, reply_headers, await self._body(method, status, reply_headers))
         if reply_headers.get("connection", "").lower() == "close":
             await self.close()
@@ -515,11 +476,10 @@ async def check_manifest(connection: Connection, image: SmallImage) -> None:
 
 @dataclass
 class CurlResult:
-    """One curl transfer: status, curl's own time (excludes process start), bytes up and down, headers."""
+    """One curl transfer: status, curl's own time (excludes process start), bytes received, headers."""
 
     status: int
     seconds: float
-    uploaded: int
     downloaded: int
     headers: dict[str, str]
 
@@ -527,18 +487,13 @@ class CurlResult:
 def curl(url: str, *args: str) -> CurlResult:
     """Run curl once (no `Expect: 100-continue`, body to /dev/null); raise BenchError if curl itself fails."""
     command = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "-H", "Expect:"]
-    command += ["-w", "\n%{http_code} %{time_total} %{size_upload} %{size_download}", *args, url]
+    command += ["-w", "\n%{http_code} %{time_total} %{size_download}", *args, url]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise BenchError(f"curl {' '.join(args)} {url}: exit {done.returncode}: {done.stderr.strip()[-500:]}")
     head, _, stats = done.stdout.rpartition("\n")
-    status, seconds, uploaded, downloaded = stats.split()
-    headers = {}
-    for line in head.splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return CurlResult(int(status), float(seconds), int(float(uploaded)), int(float(downloaded)), headers)
+    status, seconds, downloaded = stats.split()
+    return CurlResult(int(status), float(seconds), int(float(downloaded)), parse_headers(head.splitlines()))
 
 
 def curl_expect(status: int, what: str, url: str, *args: str) -> CurlResult:
@@ -838,27 +793,38 @@ class Bench:
             values = action()
         sequential = ACTIVE in values
         active_s = min(values.pop(ACTIVE, meter.wall_s), meter.wall_s)
+        costs = {key: round(v, 3) if isinstance(v, float) else v for key, v in asdict(meter).items()}
         samples = [
             Sample(
                 metric,
                 server.name,
                 rnd,
                 round(value, 3),
-                round(meter.wall_s, 3),
-                round(active_s, 3),
-                round(meter.server_cpu_s, 3),
-                round(meter.server_busiest_cpu_s, 3),
-                round(meter.client_cpu_s, 3),
-                round(meter.machine_busy_s, 3),
-                round(meter.machine_iowait_s, 3),
-                meter.server_processes,
-                meter.load,
-                sequential,
-                dict(extra or {}),
+                active_s=round(active_s, 3),
+                sequential=sequential,
+                extra=dict(extra or {}),
+                **costs,
             )
             for metric, value in values.items()
         ]
         self.samples += samples
+        return samples
+
+    def timed_push(
+        self, server: dpp.Server, rnd: int, metric: str, how: Callable[..., float], **extra: Any
+    ) -> list[Sample]:
+        """Push a new variant of the large blob with `how`, timed as `metric`; check it arrived whole."""
+        blob = self.large_blob()
+        blob.next_variant()
+        name = f"bench/{metric.replace(' ', '-').replace('+', '-')}-r{rnd}"
+        os.sync()  # start with no dirty pages from the previous push, so it doesn't pay for their write-back
+
+        def action() -> dict[str, float]:
+            seconds = how(server, name, blob)
+            return {metric: blob.mib / seconds, ACTIVE: seconds}
+
+        samples = self.measure(server, rnd, action, extra)
+        check_blob(server, name, blob.digest, blob.size)
         return samples
 
 
@@ -906,30 +872,15 @@ class PushLarge(Workload):
         self.bench.large_blob()
         self.bench.single_post[server.name] = supports_single_post(server)
 
-    def push(self, server: dpp.Server, rnd: int, metric: str, how: Callable[..., float], **extra: Any) -> list[Sample]:
-        """Push a new variant of the blob with `how`, timed; check it arrived whole."""
-        blob = self.bench.large_blob()
-        blob.next_variant()
-        name = f"bench/{metric.replace(' ', '-').replace('+', '-')}-r{rnd}"
-        os.sync()  # start with no dirty pages from the previous push, so it doesn't pay for their write-back
-
-        def action() -> dict[str, float]:
-            seconds = how(server, name, blob)
-            return {metric: blob.mib / seconds, ACTIVE: seconds}
-
-        samples = self.bench.measure(server, rnd, action, extra)
-        check_blob(server, name, blob.digest, blob.size)
-        return samples
-
     def run_round(self, server: dpp.Server, rnd: int) -> list[Sample]:
         """Monolithic, POST+PUT, streamed."""
         single = self.bench.single_post[server.name]
         monolithic = push_single_post if single else push_post_put
         method = "POST ?digest= with body" if single else "POST, PUT ?digest= with body (no single-POST support)"
         return [
-            *self.push(server, rnd, "push-large monolithic", monolithic, method=method),
-            *self.push(server, rnd, "push-large post+put", push_post_put),
-            *self.push(server, rnd, "push-large streamed", push_streamed),
+            *self.bench.timed_push(server, rnd, "push-large monolithic", monolithic, method=method),
+            *self.bench.timed_push(server, rnd, "push-large post+put", push_post_put),
+            *self.bench.timed_push(server, rnd, "push-large streamed", push_streamed),
         ]
 
 
@@ -944,7 +895,9 @@ class PushChunked(PushLarge):
 
     def run_round(self, server: dpp.Server, rnd: int) -> list[Sample]:
         """One chunked push."""
-        return self.push(server, rnd, "push-chunked", push_chunked, chunks=len(self.bench.large_blob().chunks))
+        return self.bench.timed_push(
+            server, rnd, "push-chunked", push_chunked, chunks=len(self.bench.large_blob().chunks)
+        )
 
 
 class PullLarge(Workload):
@@ -1227,13 +1180,13 @@ class S3Storage(Workload):
                 "REGISTRY_STORAGE_S3_REGION": s3.region,
                 "REGISTRY_STORAGE_S3_REDIRECT": str(redirect).lower(),
             }
-            return start_ours(self.bench.tmp, env, directory)
+            return dpp.start_ours(self.bench.tmp, env, directory, access_log=False)
         storage = (
             f"  s3:\n    accesskey: {s3.access_key}\n    secretkey: {s3.secret_key}\n    region: {s3.region}\n"
             f"    regionendpoint: {s3.endpoint}\n    bucket: {bucket}\n    secure: false\n    v4auth: true\n"
             f"  redirect:\n    disable: {str(not redirect).lower()}\n"
         )
-        return start_distribution(self.bench.tmp, storage=storage, directory=directory)
+        return dpp.start_distribution(self.bench.tmp, log_level="error", storage=storage, directory=directory)
 
     def setup(self, server: dpp.Server) -> None:
         """Start both twins of `server` and push the blob that the GETs fetch to each (checked)."""
@@ -1252,15 +1205,7 @@ class S3Storage(Workload):
         blob, samples = self.bench.large_blob(), []
         proxy = self.twins[server.name, False]
         for metric, how in (("s3 push-large streamed", push_streamed), ("s3 push-chunked", push_chunked)):
-            blob.next_variant()
-            name = f"bench/{metric.replace(' ', '-')}-r{rnd}"
-
-            def push(how: Callable[..., float] = how, metric: str = metric, name: str = name) -> dict[str, float]:
-                seconds = how(proxy, name, blob)
-                return {metric: blob.mib / seconds, ACTIVE: seconds}
-
-            samples += self.bench.measure(proxy, rnd, push)
-            check_blob(proxy, name, blob.digest, blob.size)
+            samples += self.bench.timed_push(proxy, rnd, metric, how)
         for redirect, metric in ((False, "s3 pull-large proxied"), (True, "s3 pull-large redirect")):
             twin = self.twins[server.name, redirect]
             url = url_of(twin, f"/v2/bench/s3-pull/blobs/{self.digests[server.name, redirect]}")
@@ -1615,8 +1560,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         preflight(args, run.tmp)
         run.servers = bench.servers = [
-            start_ours(run.tmp, dict(args.ours_env)),
-            start_distribution(run.tmp, args.distribution_cache),
+            dpp.start_ours(run.tmp, dict(args.ours_env), access_log=False),
+            dpp.start_distribution(run.tmp, log_level="error", cache=args.distribution_cache),
         ]
         for server in bench.servers:
             bench.processes[server.name] = settle_workers(server)

@@ -18,9 +18,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import docker_push_pull as dpp  # bench/ is sys.path[0] when this file runs as a script
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,20 +48,16 @@ def start_registry(directory: Path, s3: SeaweedS3, bucket: str, redirect: bool) 
     )
     config.write_text(f"data_dir: {directory}\nlog: {{access: false}}\nstorage:\n  s3: {s3_settings}\n")
     env = {**os.environ, **s3.env()}
-    process = subprocess.Popen(
-        [str(REGISTRY), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(directory / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(REGISTRY), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            if httpx.get(f"{url}/healthz").status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError("the registry did not start")
+    dpp.wait_ready(f"{url}/healthz", process)
+    return process, url
 
 
 def round_trip(url: str, blob: Path, digest: str, repository: str) -> dict[str, float]:
