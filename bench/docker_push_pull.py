@@ -191,15 +191,51 @@ def start_distribution(
     return Server("distribution", port, proc, workdir, log_path)
 
 
+def process_table() -> dict[int, tuple[int, str]]:
+    """Every process on the machine as pid -> (parent pid, command name), from /proc/PID/stat."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry.name}/stat") as f:
+                text = f.read()
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            table[int(entry.name)] = (int(text.rsplit(")", 1)[1].split()[1]), name)
+    return table
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and all its descendants (our server may fork worker processes)."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in process_table().items():
+        children.setdefault(parent, []).append(child)
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        todo.extend(children.get(current, []))
+    return pids
+
+
 def stop(server: Server) -> None:
-    """SIGTERM the server, SIGKILL it if it has not exited after 10 s."""
-    if server.proc.poll() is None:
-        server.proc.send_signal(signal.SIGTERM)
-        try:
-            server.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait()
+    """SIGTERM the server (SIGKILL if it has not exited after 10 s), then SIGKILL any of its worker processes
+    left behind."""
+    if server.proc.poll() is not None:
+        return
+    workers = tree_pids(server.proc.pid)[1:]
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+    time.sleep(0.2)
+    alive = process_table()
+    for pid in workers:
+        if pid in alive:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def proc_status_kib(pid: int, key: str) -> int:

@@ -25,7 +25,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -140,36 +139,9 @@ class Sample:
 # --------------------------------------------------------------------------------------------- processes
 
 
-def process_table() -> dict[int, tuple[int, str]]:
-    """Every process on the machine as pid -> (parent pid, command name), from /proc/PID/stat."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(f"/proc/{entry.name}/stat") as f:
-                text = f.read()
-            name = text[text.index("(") + 1 : text.rindex(")")]
-            table[int(entry.name)] = (int(text.rsplit(")", 1)[1].split()[1]), name)
-    return table
-
-
-def tree_pids(pid: int) -> list[int]:
-    """`pid` and all its descendants (our server may fork worker processes)."""
-    children: dict[int, list[int]] = {}
-    for child, (parent, _) in process_table().items():
-        children.setdefault(parent, []).append(child)
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        todo.extend(children.get(current, []))
-    return pids
-
-
 def pids_named(name: str) -> list[int]:
     """Pids of the processes whose command name is `name` (e.g. dockerd, whose CPU is the docker client's)."""
-    return [pid for pid, (_, comm) in process_table().items() if comm == name]
+    return [pid for pid, (_, comm) in dpp.process_table().items() if comm == name]
 
 
 def cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
@@ -206,13 +178,13 @@ def own_cpu() -> float:
 
 def reset_peaks(pid: int) -> None:
     """Reset VmHWM of every process of the server to its current RSS."""
-    for p in tree_pids(pid):
+    for p in dpp.tree_pids(pid):
         dpp.reset_peak_rss(p)
 
 
 def peaks_kib(pid: int) -> dict[int, int]:
     """VmHWM (KiB) of every process of the server, by pid."""
-    return {p: dpp.proc_status_kib(p, "VmHWM") for p in tree_pids(pid)}
+    return {p: dpp.proc_status_kib(p, "VmHWM") for p in dpp.tree_pids(pid)}
 
 
 @dataclass
@@ -234,7 +206,7 @@ def metered(server: dpp.Server, client_pids: list[int] | None = None) -> Iterato
     """Measure the enclosed block: wall seconds, CPU of the server's process tree and of the client side
     (this process, its finished children, and `client_pids` such as dockerd)."""
     meter = Meter(load=dpp.load_average())
-    pids = tree_pids(server.proc.pid)
+    pids = dpp.tree_pids(server.proc.pid)
     extra = client_pids or []
     server_before, client_before, extra_before = cpu_by_pid(pids), own_cpu(), cpu_of(extra)
     busy_before, iowait_before = machine_cpu()
@@ -258,27 +230,13 @@ def settle_workers(server: dpp.Server, timeout_s: float = 10.0) -> int:
     """Wait until the server's process count stops changing (workers start after /healthz answers); return it."""
     deadline, count, stable_since = time.monotonic() + timeout_s, 0, time.monotonic()
     while time.monotonic() < deadline:
-        now = len(tree_pids(server.proc.pid))
+        now = len(dpp.tree_pids(server.proc.pid))
         if now != count:
             count, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since > 1.0:
             break
         time.sleep(0.1)
     return count
-
-
-def stop_tree(server: dpp.Server) -> None:
-    """Stop the server (SIGTERM, then SIGKILL after 10 s) and SIGKILL any of its worker processes left behind."""
-    if server.proc.poll() is not None:
-        return
-    workers = tree_pids(server.proc.pid)[1:]
-    dpp.stop(server)
-    time.sleep(0.2)
-    alive = process_table()
-    for pid in workers:
-        if pid in alive:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def url_of(server: dpp.Server, target: str) -> str:
@@ -1220,7 +1178,7 @@ class S3Storage(Workload):
     def teardown(self) -> None:
         """Stop the twins and SeaweedFS."""
         for twin in self.twins.values():
-            stop_tree(twin)
+            dpp.stop(twin)
         if self.s3 is not None:
             self.s3.close()
 
@@ -1565,7 +1523,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for server in bench.servers:
             bench.processes[server.name] = settle_workers(server)
-            server.baseline_rss_kib = sum(dpp.proc_status_kib(p, "VmRSS") for p in tree_pids(server.proc.pid))
+            server.baseline_rss_kib = sum(dpp.proc_status_kib(p, "VmRSS") for p in dpp.tree_pids(server.proc.pid))
             print(
                 f"{server.name} on {server.host}: pid {server.proc.pid}, {bench.processes[server.name]} process(es),"
                 f" idle RSS {server.baseline_rss_kib / 1024:.0f} MiB",
@@ -1591,7 +1549,7 @@ def main(argv: list[str] | None = None) -> None:
                 with contextlib.suppress(OSError):
                     shutil.copy(server.log_path, RESULTS_DIR / f"bench.{server.name}.log")
         for server in bench.servers:
-            stop_tree(server)
+            dpp.stop(server)
         dpp.cleanup(run)
 
 
