@@ -244,17 +244,23 @@ async def test_finishing_an_upload_whose_data_vanished_is_a_clear_error(client: 
     assert r.status_code == 400 and error_codes(r) == ["BLOB_UPLOAD_INVALID"]
 
 
+async def push_in_chunks(clients: list[httpx.AsyncClient], data: bytes, digest: str) -> int:
+    """Start an upload, PATCH `data` in chunks of 10,000 bytes with Content-Range, taking turns over
+    `clients`, then PUT it as `digest` through the last client; returns the PUT's status."""
+    location = await start(clients[0])
+    for n, begin in enumerate(range(0, len(data), 10_000)):
+        chunk = data[begin : begin + 10_000]
+        headers = {"Content-Range": f"{begin}-{begin + len(chunk) - 1}"}
+        assert (await clients[n % len(clients)].patch(location, content=chunk, headers=headers)).status_code == 202
+    return (await clients[-1].put(location, params={"digest": digest})).status_code
+
+
 async def test_chunks_through_several_processes_continue_one_hash(settings) -> None:
     """Each chunk resumes the hash state its predecessor saved in the index, whichever process took it."""
     data = os.urandom(30_000)
     async with running_app(settings) as (_, first), running_app(settings) as (_, second):
         for digest, status in ((digest_of(b"wrong"), 400), (digest_of(data), 201)):
-            location = await start(first)
-            for n, begin in enumerate(range(0, len(data), 10_000)):
-                chunk = data[begin : begin + 10_000]
-                headers = {"Content-Range": f"{begin}-{begin + len(chunk) - 1}"}
-                assert (await (first, second)[n % 2].patch(location, content=chunk, headers=headers)).status_code == 202
-            assert (await second.put(location, params={"digest": digest})).status_code == status
+            assert await push_in_chunks([first, second], data, digest) == status
         assert (await first.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
 
 
@@ -263,12 +269,7 @@ async def test_chunks_without_a_saved_hash_state_are_read_again_at_the_end(clien
     monkeypatch.setattr(Sha256, "available", False)
     data = os.urandom(30_000)
     for digest, status in ((digest_of(b"wrong"), 400), (digest_of(data), 201)):
-        location = await start(client)
-        for begin in range(0, len(data), 10_000):
-            headers = {"Content-Range": f"{begin}-{begin + 9999}"}
-            r = await client.patch(location, content=data[begin : begin + 10_000], headers=headers)
-            assert r.status_code == 202
-        assert (await client.put(location, params={"digest": digest})).status_code == status
+        assert await push_in_chunks([client], data, digest) == status
     assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from registry.config import Settings
-from tests.conftest import S3_BUCKET, base_settings, use_s3_and_postgres
+from tests.conftest import base_settings, use_s3_and_postgres
 from tests.e2e.conftest import Docker, RegistryServer
 from tests.services import Postgres, SeaweedS3, free_port, require_service
 
@@ -65,9 +65,9 @@ def config_yaml(settings: Settings, redirect: bool) -> str:
 class Proxy:
     """nginx sending each request to the next replica."""
 
-    def __init__(self, directory: Path, ports: list[int]):
+    def __init__(self, directory: Path, ports: list[int], redirect: bool):
         self.directory, self.port = directory, free_port()
-        self.redirect = False  # whether the replicas behind it redirect blob downloads to S3
+        self.redirect = redirect  # whether the replicas behind it redirect blob downloads to S3
         servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
         (directory / "nginx.conf").write_text(NGINX.format(dir=directory, servers=servers, port=self.port))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -88,7 +88,6 @@ def cluster(
 ) -> Iterator[tuple[Proxy, list[RegistryServer]]]:
     require_service(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(), "nginx")
     settings = use_s3_and_postgres(base_settings(tmp_path), seaweed, postgres)
-    assert settings.storage.s3.bucket == S3_BUCKET
     config = tmp_path / "config.yaml"
     config.write_text(config_yaml(settings, request.param))
     replicas = []
@@ -96,8 +95,7 @@ def cluster(
         replica = RegistryServer(tmp_path / f"replica{n}", tmp_path / f"replica{n}.log", config=config)
         replica.start()
         replicas.append(replica)
-    proxy = Proxy(tmp_path, [r.port for r in replicas])
-    proxy.redirect = request.param
+    proxy = Proxy(tmp_path, [r.port for r in replicas], request.param)
     yield proxy, replicas
     proxy.stop()
     for replica in replicas:
