@@ -88,6 +88,13 @@ MIGRATIONS: list[list[Statement]] = [
         # A chunk keeps the upload's resumable hash state after it (hex), not a digest.
         "ALTER TABLE upload_chunks RENAME COLUMN digest TO hash_state",
     ],
+    [
+        # An upload keeps the resumable hash state after its last chunk (hex, "" when none was saved),
+        # so that a chunk reads one row however many came before it.
+        "ALTER TABLE uploads ADD COLUMN hash_state TEXT NOT NULL DEFAULT ''",
+        """UPDATE uploads SET hash_state = COALESCE(
+            (SELECT c.hash_state FROM upload_chunks c WHERE c.upload = uploads.id ORDER BY c.start DESC LIMIT 1), '')""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
