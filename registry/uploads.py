@@ -1,10 +1,12 @@
 """The rules of blob uploads: monolithic, streamed, chunked and resumable, and cross-repository mounts.
 
-No upload state lives only in the process: the index holds each upload's size and chunks, with the
-upload's resumable SHA-256 state after each chunk, and the driver holds the bytes, so every request
-of one upload may land on a different process or replica and no byte is hashed twice. Where the
-driver appends (local disk), an upload's chunks go into one object, held exclusively while a chunk
-is written, that becomes the blob by a rename; elsewhere (S3) each chunk is an object and the final
+No upload state lives only in the process: the index holds each upload's size and its resumable
+SHA-256 state after the last chunk (and a row per chunk), and the driver holds the bytes, so every
+request of one upload may land on a different process or replica and no byte is hashed twice. A
+chunk reads and writes only the upload's row, so it costs the same however many came before; the
+chunk rows are read once, by the final PUT, and only where they are needed. Where the driver
+appends (local disk), an upload's chunks go into one object, held exclusively while a chunk is
+written, that becomes the blob by a rename; elsewhere (S3) each chunk is an object and the final
 PUT joins them. A blob is visible only after its digest matched, its bytes were committed and its
 index row was written.
 """
@@ -75,10 +77,10 @@ def _resumed_hash(upload: Upload) -> Sha256 | None:
     """The upload's SHA-256 so far, ready to continue; None when a chunk came without a state."""
     if not Sha256.available:
         return None
-    if not upload.chunks:
+    if upload.size == 0:  # no chunk yet (an empty chunk is never recorded)
         return Sha256()
     try:
-        return Sha256(bytes.fromhex(upload.chunks[-1].hash_state))
+        return Sha256(bytes.fromhex(upload.hash_state))
     except ValueError:
         return None
 
@@ -92,9 +94,9 @@ def _check_start(upload: Upload, content_range: ByteRange | None) -> None:
         )
 
 
-def _check_contiguous(upload: Upload) -> None:
+def _check_contiguous(upload: Upload, chunks: list[Chunk]) -> None:
     offset = 0
-    for chunk in upload.chunks:
+    for chunk in chunks:
         if chunk.start != offset:
             raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
         offset += chunk.size
@@ -115,7 +117,8 @@ class Uploads:
         return upload_id
 
     async def status(self, repository: str, upload_id: str) -> Upload:
-        """The upload's state; raises BlobUploadUnknown when it is not open in `repository`."""
+        """The upload's state (its row, not its chunks); raises BlobUploadUnknown when it is not open
+        in `repository`."""
         try:
             uuid.UUID(upload_id)
         except ValueError:
@@ -278,47 +281,53 @@ class Uploads:
         if body is not None:
             await self.append(repository, upload_id, body, content_range)
             upload = await self.status(repository, upload_id)
-        _check_contiguous(upload)
+        # Where each chunk is an object, the chunks are joined: their list is read, once.
+        chunks = None if self.driver.appends else await self.index.upload_chunks(upload_id)
+        if chunks is not None:
+            _check_contiguous(upload, chunks)
         try:
-            await self._verify_upload(upload, digest)
+            await self._verify_upload(upload, chunks, digest)
         except DigestInvalid:
             await self.cancel(repository, upload_id)
             raise
         if not await self.stored(str(digest)):
-            await self._place(upload, str(digest))
+            await self._place(upload, chunks, str(digest))
         await self._link(repository, str(digest), upload.size, upload_id)
         await self.driver.delete(upload_prefix(upload_id))
         return upload.size
 
-    async def _verify_upload(self, upload: Upload, digest: Digest) -> None:
+    async def _verify_upload(self, upload: Upload, chunks: list[Chunk] | None, digest: Digest) -> None:
         """Check the upload's bytes against `digest`: from the hash state its last chunk left, or, when
         there is none (another algorithm, or a chunk from a process that could not save it), by
-        reading the bytes once more."""
+        reading the bytes once more: the upload's one object where the driver appends, else `chunks`."""
         hasher = _resumed_hash(upload) if digest.algorithm == "sha256" else None
         if hasher is None:
             hasher = digest.hasher()
-            for chunk in upload.chunks:
-                offset = chunk.start if self.driver.appends else 0
+            parts = [(upload_data_key(upload.id), upload.size)] if chunks is None else [(c.key, c.size) for c in chunks]
+            for key, size in parts:
+                if size == 0:
+                    continue
                 try:
-                    await _stream(self.driver.reader(chunk.key, offset, chunk.size), None, hasher)
+                    await _stream(self.driver.reader(key, 0, size), None, hasher)
                 except NotFound:
                     raise BlobUploadInvalid(_DATA_GONE) from None
         self._verify(digest, hasher)
 
-    async def _place(self, upload: Upload, digest: str) -> None:
-        """Store the verified bytes of `upload` as blob `digest`. Idempotent, so that a retry after a
-        crash between placing and the index update finds the blob in place."""
-        chunks, key = upload.chunks, blob_key(digest)
+    async def _place(self, upload: Upload, chunks: list[Chunk] | None, digest: str) -> None:
+        """Store the verified bytes of `upload` (its `chunks` where the driver does not append) as
+        blob `digest`. Idempotent, so that a retry after a crash between placing and the index update
+        finds the blob in place."""
+        key = blob_key(digest)
         try:
-            if not chunks:
+            if upload.size == 0:
                 await self.driver.put(key, b"")
-            elif not self.driver.appends:
+            elif chunks is not None:
                 if len(chunks) == 1:
                     await self.driver.move(chunks[0].key, key)
                 else:
                     await self.driver.concat([c.key for c in chunks], key)
             else:
-                async with self.driver.appender(chunks[0].key, create=False) as data:
+                async with self.driver.appender(upload_data_key(upload.id), create=False) as data:
                     if (await self.status(upload.repository, upload.id)).size != upload.size:
                         raise BlobUploadInvalid({"reason": "the upload grew while it was being finished"})
                     await data.seal(upload.size, key)

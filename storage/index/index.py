@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PRESENT = "present"
 DELETING = "deleting"
@@ -35,14 +35,17 @@ class Chunk:
     hash_state: str  # hex of the upload's resumable SHA-256 state after this chunk, or ""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Upload:
+    """An upload's row: its size and the resumable SHA-256 state after its last chunk (hex; "" when
+    that chunk could not save one, or when it has no chunk yet). Its chunks are `upload_chunks`."""
+
     id: str
     repository: str
     size: int
     started_at: float
     updated_at: float
-    chunks: list[Chunk] = field(default_factory=list)
+    hash_state: str = ""
 
 
 class MissingReferences(Exception):
@@ -208,27 +211,36 @@ class Index:
         )
 
     async def get_upload(self, upload_id: str) -> Upload | None:
-        def load(c) -> Upload | None:
-            row = c.execute(
-                "SELECT id, repository, size, started_at, updated_at FROM uploads WHERE id = ?", (upload_id,)
+        """The upload's row, or None; one row read however many chunks it has."""
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT id, repository, size, started_at, updated_at, hash_state FROM uploads WHERE id = ?",
+                (upload_id,),
             ).fetchone()
-            if row is None:
-                return None
-            chunks = c.execute(
-                "SELECT start, size, key, hash_state FROM upload_chunks WHERE upload = ? ORDER BY start", (upload_id,)
-            ).fetchall()
-            return Upload(*row, chunks=[Chunk(*chunk) for chunk in chunks])
+        )
+        return None if row is None else Upload(*row)
 
-        return await self.db.read(load)
+    async def upload_chunks(self, upload_id: str) -> list[Chunk]:
+        """The upload's chunks in order (one row each: read them only where every chunk is needed)."""
+        return await self.db.read(
+            lambda c: [
+                Chunk(*row)
+                for row in c.execute(
+                    "SELECT start, size, key, hash_state FROM upload_chunks WHERE upload = ? ORDER BY start",
+                    (upload_id,),
+                ).fetchall()
+            ]
+        )
 
     async def add_chunk(self, upload_id: str, chunk: Chunk) -> bool:
-        """Append `chunk` if the upload's size is still `chunk.start`; False if it moved on or is gone."""
+        """Append `chunk` if the upload's size is still `chunk.start`, its hash state becoming the
+        upload's; False if the upload moved on or is gone."""
         now = time.time()
 
         def append(c) -> bool:
             cursor = c.execute(
-                "UPDATE uploads SET size = size + ?, updated_at = ? WHERE id = ? AND size = ?",
-                (chunk.size, now, upload_id, chunk.start),
+                "UPDATE uploads SET size = size + ?, hash_state = ?, updated_at = ? WHERE id = ? AND size = ?",
+                (chunk.size, chunk.hash_state, now, upload_id, chunk.start),
             )
             if cursor.rowcount != 1:
                 return False

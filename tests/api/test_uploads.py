@@ -311,3 +311,73 @@ async def test_two_chunks_at_once_never_mix(client, driver) -> None:
     assert (await client.put(location, params={"digest": digest_of(data)})).status_code == 201
     assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
     assert await stored_keys(driver, "uploads/") == []
+
+
+class _CountingCursor:
+    """A cursor that counts the rows it hands out into `seen`."""
+
+    def __init__(self, cursor, seen: list[int]):
+        self._cursor, self._seen = cursor, seen
+
+    def fetchone(self):
+        row = self._cursor.fetchone()
+        self._seen[0] += row is not None
+        return row
+
+    def fetchall(self):
+        rows = self._cursor.fetchall()
+        self._seen[0] += len(rows)
+        return rows
+
+    def __iter__(self):
+        for row in self._cursor:
+            self._seen[0] += 1
+            yield row
+
+    def __getattr__(self, name):
+        return getattr(self._cursor, name)
+
+
+class _CountingConnection:
+    def __init__(self, conn, seen: list[int]):
+        self._conn, self._seen = conn, seen
+
+    def execute(self, *args):
+        return _CountingCursor(self._conn.execute(*args), self._seen)
+
+    def executemany(self, *args):
+        return _CountingCursor(self._conn.executemany(*args), self._seen)
+
+
+def count_index_rows(monkeypatch, index) -> list[int]:
+    """From now on, count the rows every index read and write fetches from the database (in [0])."""
+    seen = [0]
+    for name in ("read", "write"):
+        run = getattr(index.db, name)
+        monkeypatch.setattr(index.db, name, lambda fn, run=run: run(lambda c: fn(_CountingConnection(c, seen))))
+    return seen
+
+
+async def test_a_chunk_costs_the_same_however_many_came_before(served, monkeypatch) -> None:
+    """A PATCH, and the upload's status, read a fixed number of index rows, not one per earlier chunk."""
+    app, client = served
+    location = await start(client)
+    seen = count_index_rows(monkeypatch, app.state.registry.index)
+
+    async def rows_read(request) -> int:
+        before = seen[0]
+        r = await request
+        assert r.status_code in (202, 204), r.text
+        return seen[0] - before
+
+    early = [
+        await rows_read(client.patch(location, content=b"x", headers={"Content-Range": f"{n}-{n}"})) for n in (0, 1)
+    ]
+    early_status = await rows_read(client.get(location))
+    for n in range(2, 300):
+        await client.patch(location, content=b"x", headers={"Content-Range": f"{n}-{n}"})
+    late = await rows_read(client.patch(location, content=b"x", headers={"Content-Range": "300-300"}))
+    assert late == early[1], (early, late)
+    assert await rows_read(client.get(location)) == early_status
+    r = await client.put(location, params={"digest": digest_of(b"x" * 301)})
+    assert r.status_code == 201, r.text

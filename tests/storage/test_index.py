@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from storage.index import Chunk, Index, ManifestRecord, MissingReferences, open_index
-from storage.index.schema import SCHEMA_VERSION
+from storage.index import Chunk, Index, ManifestRecord, MissingReferences, Upload, open_index
+from storage.index.schema import MIGRATIONS, SCHEMA_VERSION
 from storage.index.sqlite import SQLiteDatabase
 from tests.conftest import fresh_schema
 
@@ -72,9 +72,32 @@ async def test_chunks_append_only_at_the_current_size(index: Index) -> None:
     assert not await index.add_chunk("u1", Chunk(20, 10, "k2", D[0]))
     assert await index.add_chunk("u1", Chunk(10, 5, "k1", D[1]))
     upload = await index.get_upload("u1")
-    assert upload is not None and upload.size == 15
-    assert [c.key for c in upload.chunks] == ["k0", "k1"]
+    assert upload is not None and (upload.size, upload.hash_state) == (15, D[1])
+    assert [c.key for c in await index.upload_chunks("u1")] == ["k0", "k1"]
     assert not await index.add_chunk("missing", Chunk(0, 1, "k", D[0]))
+
+
+async def test_uploads_started_before_schema_5_keep_their_last_hash_state(tmp_path) -> None:
+    """Upgrading moves the hash state of each open upload's last chunk onto the upload."""
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path)
+    for migration in MIGRATIONS[:4]:
+        for statement in migration:
+            if isinstance(statement, str):
+                conn.execute(statement)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.executemany("INSERT INTO schema_version VALUES (?)", [(v,) for v in range(1, 5)])
+    conn.executemany("INSERT INTO uploads VALUES (?, 'r', ?, 0, 0)", [("u1", 15), ("u2", 0)])
+    conn.executemany("INSERT INTO upload_chunks VALUES ('u1', ?, ?, ?, ?)", [(10, 5, "k1", D[1]), (0, 10, "k0", D[0])])
+    conn.commit()
+    conn.close()
+    index = Index(SQLiteDatabase(path))
+    await index.open()
+    try:
+        assert await index.get_upload("u1") == Upload("u1", "r", 15, 0, 0, D[1])
+        assert await index.get_upload("u2") == Upload("u2", "r", 0, 0, 0, "")
+    finally:
+        await index.close()
 
 
 async def test_finish_upload_links_the_blob_and_forgets_the_upload(index: Index) -> None:
