@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from registry.errors import PaginationNumberInvalid
 from registry.names import Digest, parse_digest, parse_name
+from registry.numbers import NumberInvalid, parse_number
 from registry.service import Registry
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -31,14 +32,16 @@ def path_digest(request: Request) -> Digest:
 
 
 def pagination(request: Request, default: int | None = None, maximum: int | None = None) -> tuple[str, int | None]:
-    """(`last`, `n`) from the query; `n` is clamped to `maximum`; raises PaginationNumberInvalid."""
+    """(`last`, `n`) from the query; `n` is clamped to `maximum`; raises PaginationNumberInvalid when
+    `n` is not a plain number of at most 2**63-1."""
     last = request.query_params.get("last", "")
     n = request.query_params.get("n")
     if n is None or n == "":
         return last, default
-    if not n.isdigit():
-        raise PaginationNumberInvalid({"n": n[:50]})
-    limit = int(n)
+    try:
+        limit = parse_number(n)
+    except NumberInvalid:
+        raise PaginationNumberInvalid({"n": n[:50]}) from None
     return last, limit if maximum is None else min(limit, maximum)
 
 
@@ -47,11 +50,20 @@ def next_link(path: str, last: str, limit: int | None) -> dict[str, str]:
     return {"Link": f'<{path}?{urlencode({"last": last, "n": limit})}>; rel="next"'}
 
 
+def _declared_length(declared: str, limit: int) -> int:
+    """A `Content-Length` as a number, any value over `limit` read as `limit + 1`; 0 when it is not a
+    number (the server refuses those before the app sees them)."""
+    try:
+        return parse_number(declared, limit + 1, saturate=True)
+    except NumberInvalid:
+        return 0
+
+
 async def read_body(request: Request, limit: int, too_large: Callable[[], Exception]) -> bytes:
     """The whole request body, refused with `too_large()` as soon as it (or its declared length)
     passes `limit` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _declared_length(declared, limit) > limit:
         raise too_large()
     body = bytearray()
     async for data in request.stream():

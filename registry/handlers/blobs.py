@@ -11,31 +11,33 @@ from starlette.types import Receive, Scope, Send
 
 from registry.errors import RangeInvalid
 from registry.handlers.base import empty_response, path_digest, registry, repository
+from registry.numbers import parse_number
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """The inclusive (start, end) of a single `Range: bytes=` request, or None to send it all.
 
-    A malformed or multi-range header is ignored (RFC 9110 allows it); an unsatisfiable one raises
-    RangeInvalid (416).
+    A malformed or multi-range header is ignored (RFC 9110 allows it); an unsatisfiable one, including
+    one starting past any possible size, raises RangeInvalid (416). Numbers of any length are read
+    without converting more than the largest possible size.
     """
     match = _RANGE.fullmatch(header.strip()) if header else None
     if match is None or match.group(1) == match.group(2) == "":
         return None
     first, last = match.groups()
     if first == "":  # the last N bytes
-        start, end = max(size - int(last), 0), size - 1
-        if int(last) == 0:
-            start = size
+        suffix = parse_number(last, saturate=True)
+        start, end = (size, size - 1) if suffix == 0 else (max(size - suffix, 0), size - 1)
     else:
-        start = int(first)
-        end = size - 1 if last == "" else min(int(last), size - 1)
-        if last != "" and int(last) < start:
+        start = parse_number(first, saturate=True)
+        end = size - 1 if last == "" else parse_number(last, saturate=True)
+        if end < start and last != "":
             return None
+        end = min(end, size - 1)
     if start >= size or start > end:
-        raise RangeInvalid({"range": header, "size": size}, headers={"Content-Range": f"bytes */{size}"})
+        raise RangeInvalid({"range": header[:100], "size": size}, headers={"Content-Range": f"bytes */{size}"})
     return start, end
 
 

@@ -11,11 +11,12 @@ from registry.manifests import OCI_INDEX
 
 CATALOG_PAGE = 100
 CATALOG_PAGE_MAX = 1000
+TAGS_PAGE_MAX = 1000  # no `n` lists every tag; a larger `n` gets pages of this size and a `Link`
 
 
 async def list_tags(request: Request) -> Response:
     name = repository(request)
-    last, limit = pagination(request)
+    last, limit = pagination(request, None, TAGS_PAGE_MAX)
     page = await registry(request).tags(name, last, limit)
     headers = next_link(request.url.path, page.items[-1], limit) if page.more and page.items else None
     return json_response({"name": name, "tags": page.items}, headers=headers)

@@ -11,19 +11,25 @@ from registry.auth.access import PULL
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.handlers.base import empty_response, registry, repository
 from registry.names import Digest, parse_digest, parse_name
+from registry.numbers import NumberInvalid, parse_number
 from registry.uploads import ByteRange, location, range_header
 
-_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)")
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
 
 
 def _content_range(request: Request) -> ByteRange | None:
+    """The chunk's `Content-Range`; a malformed one, or one past any possible size, raises RangeInvalid."""
     header = request.headers.get("content-range")
     if header is None:
         return None
     match = _CONTENT_RANGE.fullmatch(header.strip())
-    if match is None or int(match.group(2)) < int(match.group(1)):
+    try:
+        first, last = (parse_number(match.group(1)), parse_number(match.group(2))) if match else (0, -1)
+    except NumberInvalid:
+        first, last = 0, -1
+    if last < first:
         raise RangeInvalid({"content_range": header[:100]})
-    return ByteRange(int(match.group(1)), int(match.group(2)))
+    return ByteRange(first, last)
 
 
 def _has_body(request: Request) -> bool:

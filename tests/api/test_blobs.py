@@ -9,7 +9,7 @@ import pytest
 
 from registry.config import Settings
 from registry.layout import blob_key
-from tests.support import app_client, digest_of, error_codes, push_blob, stored_keys
+from tests.support import app_client, digest_of, error_codes, make_image, push_blob, stored_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -97,3 +97,56 @@ async def test_blob_is_stored_once_when_pushed_to_two_repositories(client: httpx
     await push_blob(client, "one/app", data)
     await push_blob(client, "two/app", data)
     assert await stored_keys(driver, "blobs/") == [blob_key(digest_of(data))]
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_range_starting_past_any_possible_size_answers_416(client: httpx.AsyncClient, method: str) -> None:
+    digest = await push_blob(client, "r/app", b"0123456789")
+    for header in ["bytes=" + "9" * 5000 + "-", "bytes=" + "9" * 30 + "-" + "9" * 31, "bytes=9223372036854775808-"]:
+        r = await client.request(method, f"/v2/r/app/blobs/{digest}", headers={"Range": header})
+        assert r.status_code == 416, (header[:40], r.status_code)
+        assert r.headers["Content-Range"] == "bytes */10"
+        if method == "GET":
+            assert error_codes(r) == ["RANGE_INVALID"]
+
+
+async def test_huge_range_ends_and_suffixes_read_as_the_whole_rest_of_the_blob(client: httpx.AsyncClient) -> None:
+    digest = await push_blob(client, "r/app", b"0123456789")
+    for header, content in [("bytes=4-" + "9" * 5000, b"456789"), ("bytes=-" + "9" * 5000, b"0123456789")]:
+        r = await client.get(f"/v2/r/app/blobs/{digest}", headers={"Range": header})
+        assert r.status_code == 206 and r.content == content, header[:40]
+        assert r.headers["Content-Range"] == f"bytes {10 - len(content)}-9/10"
+
+
+async def test_a_range_in_digits_other_than_ascii_is_malformed_and_ignored(client: httpx.AsyncClient) -> None:
+    digest = await push_blob(client, "r/app", b"0123456789")
+    for header in ["bytes=\u0661-\u0663", "bytes=\u00b2-", "bytes=-\uff13", "bytes=+1-2", "bytes= 1-2"]:
+        r = await client.get(f"/v2/r/app/blobs/{digest}", headers={"Range": header.encode()})
+        assert r.status_code == 200 and r.content == b"0123456789", header
+
+
+@pytest.mark.parametrize(
+    "content_range", ["0-" + "9" * 5000, "9" * 5000 + "-" + "9" * 5001, "0-9223372036854775808", "\u0660-\u0664"]
+)
+async def test_upload_content_ranges_past_any_possible_size_answer_416_and_store_nothing(
+    client: httpx.AsyncClient, content_range: str
+) -> None:
+    location = (await client.post("/v2/r/app/blobs/uploads/")).headers["Location"]
+    r = await client.patch(location, content=b"01234", headers={"Content-Range": content_range.encode()})
+    assert r.status_code == 416 and error_codes(r) == ["RANGE_INVALID"]
+    status = await client.get(location)
+    assert status.status_code == 204 and status.headers["Range"] == "0-0"
+
+
+async def test_a_huge_declared_length_is_refused_without_reading_it(client: httpx.AsyncClient) -> None:
+    image = make_image()
+    for blob in [image.config, *image.layers]:
+        await push_blob(client, "r/app", blob)
+    for declared in ["9" * 5000, "99999999999999999999"]:
+        r = await client.put(
+            "/v2/r/app/manifests/v1",
+            content=image.manifest,
+            headers={"Content-Type": image.media_type, "Content-Length": declared},
+        )
+        assert r.status_code == 413 and error_codes(r) == ["MANIFEST_INVALID"], declared[:30]
+    assert (await client.get("/v2/r/app/manifests/v1")).status_code == 404

@@ -106,3 +106,23 @@ async def test_referrers_of_an_unknown_digest_are_an_empty_index(client: httpx.A
     assert r.status_code == 200 and r.json()["manifests"] == []
     r = await client.get("/v2/team/app/referrers/sha256:bad")
     assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
+
+
+@pytest.mark.parametrize("path", ["/v2/_catalog", "/v2/team/app/tags/list"])
+@pytest.mark.parametrize("n", ["9" * 5000, "\u00b2", "\u0661", "9223372036854775808", " 1", "+1"])
+async def test_page_sizes_that_are_not_plain_bounded_numbers_answer_400(
+    client: httpx.AsyncClient, path: str, n: str
+) -> None:
+    await push_image(client, "team/app", make_image(), "v1")
+    r = await client.get(path, params={"n": n})
+    assert r.status_code == 400 and error_codes(r) == ["PAGINATION_NUMBER_INVALID"]
+
+
+async def test_the_largest_page_size_is_clamped_and_the_listing_still_answers(client: httpx.AsyncClient) -> None:
+    image = make_image()
+    for tag in ["a", "b"]:
+        await push_image(client, "team/app", image, tag)
+    r = await client.get("/v2/team/app/tags/list", params={"n": "9223372036854775807"})
+    assert r.status_code == 200 and r.json()["tags"] == ["a", "b"] and "Link" not in r.headers
+    r = await client.get("/v2/_catalog", params={"n": "9223372036854775807"})
+    assert r.status_code == 200 and r.json()["repositories"] == ["team/app"]
