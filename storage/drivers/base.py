@@ -102,3 +102,12 @@ class Driver(Protocol):
 
     async def url(self, key: str, expires_s: int) -> str | None:
         """A presigned GET URL for `key`, or None when the driver cannot give one."""
+
+    def abandoned(self, before: float, remove: bool = False) -> AsyncIterator[Entry]:
+        """The driver's own leftovers of writes abandoned before `before` (seconds since the epoch):
+        what a writer stored on its way, then neither committed nor cancelled because its process died
+        (local: temp files; S3: multipart uploads, billed until aborted). With `remove`, each is
+        deleted before it is yielded. Never an object visible under a key, nor a write that showed
+        progress at or after `before`; a driver that can tell a write is still in progress never
+        yields it, whatever its age (each driver says how it tells). An entry's key names the
+        leftover for people, not for the other methods; `modified` is its last sign of progress."""

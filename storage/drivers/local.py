@@ -2,7 +2,10 @@
 
 A new object is written to a temp file under `<root>/.tmp/`, fsync'ed, renamed into place and its
 directory fsync'ed, so a crash at any point leaves either the old object or the new one, never a
-partial one. File I/O runs in worker threads, never on the event loop: writes in 4 MiB pieces, whole
+partial one. A temp file is locked (flock) while it is written, so a crashed writer's leftover (the
+kernel drops the lock with the process) is told from a write in progress, however slow.
+
+File I/O runs in worker threads, never on the event loop: writes in 4 MiB pieces, whole
 blocks with O_DIRECT where the filesystem allows (large blobs then skip the page cache and the fsync
 has little left to do), reads in 1 MiB pieces. An upload's data is one file that grows chunk by
 chunk under an advisory lock (`appender`), and becomes the blob by a rename.
@@ -245,6 +248,43 @@ class LocalAppender:
         await _to_the_end(asyncio.get_running_loop().run_in_executor(None, seal))
 
 
+def _create_locked(directory: str) -> tuple[str, int]:
+    """A new temp file in `directory`, open for writing and locked for as long as it stays open."""
+    while True:
+        path = os.path.join(directory, uuid.uuid4().hex)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # `_abandoned_in` holds it an instant at most
+        if os.fstat(fd).st_nlink:
+            return path, fd
+        os.close(fd)  # taken for a leftover between its creation and the lock: start over
+
+
+def _abandoned_in(directory: str, before: float, remove: bool) -> list[Entry]:
+    """The temp files in `directory` no process holds (see `_create_locked`) and last written
+    before `before`; with `remove`, deleted."""
+    found = []
+    for item in os.scandir(directory):
+        try:
+            fd = os.open(item.path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a write in progress
+            st = os.fstat(fd)
+            if st.st_nlink == 0 or st.st_mtime >= before or not stat.S_ISREG(st.st_mode):
+                continue
+            if remove:
+                os.unlink(item.path)
+            found.append(Entry(f"{TMP_DIR}/{item.name}", st.st_size, st.st_mtime))
+        finally:
+            os.close(fd)
+    found.sort(key=lambda e: e.key)
+    return found
+
+
 class LocalDriver:
     """Files under `root`. Safe for several processes sharing one root."""
 
@@ -259,13 +299,7 @@ class LocalDriver:
         self._buffers = _Buffers()
 
     def _purge_stale_tmp(self) -> None:
-        cutoff = time.time() - STALE_TMP_S
-        for entry in os.scandir(self._tmp):
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-            except FileNotFoundError:
-                pass
+        _abandoned_in(self._tmp, time.time() - STALE_TMP_S, remove=True)
 
     def _path(self, key: str) -> str:
         parts = key.split("/")
@@ -341,15 +375,14 @@ class LocalDriver:
 
     async def writer(self, key: str, durable: bool = True) -> LocalWriter:
         path = self._path(key)
-        tmp_path = os.path.join(self._tmp, uuid.uuid4().hex)
-        fd = await asyncio.to_thread(os.open, tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        tmp_path, fd = await asyncio.to_thread(_create_locked, self._tmp)
         file = _File(tmp_path, fd, self._direct)
 
         def finish(end: int) -> None:
             if durable:
                 os.fsync(file.fd)
+            _place(tmp_path, path, durable)  # still locked: never taken for a leftover
             file.close()
-            _place(tmp_path, path, durable)
 
         def discard() -> None:
             file.close()
@@ -402,11 +435,11 @@ class LocalDriver:
 
     async def concat(self, sources: list[str], dst: str) -> None:
         paths = [self._path(key) for key in sources]
-        tmp_path = os.path.join(self._tmp, uuid.uuid4().hex)
 
         def join() -> None:
+            tmp_path, fd = _create_locked(self._tmp)
             try:
-                with open(tmp_path, "xb") as out:
+                with open(fd, "wb") as out:
                     for path in paths:
                         with open(path, "rb") as part:
                             size = os.fstat(part.fileno()).st_size
@@ -418,7 +451,7 @@ class LocalDriver:
                                 copied += n
                     out.flush()
                     os.fsync(out.fileno())
-                _place(tmp_path, self._path(dst))
+                    _place(tmp_path, self._path(dst))  # still locked: never taken for a leftover
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_path)
@@ -473,3 +506,10 @@ class LocalDriver:
 
     async def url(self, key: str, expires_s: int) -> str | None:
         return None
+
+    async def abandoned(self, before: float, remove: bool = False) -> AsyncIterator[Entry]:
+        """Temp files under `.tmp/` last written before `before` whose writer is gone: a writer
+        holds a lock on its temp file until it commits or cancels, and the kernel drops the lock of
+        a dead process, so a write in progress is never taken, however long it pauses."""
+        for entry in await asyncio.to_thread(_abandoned_in, self._tmp, before, remove):
+            yield entry

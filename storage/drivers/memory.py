@@ -85,3 +85,8 @@ class MemoryDriver:
 
     async def url(self, key: str, expires_s: int) -> str | None:
         return None
+
+    async def abandoned(self, before: float, remove: bool = False) -> AsyncIterator[Entry]:
+        """Nothing, ever: a write not committed lives only in its writer, and dies with it."""
+        for entry in ():
+            yield entry

@@ -323,3 +323,42 @@ class S3Driver:
 
     async def url(self, key: str, expires_s: int) -> str | None:
         return self.client.generate_presigned_url("get_object", Params=self._at(key), ExpiresIn=expires_s)
+
+    async def abandoned(self, before: float, remove: bool = False) -> AsyncIterator[Entry]:
+        """Multipart uploads under the prefix neither started nor given a part since `before`; with
+        `remove`, aborted. A write in progress uploads a part for every PART_SIZE bytes it receives,
+        so it is taken only if it received less than that since `before`; its commit then fails and
+        nothing is stored."""
+        listing: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        while True:
+            page = await self._call(self.prefix, self.client.list_multipart_uploads, **listing)
+            for upload in page.get("Uploads", []):
+                key, upload_id = upload["Key"][len(self.prefix) :], upload["UploadId"]
+                if upload["Initiated"].timestamp() >= before:
+                    continue
+                try:
+                    size, last = await self._parts(key, upload_id)
+                    last = max(last, upload["Initiated"].timestamp())
+                    if last >= before:
+                        continue
+                    if remove:
+                        await self._call(key, self.client.abort_multipart_upload, **self._at(key), UploadId=upload_id)
+                except NotFound:
+                    continue  # finished or aborted meanwhile
+                yield Entry(f"{key} (unfinished multipart upload {upload_id})", size, last)
+            if not page.get("IsTruncated"):
+                return
+            listing["KeyMarker"], listing["UploadIdMarker"] = page["NextKeyMarker"], page["NextUploadIdMarker"]
+
+    async def _parts(self, key: str, upload_id: str) -> tuple[int, float]:
+        """(bytes, time of the newest part) of a multipart upload's parts; 0.0 when it has none."""
+        size, newest = 0, 0.0
+        listing: dict[str, Any] = {**self._at(key), "UploadId": upload_id}
+        while True:
+            page = await self._call(key, self.client.list_parts, **listing)
+            for part in page.get("Parts", []):
+                size += part["Size"]
+                newest = max(newest, part["LastModified"].timestamp())
+            if not page.get("IsTruncated"):
+                return size, newest
+            listing["PartNumberMarker"] = page["NextPartNumberMarker"]

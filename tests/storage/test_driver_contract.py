@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -178,3 +182,74 @@ def test_local_driver_rejects_keys_that_escape_the_root(tmp_path) -> None:
     for key in ["../x", "/abs", "a//b", "a/./b", ".tmp/x", ""]:
         with pytest.raises(ValueError):
             driver._path(key)
+
+
+# A process that starts writing "victim" (more than one S3 part) and waits to be killed.
+DIE_WRITING = """
+import asyncio, os, sys
+from storage.drivers.local import LocalDriver
+from storage.drivers.s3 import PART_SIZE, S3Driver
+
+async def main() -> None:
+    kind, where, prefix, endpoint, region = sys.argv[1:6]
+    driver = LocalDriver(where) if kind == "local" else S3Driver(where, prefix=prefix, endpoint=endpoint, region=region)
+    writer = await driver.writer("victim")
+    await writer.write(os.urandom(PART_SIZE + 1))
+    print("writing", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def die_writing(driver: Driver) -> None:
+    """Leave what a writer killed mid-write (kill -9 of its process) leaves in `driver`'s storage."""
+    if isinstance(driver, MemoryDriver):
+        return  # its writers live and die with the process's memory
+    if isinstance(driver, LocalDriver):
+        args = ["local", driver.root, "", "", ""]
+    else:
+        assert isinstance(driver, S3Driver)
+        args = ["s3", driver.bucket, driver.prefix, driver.client.meta.endpoint_url, driver.client.meta.region_name]
+    process = subprocess.Popen(
+        [sys.executable, "-c", DIE_WRITING, *args], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"writing\n"
+    finally:
+        process.kill()
+        process.wait()
+
+
+async def test_abandoned_lists_and_removes_only_writes_abandoned_before_the_cutoff(driver: Driver) -> None:
+    await driver.put("kept", b"committed")
+    started = time.time()
+    die_writing(driver)
+    await asyncio.sleep(1.1)  # S3 keeps times to the second
+    expected = 0 if isinstance(driver, MemoryDriver) else 1
+    assert [e async for e in driver.abandoned(started - 5)] == []  # it made progress after that cutoff
+    listed = [e async for e in driver.abandoned(time.time())]
+    assert len(listed) == expected
+    assert [e.key for e in listed] == [e.key async for e in driver.abandoned(time.time())]  # listing changes nothing
+    removed = [e async for e in driver.abandoned(time.time(), remove=True)]
+    assert [e.key for e in removed] == [e.key for e in listed]
+    assert [e async for e in driver.abandoned(time.time() + 60)] == []
+    assert [e.key async for e in driver.list("")] == ["kept"] and await driver.get("kept") == b"committed"
+    if isinstance(driver, S3Driver):
+        uploads = driver.client.list_multipart_uploads(Bucket=driver.bucket, Prefix=driver.prefix)
+        assert uploads.get("Uploads", []) == []
+
+
+async def test_a_write_in_progress_is_never_abandoned_on_disk_whatever_its_age(driver: Driver) -> None:
+    if not isinstance(driver, LocalDriver):
+        pytest.skip("on S3 a write shows progress by its parts only; memory keeps no leftovers")
+    writer = await driver.writer("slow")
+    await writer.write(b"first bytes, then a long pause")
+    old = time.time() - 7 * 24 * 3600
+    for name in os.listdir(os.path.join(driver.root, ".tmp")):
+        os.utime(os.path.join(driver.root, ".tmp", name), (old, old))
+    assert [e async for e in driver.abandoned(time.time() + 60, remove=True)] == []
+    await writer.write(b" and the rest")
+    await writer.commit()
+    assert await driver.get("slow") == b"first bytes, then a long pause and the rest"
+    assert [e async for e in driver.abandoned(time.time() + 60)] == []
