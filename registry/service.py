@@ -126,20 +126,18 @@ class Registry:
             manifest.subject.digest if manifest.subject else None,
             annotations,
         )
-        if not await self.uploads.stored(record.digest):
-            await self.driver.put(blob_key(record.digest), body)
+        blobs, children = manifest.required_blobs, [m.digest for m in manifest.manifests]
         try:
-            await self.index.put_manifest(
-                repository, record, manifest.required_blobs, (m.digest for m in manifest.manifests), tag
-            )
+            # Checked before the bytes are stored, so that a refused manifest leaves nothing behind;
+            # the index checks again in the transaction that records it.
+            await self.index.check_references(repository, blobs, children)
+            if not await self.uploads.stored(record.digest):
+                await self.driver.put(blob_key(record.digest), body)
+            await self.index.put_manifest(repository, record, blobs, children, tag)
         except BlobCollecting:
             raise collecting(record.digest) from None
         except MissingReferences as e:
-            if e.missing:
-                raise ManifestBlobUnknown({"missing": e.missing}) from None
-            raise ManifestInvalid(
-                {"reason": "descriptor sizes do not match the stored blobs", "digests": e.wrong_size}
-            ) from None
+            raise _refused(e) from None
         return record
 
     async def manifest(self, repository: str, reference: str) -> ManifestRecord:
@@ -203,6 +201,13 @@ class Registry:
                 descriptor["annotations"] = json.loads(record.annotations)
             descriptors.append(descriptor)
         return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
+
+
+def _refused(e: MissingReferences) -> ManifestBlobUnknown | ManifestInvalid:
+    """The error of a manifest whose references the repository lacks."""
+    if e.missing:
+        return ManifestBlobUnknown({"missing": e.missing})
+    return ManifestInvalid({"reason": "descriptor sizes do not match the stored blobs", "digests": e.wrong_size})
 
 
 def _page(items: list[str], limit: int | None) -> Page:

@@ -92,6 +92,34 @@ def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> Non
     )
 
 
+def _check_references(c, repository: str, blobs: dict[str, int], children: list[str]) -> None:
+    """Raise MissingReferences unless every blob of `blobs` is present in `repository` with the size
+    stated and every manifest of `children` is there."""
+    missing: list[str] = []
+    wrong_size: list[str] = []
+    if blobs:
+        found = dict(
+            c.execute(
+                "SELECT b.digest, b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
+                f"WHERE r.repository = ? AND b.state = ? AND r.digest IN ({_placeholders(len(blobs))})",
+                (repository, PRESENT, *blobs),
+            ).fetchall()
+        )
+        missing = sorted(d for d in blobs if d not in found)
+        wrong_size = sorted(d for d, size in blobs.items() if d in found and found[d] != size)
+    if children:
+        known = {
+            row[0]
+            for row in c.execute(
+                f"SELECT digest FROM manifests WHERE repository = ? AND digest IN ({_placeholders(len(children))})",
+                (repository, *children),
+            ).fetchall()
+        }
+        missing += [d for d in children if d not in known]
+    if missing or wrong_size:
+        raise MissingReferences(missing, wrong_size)
+
+
 class Index:
     """Queries over a database; holds no state of its own besides the database."""
 
@@ -286,29 +314,7 @@ class Index:
         now = time.time()
 
         def put(c) -> None:
-            missing, wrong_size = [], []
-            if blobs:
-                found = dict(
-                    c.execute(
-                        "SELECT b.digest, b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
-                        f"WHERE r.repository = ? AND b.state = ? AND r.digest IN ({_placeholders(len(blobs))})",
-                        (repository, PRESENT, *blobs),
-                    ).fetchall()
-                )
-                missing = sorted(d for d in blobs if d not in found)
-                wrong_size = sorted(d for d, size in blobs.items() if d in found and found[d] != size)
-            if children:
-                known = {
-                    row[0]
-                    for row in c.execute(
-                        "SELECT digest FROM manifests "
-                        f"WHERE repository = ? AND digest IN ({_placeholders(len(children))})",
-                        (repository, *children),
-                    ).fetchall()
-                }
-                missing += [d for d in children if d not in known]
-            if missing or wrong_size:
-                raise MissingReferences(missing, wrong_size)
+            _check_references(c, repository, blobs, children)
             _link_blob(c, repository, manifest.digest, manifest.size, now)
             c.execute(
                 "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, "
@@ -340,6 +346,13 @@ class Index:
                 )
 
         await self.db.write(put)
+
+    async def check_references(self, repository: str, blobs: dict[str, int], children: Iterable[str]) -> None:
+        """Raise MissingReferences when a blob of `blobs` (digest to stated size) or a manifest of
+        `children` is not present in `repository` (or has another size), as put_manifest would; reads
+        only, so that a manifest can be refused before its bytes are stored."""
+        children = sorted(set(children))
+        await self.db.read(lambda c: _check_references(c, repository, blobs, children))
 
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
         row = await self.db.read(

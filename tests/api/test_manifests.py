@@ -19,6 +19,7 @@ from tests.support import (
     make_image,
     push_blob,
     push_image,
+    stored_keys,
 )
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +108,31 @@ async def test_descriptor_size_must_match_the_stored_blob(client: httpx.AsyncCli
     }
     r = await client.put("/v2/team/app/manifests/v1", json=doc, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error_codes(r) == ["MANIFEST_INVALID"]
+
+
+async def test_rejected_manifests_leave_no_bytes_in_storage(served) -> None:
+    """A manifest refused for its references (unknown blob, wrong size, unknown child) is checked
+    before its bytes are stored: nothing new appears under blobs/."""
+    app, client = served
+    driver = app.state.registry.driver
+    image = make_image()
+    await push_image(client, "team/app", image, "v1")
+    before = await stored_keys(driver, "blobs/")
+    unknown_layer = make_image(shared=[image.layers[0]])
+    wrong_size = json.loads(image.manifest)
+    wrong_size["layers"][0]["size"] += 1
+    rejected = [
+        (unknown_layer.manifest, OCI_MANIFEST, "MANIFEST_BLOB_UNKNOWN"),
+        (json.dumps(wrong_size).encode(), OCI_MANIFEST, "MANIFEST_INVALID"),
+        (index_of(image, make_image()), OCI_INDEX, "MANIFEST_BLOB_UNKNOWN"),
+    ]
+    for body, media_type, code in rejected:
+        for reference in ("rejected", digest_of(body)):
+            r = await client.put(
+                f"/v2/team/app/manifests/{reference}", content=body, headers={"Content-Type": media_type}
+            )
+            assert r.status_code == 400 and error_codes(r) == [code], r.text
+    assert await stored_keys(driver, "blobs/") == before
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,16 @@ async def test_put_manifest_reports_wrong_sizes(index: Index) -> None:
     assert (e.value.missing, e.value.wrong_size) == ([], [D[0]])
 
 
+async def test_check_references_refuses_what_put_manifest_would_without_writing(index: Index) -> None:
+    await index.link_blob("r", D[0], 10)
+    await index.put_manifest("r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, [], None)
+    with pytest.raises(MissingReferences) as e:
+        await index.check_references("r", {D[0]: 11, D[1]: 5}, [D[3], D[4]])
+    assert (e.value.missing, e.value.wrong_size) == ([D[1], D[3]], [D[0]])
+    await index.check_references("r", {D[0]: 10}, [D[4]])
+    assert await index.list_repositories("", None) == ["r"]
+
+
 async def test_chunks_append_only_at_the_current_size(index: Index) -> None:
     await index.create_upload("u1", "r")
     assert await index.add_chunk("u1", Chunk(0, 10, "k0", D[0]))
