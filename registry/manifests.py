@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from registry.errors import DigestInvalid, ManifestInvalid
 from registry.names import parse_digest
+from registry.numbers import INT64_MAX
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -17,6 +19,11 @@ DOCKER_SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
 )
+
+# Real manifests nest four or five levels deep; anything past this is refused before it can cost
+# recursion anywhere (json, the index, a client).
+MAX_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
@@ -79,8 +86,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         parse_digest(digest)
     except DigestInvalid:
         raise _invalid(f"{where}.digest {digest[:150]!r} is invalid") from None
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= INT64_MAX:
+        raise _invalid(f"{where}.size must be an integer from 0 to 2**63-1")
     artifact_type = value.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise _invalid(f"{where}.artifactType must be a string")
@@ -127,12 +134,61 @@ def _media_type(doc: dict, content_type: str | None) -> str:
     return media_type
 
 
-def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
-    """Validate `body` as a manifest or index sent with `content_type`; raises ManifestInvalid."""
+def _load(body: bytes) -> Any:
+    """The JSON document in `body`, which must be UTF-8 without a byte order mark (what Docker and Go
+    clients read), at most MAX_DEPTH levels deep, with no lone surrogate escape in any string."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise _invalid("a manifest must be UTF-8 without a byte order mark")
+    if b"\x00" in body:  # JSON never holds a raw NUL; UTF-16 and UTF-32 hold one in every ASCII character
+        raise _invalid("a manifest must be UTF-8, not UTF-16 or UTF-32")
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _invalid(f"a manifest must be UTF-8: {e}") from None
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise _invalid(f"the document is nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as e:
         raise _invalid(f"not valid JSON: {e}") from None
+    _check_tree(doc)
+    return doc
+
+
+def _check_tree(doc: Any) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH or holding a lone surrogate in a key or string
+    (one that no UTF-8 encoder, and so no index, accepts). Walks with a stack, not recursion."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _invalid(f"the document is nested more than {MAX_DEPTH} levels deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            for text in (key, item):
+                if isinstance(text, str) and not text.isascii() and _SURROGATE.search(text):
+                    raise _invalid(f"a string holds a lone surrogate escape: {text[:50]!r}")
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+    if isinstance(doc, str) and _SURROGATE.search(doc):
+        raise _invalid("a string holds a lone surrogate escape")
+
+
+def _check_sizes(descriptors: tuple[Descriptor, ...]) -> None:
+    """One digest listed more than once must give the same size each time."""
+    sizes: dict[str, int] = {}
+    for d in descriptors:
+        if sizes.setdefault(d.digest, d.size) != d.size:
+            raise _invalid(f"{d.digest} is listed with sizes {sizes[d.digest]} and {d.size}")
+
+
+def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
+    """Validate `body` as a manifest or index sent with `content_type`; raises ManifestInvalid.
+
+    The body must be UTF-8 JSON without a BOM, nested at most MAX_DEPTH levels, and free of lone
+    surrogates; a digest listed twice must have one size.
+    """
+    doc = _load(body)
     if not isinstance(doc, dict):
         raise _invalid("a manifest must be a JSON object")
     if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):
@@ -154,5 +210,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
             raise _invalid("config is missing")
         config = _descriptor(doc["config"], "config")
         layers = _descriptors(doc, "layers")
+        _check_sizes((config, *layers))
         return Manifest(media_type, config, layers, (), subject, artifact_type or config.media_type, annotations)
-    return Manifest(media_type, None, (), _descriptors(doc, "manifests"), subject, artifact_type, annotations)
+    children = _descriptors(doc, "manifests")
+    _check_sizes(children)
+    return Manifest(media_type, None, (), children, subject, artifact_type, annotations)

@@ -58,6 +58,17 @@ def is_digest(reference: str) -> bool:
     return ":" in reference
 
 
+def lookup_reference(reference: str) -> Digest | str | None:
+    """What a manifest reference to read or delete names: a Digest, a tag, or None when it is neither
+    a valid tag nor a digest of a supported algorithm, so that no manifest can be stored under it."""
+    if is_digest(reference):
+        try:
+            return parse_digest(reference)
+        except DigestInvalid:
+            return None
+    return reference if TAG_RE.fullmatch(reference) else None
+
+
 def parse_tag(value: str) -> str:
     """Return `value` if it is a valid tag, else raise TagInvalid."""
     if not TAG_RE.fullmatch(value):

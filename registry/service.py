@@ -24,7 +24,7 @@ from registry.errors import (
 )
 from registry.layout import blob_key
 from registry.manifests import OCI_INDEX, parse_manifest
-from registry.names import Digest, is_digest, parse_digest, parse_tag, sha256_digest
+from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
 from registry.uploads import Uploads, collecting
 from storage.drivers import Driver, NotFound
 from storage.index import BlobCollecting, Index, ManifestRecord, MissingReferences
@@ -141,13 +141,16 @@ class Registry:
         return record
 
     async def manifest(self, repository: str, reference: str) -> ManifestRecord:
-        """The manifest a tag or digest names in `repository`; raises ManifestUnknown."""
-        if is_digest(reference):
-            record = await self.index.get_manifest(repository, str(parse_digest(reference)))
-        else:
-            record = await self.index.get_tagged_manifest(repository, parse_tag(reference))
+        """The manifest a tag or digest names in `repository`; raises ManifestUnknown, also for a
+        reference that is neither a tag nor a supported digest (clients probe with those)."""
+        target = lookup_reference(reference)
+        record = None
+        if isinstance(target, Digest):
+            record = await self.index.get_manifest(repository, str(target))
+        elif target is not None:
+            record = await self.index.get_tagged_manifest(repository, target)
         if record is None:
-            raise ManifestUnknown({"reference": reference})
+            raise ManifestUnknown({"reference": reference[:300]})
         return record
 
     async def manifest_bytes(self, record: ManifestRecord) -> bytes:
@@ -164,12 +167,14 @@ class Registry:
     async def delete_manifest(self, repository: str, reference: str) -> None:
         """By digest: delete the manifest and its tags. By tag: delete only the tag."""
         self._require_delete()
-        if is_digest(reference):
-            deleted = await self.index.delete_manifest(repository, str(parse_digest(reference)))
-        else:
-            deleted = await self.index.delete_tag(repository, parse_tag(reference))
+        target = lookup_reference(reference)
+        deleted = False
+        if isinstance(target, Digest):
+            deleted = await self.index.delete_manifest(repository, str(target))
+        elif target is not None:
+            deleted = await self.index.delete_tag(repository, target)
         if not deleted:
-            raise ManifestUnknown({"reference": reference})
+            raise ManifestUnknown({"reference": reference[:300]})
 
     # -- listings -------------------------------------------------------------------------------
 

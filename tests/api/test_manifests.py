@@ -160,11 +160,6 @@ async def test_put_by_digest_must_match_the_body(client: httpx.AsyncClient) -> N
     assert r.status_code == 400 and error_codes(r) == ["DIGEST_INVALID"]
 
 
-async def test_invalid_tag_answers_tag_invalid(client: httpx.AsyncClient) -> None:
-    r = await client.get("/v2/team/app/manifests/-bad")
-    assert r.status_code == 400 and error_codes(r) == ["TAG_INVALID"]
-
-
 async def test_manifest_over_4_mib_answers_413(client: httpx.AsyncClient) -> None:
     body = json.dumps({"schemaVersion": 2, "pad": "x" * (4 << 20)}).encode()
     r = await client.put("/v2/team/app/manifests/big", content=body, headers={"Content-Type": OCI_MANIFEST})
@@ -254,3 +249,60 @@ async def test_manifest_bytes_are_readable_as_a_blob(client: httpx.AsyncClient) 
     await push_image(client, "team/app", image, "v1")
     r = await client.get(f"/v2/team/app/blobs/{image.digest}")
     assert r.status_code == 200 and r.content == image.manifest
+
+
+def _hostile_manifests(image) -> list[tuple[str, bytes]]:
+    text = image.manifest.decode()
+    deep = json.loads(image.manifest)
+    dup = json.loads(image.manifest)
+    dup["layers"] = [{**dup["layers"][0], "size": dup["layers"][0]["size"] + 1}, dup["layers"][0]]
+    return [
+        ("nested 50,000 deep", ("[" * 50_000 + "]" * 50_000).encode()),
+        ("nested 5,000 deep in a manifest", text[:-1].encode() + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}"),
+        ("nested 65 deep in a manifest", json.dumps({**deep, "x": json.loads("[" * 64 + "]" * 64)}).encode()),
+        ("lone surrogate artifactType", text[:-1].encode() + b',"artifactType":"\\udfff"}'),
+        ("lone surrogate annotation", text[:-1].encode() + b',"annotations":{"a":"\\ud800"}}'),
+        ("one digest with two sizes", json.dumps(dup).encode()),
+        ("utf-8 with a bom", b"\xef\xbb\xbf" + image.manifest),
+        ("utf-16", text.encode("utf-16")),
+        ("utf-32-le", text.encode("utf-32-le")),
+    ]
+
+
+async def test_hostile_manifest_documents_answer_manifest_invalid_and_store_nothing(served) -> None:
+    app, client = served
+    image = make_image()
+    for blob in [image.config, *image.layers]:
+        await push_blob(client, "team/app", blob)
+    before = await stored_keys(app.state.registry.driver, "blobs/")
+    for label, body in _hostile_manifests(image):
+        for reference in ("hostile", digest_of(body)):
+            r = await client.put(
+                f"/v2/team/app/manifests/{reference}", content=body, headers={"Content-Type": OCI_MANIFEST}
+            )
+            assert r.status_code == 400 and error_codes(r) == ["MANIFEST_INVALID"], (label, r.status_code, r.text[:200])
+    assert await stored_keys(app.state.registry.driver, "blobs/") == before
+    assert (await client.get("/v2/team/app/tags/list")).json()["tags"] == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+@pytest.mark.parametrize(
+    "reference", ["-bad", "a" * 129, "sha384:" + "a" * 96, "sha256:" + "A" * 64, "sha256:short", "md5:x", "x:"]
+)
+async def test_references_that_cannot_name_a_manifest_answer_manifest_unknown(
+    client: httpx.AsyncClient, method: str, reference: str
+) -> None:
+    await push_image(client, "team/app", make_image(), "v1")
+    r = await client.request(method, f"/v2/team/app/manifests/{reference}")
+    assert r.status_code == 404, (reference, r.status_code)
+    if method != "HEAD":
+        assert error_codes(r) == ["MANIFEST_UNKNOWN"]
+    assert (await client.get("/v2/team/app/tags/list")).json()["tags"] == ["v1"]
+
+
+async def test_put_with_an_invalid_tag_still_answers_tag_invalid(client: httpx.AsyncClient) -> None:
+    image = make_image()
+    for blob in [image.config, *image.layers]:
+        await push_blob(client, "team/app", blob)
+    r = await client.put("/v2/team/app/manifests/-bad", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_codes(r) == ["TAG_INVALID"]

@@ -104,3 +104,100 @@ def test_schema1_content_type_is_refused_with_a_reason() -> None:
     with pytest.raises(ManifestInvalid) as e:
         parse_manifest(doc(config=CONFIG, layers=[]), "application/vnd.docker.distribution.manifest.v1+prettyjws")
     assert "schema 1" in str(e.value.detail)
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ("[" * 50_000 + "]" * 50_000).encode(),
+        ('{"a":' * 50_000 + "1" + "}" * 50_000).encode(),
+        doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER])[:-1] + f',"x":{nested(5_000)}}}'.encode(),
+        doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER])[:-1] + f',"x":{nested(64)}}}'.encode(),
+    ],
+)
+def test_documents_nested_deeper_than_64_levels_are_invalid(body: bytes) -> None:
+    with pytest.raises(ManifestInvalid) as e:
+        parse_manifest(body, OCI_MANIFEST)
+    assert "nested" in e.value.detail["reason"]
+
+
+def test_nesting_up_to_64_levels_is_accepted() -> None:
+    body = doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER])[:-1] + f',"x":{nested(63)}}}'.encode()
+    assert parse_manifest(body, OCI_MANIFEST).required_blobs == {D1: 10, D2: 20}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ',"artifactType":"\\udfff"',
+        ',"annotations":{"k":"\\ud800"}',
+        ',"annotations":{"\\udc00":"v"}',
+        ',"x":[[{"y":"ok\\udfffok"}]]',
+        ',"x":"\\ude00\\ud83d"',
+    ],
+)
+def test_lone_surrogate_escapes_anywhere_are_invalid(extra: str) -> None:
+    body = doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER])[:-1] + extra.encode() + b"}"
+    with pytest.raises(ManifestInvalid) as e:
+        parse_manifest(body, OCI_MANIFEST)
+    assert "surrogate" in e.value.detail["reason"]
+
+
+def test_escaped_surrogate_pairs_are_characters_and_accepted() -> None:
+    body = doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER])[:-1] + b',"annotations":{"k":"\\ud83d\\ude00"}}'
+    assert parse_manifest(body, OCI_MANIFEST).annotations == {"k": "\U0001f600"}
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda text: b"\xef\xbb\xbf" + text.encode(),
+        lambda text: text.encode("utf-16"),
+        lambda text: text.encode("utf-16-le"),
+        lambda text: text.encode("utf-16-be"),
+        lambda text: text.encode("utf-32"),
+        lambda text: text.encode("utf-32-le"),
+        lambda text: text.encode().replace(b"application", b"applic\xedtion"),
+    ],
+    ids=["utf-8-bom", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "invalid-utf-8"],
+)
+def test_only_utf_8_without_a_bom_is_accepted(encode) -> None:
+    text = doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER]).decode()
+    with pytest.raises(ManifestInvalid) as e:
+        parse_manifest(encode(text), OCI_MANIFEST)
+    assert "UTF-8" in e.value.detail["reason"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"config": CONFIG, "layers": [LAYER, {**LAYER, "size": 21}]},
+        {"config": CONFIG, "layers": [{**LAYER, "size": 21}, LAYER]},
+        {"config": CONFIG, "layers": [{**CONFIG, "size": 11}]},
+        {"mediaType": OCI_INDEX, "manifests": [{**LAYER, "mediaType": OCI_MANIFEST}, {**LAYER, "size": 1}]},
+    ],
+)
+def test_one_digest_listed_with_two_sizes_is_invalid(fields: dict) -> None:
+    body = doc(**{"mediaType": OCI_MANIFEST, **fields})
+    with pytest.raises(ManifestInvalid) as e:
+        parse_manifest(body, json.loads(body)["mediaType"])
+    assert "size" in e.value.detail["reason"]
+
+
+def test_one_digest_listed_twice_with_the_same_size_is_accepted() -> None:
+    m = parse_manifest(doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER, LAYER]), OCI_MANIFEST)
+    assert len(m.layers) == 2 and m.required_blobs == {D1: 10, D2: 20}
+
+
+def test_sizes_past_2_to_the_63_are_invalid() -> None:
+    with pytest.raises(ManifestInvalid):
+        parse_manifest(doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[{**LAYER, "size": 2**63}]), OCI_MANIFEST)
+    big = {**LAYER, "size": 2**63 - 1}
+    assert (
+        parse_manifest(doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[big]), OCI_MANIFEST).layers[0].size
+        == big["size"]
+    )
