@@ -141,3 +141,15 @@ async def push_referrer(client: httpx.AsyncClient, repository: str, subject: byt
     )
     assert r.status_code == 201, r.text
     return digest_of(body)
+
+
+def open_to_others(top: str) -> list[str]:
+    """The files and directories under `top` (itself included) that users other than the owner may
+    read, write or enter, each as `mode path`."""
+    found = []
+    for directory, _dirs, files in os.walk(top):
+        for path in [directory, *(os.path.join(directory, name) for name in files)]:
+            mode = os.stat(path).st_mode & 0o777
+            if mode & 0o077:
+                found.append(f"{mode:o} {os.path.relpath(path, top)}")
+    return sorted(found)

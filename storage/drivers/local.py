@@ -8,7 +8,9 @@ kernel drops the lock with the process) is told from a write in progress, howeve
 File I/O runs in worker threads, never on the event loop: writes in 4 MiB pieces, whole
 blocks with O_DIRECT where the filesystem allows (large blobs then skip the page cache and the fsync
 has little left to do), reads in 1 MiB pieces. An upload's data is one file that grows chunk by
-chunk under an advisory lock (`appender`), and becomes the blob by a rename.
+chunk under an advisory lock (`appender`), and becomes the blob by a rename. Layers may be private:
+every file is created 0600 and every directory 0700, whatever the umask, and the root is made 0700
+when it already exists (older versions left files readable to every local user).
 """
 
 from __future__ import annotations
@@ -34,7 +36,23 @@ ALIGN = 4096  # direct I/O needs offsets, lengths and memory aligned to the devi
 POOLED_BUFFERS = 4
 TMP_DIR = ".tmp"
 STALE_TMP_S = 24 * 3600
+FILE_MODE = 0o600
+DIR_MODE = 0o700
 T = TypeVar("T")
+
+
+def _makedirs(path: str) -> None:
+    """Create `path` and any missing parent, each DIR_MODE (os.makedirs gives parents the umask's)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        _makedirs(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):  # a file in the way, as os.makedirs reports it
+            raise
 
 
 def _fsync_dir(path: str) -> None:
@@ -48,7 +66,7 @@ def _fsync_dir(path: str) -> None:
 def _place(tmp: str, dst: str, durable: bool = True) -> None:
     """Rename `tmp` onto `dst` (creating its directory) and, if `durable`, make the rename durable."""
     parent = os.path.dirname(dst)
-    os.makedirs(parent, exist_ok=True)
+    _makedirs(parent)
     os.replace(tmp, dst)
     if durable:
         _fsync_dir(parent)
@@ -65,7 +83,7 @@ def _direct_io_works(directory: str) -> bool:
     path = os.path.join(directory, f"direct-{uuid.uuid4().hex}")
     buffer = mmap.mmap(-1, ALIGN)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, FILE_MODE)
         try:
             os.pwrite(fd, buffer, 0)
         finally:
@@ -252,7 +270,7 @@ def _create_locked(directory: str) -> tuple[str, int]:
     """A new temp file in `directory`, open for writing and locked for as long as it stays open."""
     while True:
         path = os.path.join(directory, uuid.uuid4().hex)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         fcntl.flock(fd, fcntl.LOCK_EX)  # `_abandoned_in` holds it an instant at most
         if os.fstat(fd).st_nlink:
             return path, fd
@@ -293,7 +311,9 @@ class LocalDriver:
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
         self._tmp = os.path.join(self.root, TMP_DIR)
-        os.makedirs(self._tmp, exist_ok=True)
+        _makedirs(self._tmp)
+        with contextlib.suppress(PermissionError):  # not ours: left as it is
+            os.chmod(self.root, DIR_MODE)
         self._purge_stale_tmp()
         self._direct = _direct_io_works(self._tmp)
         self._buffers = _Buffers()
@@ -397,9 +417,9 @@ class LocalDriver:
 
         def open_locked() -> int:
             if create:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                _makedirs(os.path.dirname(path))
             try:
-                fd = os.open(path, os.O_WRONLY | (os.O_CREAT if create else 0), 0o644)
+                fd = os.open(path, os.O_WRONLY | (os.O_CREAT if create else 0), FILE_MODE)
             except (FileNotFoundError, NotADirectoryError):
                 raise NotFound(key) from None
             try:

@@ -5,12 +5,15 @@ read-only connection (WAL readers never wait for the writer). Writes run one at 
 dedicated thread in `BEGIN IMMEDIATE` transactions; writes that queue up while one commits share
 the next commit (group commit). Processes sharing the file take turns through an advisory lock on
 `<file>.write-lock` first: the kernel hands it over the moment it is released, where SQLite's own
-busy handler would poll with sleeps of up to 100 ms.
+busy handler would poll with sleeps of up to 100 ms. The file, its lock file (and so SQLite's
+journal files, which take the file's mode) are private to the registry's user: 0600, in a new
+directory 0700.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -23,6 +26,29 @@ from storage.index.schema import migrate
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def _private_directory(path: str) -> None:
+    """Create directory `path` and its missing parents, each DIR_MODE whatever the umask."""
+    if os.path.isdir(path):
+        return
+    _private_directory(os.path.dirname(path))
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
+
+def _private_file(path: str) -> int:
+    """Open `path` read-write, created FILE_MODE when missing and made FILE_MODE when it exists
+    (older versions left it readable to every local user); returns the descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    with contextlib.suppress(PermissionError):  # not ours: left as it is
+        os.fchmod(fd, FILE_MODE)
+    return fd
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -64,9 +90,10 @@ class SQLiteDatabase:
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        _private_directory(os.path.dirname(os.path.abspath(self.path)))
+        os.close(_private_file(self.path))  # before SQLite creates it with the umask's mode
         loop = asyncio.get_running_loop()
-        self._write_lock = os.open(f"{self.path}.write-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._write_lock = _private_file(f"{self.path}.write-lock")
         self._write_conn = await loop.run_in_executor(self._writer_thread, _connect, self.path)
         await self.write(migrate)
         self._read_conn = _connect(self.path)

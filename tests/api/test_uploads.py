@@ -11,7 +11,16 @@ import pytest
 from registry.layout import blob_key
 from registry.resumable import Sha256
 from storage.drivers.local import LocalDriver
-from tests.support import digest_of, error_codes, push_blob, running_app, stored_keys
+from tests.support import (
+    digest_of,
+    error_codes,
+    make_image,
+    open_to_others,
+    push_blob,
+    push_image,
+    running_app,
+    stored_keys,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -381,3 +390,17 @@ async def test_a_chunk_costs_the_same_however_many_came_before(served, monkeypat
     assert await rows_read(client.get(location)) == early_status
     r = await client.put(location, params={"digest": digest_of(b"x" * 301)})
     assert r.status_code == 201, r.text
+
+
+async def test_what_a_push_leaves_in_the_data_directory_is_private(settings) -> None:
+    """Blobs, upload data, the index and its lock file: no other local user may read them, whatever
+    the umask."""
+    old_umask = os.umask(0o022)
+    try:
+        async with running_app(settings) as (_, client):
+            await push_image(client, "team/app", make_image(layers=2), "v1")
+            location = await start(client)
+            assert (await client.patch(location, content=b"in progress")).status_code == 202
+            assert open_to_others(settings.data_dir) == []
+    finally:
+        os.umask(old_umask)

@@ -200,3 +200,16 @@ async def test_a_write_waits_while_another_process_holds_the_write_lock(tmp_path
     await asyncio.wait_for(write, 5)
     assert await db.read(lambda c: c.execute("SELECT name FROM repositories").fetchall()) == [("w",)]
     await db.close()
+
+
+async def test_an_existing_index_file_is_made_private(tmp_path) -> None:
+    """An index created by an earlier version (0644) is no longer readable by other local users."""
+    import os
+
+    path = tmp_path / "old.db"
+    sqlite3.connect(path).close()
+    os.chmod(path, 0o644)
+    index = Index(SQLiteDatabase(str(path)))
+    await index.open()
+    await index.close()
+    assert [os.stat(p).st_mode & 0o777 for p in (path, f"{path}.write-lock")] == [0o600, 0o600]

@@ -8,6 +8,7 @@ import pytest
 
 from storage.drivers import Busy, NotFound
 from storage.drivers.local import ALIGN, PIECE, LocalDriver
+from tests.support import open_to_others, stored_keys
 
 pytestmark = pytest.mark.anyio
 
@@ -103,3 +104,39 @@ async def test_a_cancelled_commit_returns_only_after_its_thread_finished(driver:
     with pytest.raises(asyncio.CancelledError):
         await commit
     assert finished == [True]
+
+
+async def test_what_the_driver_creates_is_private_to_its_user(tmp_path) -> None:
+    """Files 0600 and directories 0700, whatever the umask: layers may be private."""
+    old_umask = os.umask(0o022)
+    try:
+        driver = LocalDriver(str(tmp_path / "data" / "storage"))
+        await driver.put("blobs/sha256/aa/aaa", b"put")
+        writer = await driver.writer("blobs/sha256/bb/bbb", durable=False)
+        await writer.write(b"written")
+        await writer.commit()
+        async with driver.appender("uploads/u/data", create=True) as data:
+            writer = data.writer(0)
+            await writer.write(b"appended")
+            await writer.commit()
+            await data.seal(8, "blobs/sha256/cc/ccc")
+        await driver.put("uploads/v/0", b"a")
+        await driver.put("uploads/v/1", b"b")
+        await driver.concat(["uploads/v/0", "uploads/v/1"], "blobs/sha256/dd/ddd")
+        await driver.move("uploads/v/0", "blobs/sha256/ee/eee")
+        async with driver.appender("uploads/w/data", create=True):
+            assert open_to_others(str(tmp_path / "data")) == []
+    finally:
+        os.umask(old_umask)
+    assert open_to_others(str(tmp_path / "data")) == []
+    assert len(await stored_keys(driver, "blobs/")) == 5
+
+
+async def test_an_existing_storage_root_is_made_private(tmp_path) -> None:
+    """Blobs stored by earlier versions (0644 in 0755 directories) are no longer reachable by others."""
+    root = tmp_path / "storage"
+    (root / "blobs").mkdir(parents=True, mode=0o755)
+    (root / "blobs" / "old").write_bytes(b"old")
+    os.chmod(root, 0o755)
+    LocalDriver(str(root))
+    assert os.stat(root).st_mode & 0o777 == 0o700
