@@ -95,6 +95,18 @@ MIGRATIONS: list[list[Statement]] = [
         """UPDATE uploads SET hash_state = COALESCE(
             (SELECT c.hash_state FROM upload_chunks c WHERE c.upload = uploads.id ORDER BY c.start DESC LIMIT 1), '')""",
     ],
+    [
+        # Recent failed (and in-progress) password checks, for the login limits every worker shares;
+        # rows older than the window are deleted as new ones come.
+        """CREATE TABLE login_failures (
+            id TEXT PRIMARY KEY,
+            username TEXT NOT NULL,
+            address TEXT NOT NULL,
+            at DOUBLE PRECISION NOT NULL)""",
+        "CREATE INDEX login_failures_by_user ON login_failures (username, address)",
+        "CREATE INDEX login_failures_by_address ON login_failures (address)",
+        "CREATE INDEX login_failures_by_time ON login_failures (at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
