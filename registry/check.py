@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from registry.layout import blob_key
@@ -21,6 +22,7 @@ class CheckReport:
     manifests: int = 0
     problems: list[str] = field(default_factory=list)  # the index promises what storage lacks
     orphans: list[str] = field(default_factory=list)  # bytes in storage the index does not know
+    leftovers: list[str] = field(default_factory=list)  # the driver's own, of writes abandoned mid-way
 
     @property
     def ok(self) -> bool:
@@ -30,7 +32,9 @@ class CheckReport:
 async def check(index: Index, driver: Driver, verify_digests: bool = False) -> CheckReport:
     """Every present blob has its bytes at the recorded size (and, with `verify_digests`, content
     that hashes to its digest); every manifest's bytes and every blob a manifest refers to are
-    present; every stored blob and upload folder is known to the index."""
+    present; every stored blob and upload folder is known to the index. Also lists the driver's
+    leftovers of writes abandoned mid-way (on S3 that includes writes in progress that have not
+    sent a part for a while: see `Driver.abandoned`)."""
     queries = Collection(index.db)
     snapshot = await queries.snapshot()
     report = CheckReport(manifests=len(snapshot.manifests))
@@ -71,5 +75,7 @@ async def check(index: Index, driver: Driver, verify_digests: bool = False) -> C
     async for entry in driver.list("uploads/"):
         if entry.key.split("/")[1] not in uploads:
             report.orphans.append(entry.key)
+    async for leftover in driver.abandoned(time.time()):
+        report.leftovers.append(leftover.key)
     report.problems.sort()
     return report

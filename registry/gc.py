@@ -8,6 +8,13 @@ Removed: referrers whose subject is gone; with `delete_untagged`, manifests no t
 nothing refers to; uploads untouched for `purge_after`. Blobs go in two steps (marked `deleting`,
 bytes deleted, rows dropped), so a concurrent push either keeps a blob or sees it gone and uploads
 it again; a manifest is never accepted with a reference to a blob being deleted.
+
+Then what storage holds and the index does not know, older than the grace period: orphans (bytes
+under `blobs/` without a row, from a crash between storing a blob and linking it; upload folders
+without an upload), deleted with the same two steps, and the driver's leftovers of writes killed
+mid-way (`Driver.abandoned`). A write in progress is never taken for a leftover: on disk the
+writer's lock says it lives; on S3 it is taken only after a whole grace period without receiving
+one part (16 MiB), and its commit then fails, storing nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 from registry.config import Settings, parse_duration
+from registry.errors import DigestInvalid
 from registry.layout import blob_key, upload_prefix
-from storage.drivers import Driver
+from registry.names import parse_digest
+from storage.drivers import Driver, Entry
 from storage.index import Index
 from storage.index.collection import Collection, Snapshot
 
@@ -30,6 +40,7 @@ log = logging.getLogger("registry.gc")
 
 LOCK_TTL_S = 600.0
 DELETE_CONCURRENCY = 16
+ORPHAN_BATCH = 500  # stored keys checked against the index at once
 
 
 class CollectorBusy(Exception):
@@ -48,6 +59,10 @@ class Report:
     blob_bytes_removed: int = 0
     uploads_purged: int = 0
     upload_bytes_purged: int = 0
+    orphans_removed: int = 0  # blobs and upload folders in storage the index did not know
+    orphan_bytes_removed: int = 0
+    leftovers_removed: int = 0  # the driver's leftovers of writes killed mid-way
+    leftover_bytes_removed: int = 0
     manifests_kept: int = 0
     blobs_kept: int = 0
     blob_bytes_kept: int = 0
@@ -58,7 +73,9 @@ class Report:
         return (
             f"{verb} {self.manifests_removed} manifests, {self.blobs_removed} blobs "
             f"({_mib(self.blob_bytes_removed)}), {self.uploads_purged} abandoned uploads "
-            f"({_mib(self.upload_bytes_purged)}); kept {self.manifests_kept} manifests, {self.blobs_kept} blobs "
+            f"({_mib(self.upload_bytes_purged)}), {self.orphans_removed} orphans in storage "
+            f"({_mib(self.orphan_bytes_removed)}), {self.leftovers_removed} leftovers of abandoned writes "
+            f"({_mib(self.leftover_bytes_removed)}); kept {self.manifests_kept} manifests, {self.blobs_kept} blobs "
             f"({_mib(self.blob_bytes_kept)}); {self.seconds:.2f}s"
         )
 
@@ -161,6 +178,7 @@ class Collector:
         report.blob_bytes_removed = sum(size for _, size in garbage)
         stale = await self.queries.stale_upload_totals(started - self.purge_after_s)
         report.uploads_purged, report.upload_bytes_purged = stale
+        await self.sweep_storage(report, cutoff)
 
     async def _collect(self, report: Report, started: float, holder: str) -> None:
         cutoff = started - self.grace_s
@@ -184,6 +202,61 @@ class Collector:
         report.uploads_purged = len(stale)
         report.upload_bytes_purged = sum(size for _, size in stale)
 
+        await self.queries.lock(holder, LOCK_TTL_S)
+        await self.sweep_storage(report, cutoff)
+
+    async def sweep_storage(self, report: Report, cutoff: float) -> None:
+        """Remove (unless `report.dry_run`: count) what storage holds, unchanged since `cutoff`, that
+        the index does not know: orphan blobs and upload folders, and the driver's leftovers of
+        abandoned writes. Streams the storage listing; holds one batch of keys at a time."""
+        batch: list[Entry] = []
+        async for entry in self.driver.list("blobs/"):
+            if entry.modified < cutoff:
+                batch.append(entry)
+            if len(batch) == ORPHAN_BATCH:
+                await self._orphan_blobs(batch, report)
+                batch = []
+        await self._orphan_blobs(batch, report)
+        folders: list[tuple[str, int]] = []
+        async for upload_id, size, modified in _upload_folders(self.driver):
+            if modified < cutoff:
+                folders.append((upload_id, size))
+            if len(folders) == ORPHAN_BATCH:
+                await self._orphan_uploads(folders, report)
+                folders = []
+        await self._orphan_uploads(folders, report)
+        async for leftover in self.driver.abandoned(cutoff, remove=not report.dry_run):
+            report.leftovers_removed += 1
+            report.leftover_bytes_removed += leftover.size
+
+    async def _orphan_blobs(self, entries: list[Entry], report: Report) -> None:
+        """Remove those of `entries` (under `blobs/`) that no blob row knows, in two steps: a
+        `deleting` row first (a push of the digest meanwhile waits, or fails and uploads again),
+        then the bytes, then the row."""
+        by_digest = {digest: entry for entry in entries if (digest := _digest_of(entry.key)) is not None}
+        known = await self.queries.known_blobs(list(by_digest))
+        orphans = [entry for digest, entry in by_digest.items() if digest not in known]
+        strays = [entry for entry in entries if _digest_of(entry.key) is None]  # not a blob's key: no push writes it
+        if report.dry_run:
+            gone = orphans + strays
+        else:
+            marked = await self.queries.mark_orphans([(d, e.size) for d, e in by_digest.items() if d not in known])
+            gone = [by_digest[d] for d in marked] + strays
+            await self._delete_all([e.key for e in gone])
+            await self.queries.forget_blobs(marked)
+        report.orphans_removed += len(gone)
+        report.orphan_bytes_removed += sum(e.size for e in gone)
+
+    async def _orphan_uploads(self, folders: list[tuple[str, int]], report: Report) -> None:
+        """Remove those upload folders whose upload is unknown (ids are never reused, so once the
+        row is gone nothing writes there again)."""
+        sizes = dict(folders)
+        unknown = await self.queries.unknown_uploads(list(sizes))
+        if not report.dry_run:
+            await self._delete_all([upload_prefix(upload_id) for upload_id in unknown])
+        report.orphans_removed += len(unknown)
+        report.orphan_bytes_removed += sum(sizes[upload_id] for upload_id in unknown)
+
     async def _delete_all(self, keys: list[str]) -> None:
         gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
@@ -197,6 +270,34 @@ class Collector:
         """The report of the last collection of this index (by any process), if any."""
         text = await self.queries.last_run()
         return None if text is None else Report(**json.loads(text))
+
+
+def _digest_of(key: str) -> str | None:
+    """The digest whose blob is stored under `key`, or None when `key` is no blob's key."""
+    parts = key.split("/")
+    if len(parts) != 4:
+        return None
+    try:
+        digest = str(parse_digest(f"{parts[1]}:{parts[3]}"))
+    except DigestInvalid:
+        return None
+    return digest if blob_key(digest) == key else None
+
+
+async def _upload_folders(driver: Driver) -> AsyncIterator[tuple[str, int, float]]:
+    """(upload id, bytes, newest modified time) of every folder under `uploads/`, from the sorted
+    listing, one folder at a time."""
+    current: tuple[str, int, float] | None = None
+    async for entry in driver.list("uploads/"):
+        upload_id = entry.key.split("/")[1]
+        if current is not None and current[0] == upload_id:
+            current = (upload_id, current[1] + entry.size, max(current[2], entry.modified))
+            continue
+        if current is not None:
+            yield current
+        current = (upload_id, entry.size, entry.modified)
+    if current is not None:
+        yield current
 
 
 async def collect_every(collector: Collector, interval_s: float) -> None:

@@ -101,6 +101,10 @@ def _mark_blobs(c, cutoff: float, now: float) -> list[tuple[str, int]]:
     return c.execute("SELECT digest, size FROM blobs WHERE state = ? ORDER BY digest", (DELETING,)).fetchall()
 
 
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
 class Collection:
     """Queries of the garbage collector over a database (see sqlite.py)."""
 
@@ -148,6 +152,41 @@ class Collection:
             c.executemany("DELETE FROM blobs WHERE digest = ? AND state = ?", [(d, DELETING) for d in digests])
 
         await self.db.write(forget)
+
+    async def known_blobs(self, digests: list[str]) -> set[str]:
+        """Those of `digests` that have a row (in any state)."""
+        if not digests:
+            return set()
+        sql = f"SELECT digest FROM blobs WHERE digest IN ({_placeholders(len(digests))})"
+        return await self.db.read(lambda c: {row[0] for row in c.execute(sql, digests).fetchall()})
+
+    async def mark_orphans(self, blobs: list[tuple[str, int]]) -> list[str]:
+        """Give each of `blobs` (digest, size of its stored bytes) that still has no row a row in state
+        `deleting`, as `mark_blobs` does, so that a push of it meanwhile waits or fails and uploads
+        again; returns the digests marked. A blob a push linked meanwhile keeps its row and bytes."""
+        now = time.time()
+
+        def mark(c) -> list[str]:
+            marked = []
+            for digest, size in blobs:
+                cursor = c.execute(
+                    "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (digest) DO NOTHING",
+                    (digest, size, DELETING, now, now),
+                )
+                if cursor.rowcount == 1:
+                    marked.append(digest)
+            return marked
+
+        return await self.db.write(mark)
+
+    async def unknown_uploads(self, upload_ids: list[str]) -> list[str]:
+        """Those of `upload_ids` that name no upload."""
+        if not upload_ids:
+            return []
+        sql = f"SELECT id FROM uploads WHERE id IN ({_placeholders(len(upload_ids))})"
+        known = await self.db.read(lambda c: {row[0] for row in c.execute(sql, upload_ids).fetchall()})
+        return [i for i in upload_ids if i not in known]
 
     async def stale_uploads(self, cutoff: float) -> list[tuple[str, int]]:
         """Forget uploads untouched since `cutoff`; returns (id, size) of each, whose bytes remain

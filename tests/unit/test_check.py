@@ -42,3 +42,16 @@ async def test_check_reports_missing_resized_corrupt_and_orphaned_bytes(settings
         assert f"blob {corrupt}: the stored bytes hash to another digest" in thorough.problems
         assert sorted(thorough.orphans) == [blob_key(digest_of(b"stray")), "uploads/not-an-upload/0"]
         assert (await client.get("/v2/team/app/tags/list")).json()["tags"] == ["v1"]  # nothing changed
+
+
+async def test_check_lists_the_leftovers_of_writes_killed_mid_way(settings: Settings) -> None:
+    async with running_app(settings) as (app, client):
+        await push_image(client, "team/app", make_image(), "v1")
+        index, driver = app.state.registry.index, app.state.registry.driver
+        writer = await driver.writer(blob_key(digest_of(b"in progress")))  # alive: not a leftover
+        await writer.write(b"in progress")
+        with open(os.path.join(settings.storage_root, ".tmp", "killed-mid-write"), "wb") as f:
+            f.write(b"half of a layer")  # a temp file no process holds: its writer died
+        report = await check(index, driver)
+        assert report.ok and report.orphans == [] and report.leftovers == [".tmp/killed-mid-write"]
+        await writer.cancel()
