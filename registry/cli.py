@@ -213,8 +213,24 @@ def check(args: argparse.Namespace) -> None:
         print(f"problem: {problem}")
     for orphan in report.orphans:
         print(f"unknown to the index: {orphan}")
+    for leftover in report.leftovers:
+        print(f"left by an abandoned write: {leftover}")
     verdict = "index and storage agree" if report.ok else f"{len(report.problems)} problems"
-    print(f"checked {report.blobs} blobs and {report.manifests} manifests: {verdict}; {len(report.orphans)} orphans")
+    print(
+        f"checked {report.blobs} blobs and {report.manifests} manifests: {verdict}; {len(report.orphans)} orphans, "
+        f"{len(report.leftovers)} leftovers of abandoned writes"
+    )
+    if args.repair:
+        from registry.gc import Collector, CollectorBusy
+
+        async def repair(index, driver):
+            return await Collector.configured(index, driver, settings).run(storage_only=True)
+
+        try:
+            repaired = asyncio.run(_with_storage(settings, repair))
+        except CollectorBusy:
+            sys.exit("registry: a garbage collection is running; try again later")
+        print(f"repair (what is older than gc.grace): {repaired.summary()}")
     if not report.ok:
         sys.exit(1)
 
@@ -277,10 +293,17 @@ def main(argv: list[str] | None = None) -> None:
     gc_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     gc_parser.set_defaults(run=gc)
 
-    check_parser = commands.add_parser("check", help="verify that index and storage agree (changes nothing)")
+    check_parser = commands.add_parser(
+        "check", help="verify that index and storage agree (changes nothing without --repair)"
+    )
     check_parser.add_argument("--config", help="YAML configuration file")
     check_parser.add_argument("--data-dir", help="data directory (default ./data)")
     check_parser.add_argument("--verify-digests", action="store_true", help="also hash every blob (reads everything)")
+    check_parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="then delete the orphans and leftovers older than gc.grace, as the garbage collector does",
+    )
     check_parser.set_defaults(run=check)
 
     repo_parser = commands.add_parser("repo", help="manage repositories")

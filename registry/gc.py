@@ -145,15 +145,19 @@ class Collector:
         """The collector `settings` describe (`gc.grace`, `uploads.purge_after`)."""
         return cls(index, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after))
 
-    async def run(self, *, dry_run: bool = False, delete_untagged: bool = False) -> Report:
-        """Collect (or, dry, only plan); raises CollectorBusy when another collection is running."""
+    async def run(self, *, dry_run: bool = False, delete_untagged: bool = False, storage_only: bool = False) -> Report:
+        """Collect (or, dry, only plan); with `storage_only`, only what storage holds and the index
+        does not know (see `sweep_storage`). Raises CollectorBusy when another collection is running."""
         holder = uuid.uuid4().hex
         if not await self.queries.lock(holder, LOCK_TTL_S):
             raise CollectorBusy
         try:
             started = time.time()
             report = Report(dry_run, delete_untagged)
-            await (self._plan(report, started) if dry_run else self._collect(report, started, holder))
+            if storage_only:
+                await self.sweep_storage(report, started - self.grace_s)
+            else:
+                await (self._plan(report, started) if dry_run else self._collect(report, started, holder))
             manifests, blobs, size = await self.queries.totals()
             report.manifests_kept = manifests - (report.manifests_removed if dry_run else 0)
             report.blobs_kept = blobs - (report.blobs_removed if dry_run else 0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 from registry.check import check
+from registry.cli import main
 from registry.config import Settings
 from registry.layout import blob_key
 from tests.support import digest_of, make_image, push_image, running_app
@@ -55,3 +57,24 @@ async def test_check_lists_the_leftovers_of_writes_killed_mid_way(settings: Sett
         report = await check(index, driver)
         assert report.ok and report.orphans == [] and report.leftovers == [".tmp/killed-mid-write"]
         await writer.cancel()
+
+
+def test_check_repair_removes_orphans_and_leftovers_older_than_the_grace(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def push_and_strand() -> None:
+        async with running_app(settings) as (app, client):
+            await push_image(client, "team/app", make_image(), "v1")
+            await app.state.registry.driver.put(blob_key(digest_of(b"stray")), b"stray")
+        with open(os.path.join(settings.storage_root, ".tmp", "killed-mid-write"), "wb") as f:
+            f.write(b"half of a layer")
+
+    asyncio.run(push_and_strand())
+    main(["check", "--data-dir", settings.data_dir])
+    assert "1 orphans, 1 leftovers of abandoned writes" in capsys.readouterr().out
+    monkeypatch.setenv("REGISTRY_GC_GRACE", "0")
+    main(["check", "--repair", "--data-dir", settings.data_dir])
+    assert "removed 0 manifests, 0 blobs (0.0 MiB), 0 abandoned uploads (0.0 MiB), 1 orphans" in capsys.readouterr().out
+    main(["check", "--data-dir", settings.data_dir])
+    out = capsys.readouterr().out
+    assert "index and storage agree; 0 orphans, 0 leftovers of abandoned writes" in out
