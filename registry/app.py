@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -19,7 +19,7 @@ from registry.auth.access import CATALOG, DELETE, PULL, PUSH, Access, access
 from registry.auth.setup import build_auth
 from registry.config import Settings, parse_duration
 from registry.edge import Edge
-from registry.errors import RegistryError, Unavailable, Unsupported
+from registry.errors import BlobUploadInvalid, RegistryError, Unavailable, Unsupported
 from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, token, uploads
 from registry.service import Registry
@@ -120,6 +120,13 @@ async def _backend_unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _body_ended(request: Request, exc: Exception) -> Response:
+    """The request body ended early: the client went away, or its body could not be parsed (granian and uvicorn
+    report both as a disconnect). Not a server error: one INFO line, and a 400 for a client still listening."""
+    log.info("%s %s: the client went away or sent a malformed body", request.method, request.url.path)
+    return _render(BlobUploadInvalid({"reason": "the request body ended before it was complete, or was malformed"}))
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return base.json_response({"errors": [{"code": "UNKNOWN", "message": "internal server error"}]}, 500)
@@ -179,6 +186,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
             RegistryError: _registry_error,
             HTTPException: _http_error,
             BackendUnavailable: _backend_unavailable,
+            ClientDisconnect: _body_ended,
             Exception: _unexpected_error,
         },
         lifespan=lifespan,

@@ -30,6 +30,13 @@ class HttpSettings:
     tls_key: str | None = None  # its PEM private key
     workers: int = 0  # processes serving requests; 0: one per CPU core
     server: str = "granian"  # the ASGI server: granian (faster here) or uvicorn
+    # Connection limits (README, "Connection limits"). Every open connection costs a file descriptor and up
+    # to max_header_bytes of memory while its request head arrives.
+    max_connections: int = 8192  # served at once over all workers; more wait in the backlog, then are refused
+    backlog: int = 2048  # connections the kernel queues until a worker takes them (capped by net.core.somaxconn)
+    header_timeout_s: int = 10  # a request head must arrive in full within this, else the connection closes
+    max_header_bytes: int = 64 << 10  # the largest request head; bigger ones get 431 (granian: also its read buffer)
+    keep_alive_s: int = 30  # uvicorn: an idle keep-alive connection closes after this (granian: header_timeout_s)
 
 
 @dataclass
@@ -282,6 +289,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"http.server: {settings.http.server!r} is not uvicorn or granian")
     if settings.http.workers < 0:
         raise ConfigError("http.workers: 0 (one per core) or more")
+    if settings.http.max_connections < 1 or settings.http.backlog < 1:
+        raise ConfigError("http.max_connections and http.backlog: 1 or more")
+    if settings.http.max_header_bytes < 8192:
+        raise ConfigError("http.max_header_bytes: 8192 or more")
+    if settings.http.header_timeout_s <= 0 or settings.http.keep_alive_s <= 0:
+        raise ConfigError("http.header_timeout_s and http.keep_alive_s: more than 0 seconds")
     for where, value in (
         ("gc.interval", settings.gc.interval),
         ("gc.grace", settings.gc.grace),
