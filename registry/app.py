@@ -18,7 +18,7 @@ from starlette.routing import Route
 from registry.auth.access import CATALOG, DELETE, PULL, PUSH, Access, access
 from registry.auth.setup import build_auth
 from registry.config import Settings, parse_duration
-from registry.edge import Edge
+from registry.edge import Edge, printable
 from registry.errors import BlobUploadInvalid, RegistryError, Unavailable, Unsupported
 from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, token, uploads
@@ -114,7 +114,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _backend_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    log.warning("%s %s: %s", printable(request.method), printable(request.scope["path"]), exc)
     return _render(
         Unavailable({"reason": "the storage backend is unavailable; retry shortly"}, headers={"Retry-After": "5"})
     )
@@ -128,7 +128,7 @@ async def _body_ended(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    log.error("unexpected error on %s %s", printable(request.method), printable(request.scope["path"]), exc_info=exc)
     return base.json_response({"errors": [{"code": "UNKNOWN", "message": "internal server error"}]}, 500)
 
 

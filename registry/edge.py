@@ -1,20 +1,86 @@
-"""The edge of every request: the API version header on each answer and one access-log line."""
+"""The edge of every request: the Host check, the API version header on each answer, and one
+access-log line whose fields the client cannot forge."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import re
 import time
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from registry.errors import HostInvalid
 
 log = logging.getLogger("registry.access")
 
 _VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
+HOST_MAX_LENGTH = 262  # a 253-character DNS name and a port
+# RFC 3986 host (reg-name, IPv4address, or IP-literal) and optional port. IPv4 is a reg-name too.
+_HOST = re.compile(r"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+|\[([0-9A-Fa-f:.]+)\])(?::[0-9]{0,5})?")
+_NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+LOG_FIELD_MAX = 2048
+
+
+def valid_host(value: str | None) -> str | None:
+    """`value` if it is an RFC 3986 host with an optional port, at most HOST_MAX_LENGTH long;
+    else None. Such a host holds no quote, space, slash or control character, so it is safe to
+    put in a URL or a quoted header parameter."""
+    if not value or len(value) > HOST_MAX_LENGTH:
+        return None
+    match = _HOST.fullmatch(value)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        try:
+            ipaddress.IPv6Address(match.group(1))
+        except ValueError:
+            return None
+    return value
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text: str, limit: int = LOG_FIELD_MAX) -> str:
+    """`text` made safe as one field of a log line: backslash, space, control characters and every
+    other character that is not printable (line and paragraph separators, format characters, lone
+    surrogates) written as escapes (`\\\\`, `\\n`, `\\x20`, `\\u2028`...), and cut after `limit`
+    characters with a note of how many more there were. Every log line that carries client input
+    passes it through here."""
+    rest = len(text) - limit
+    if rest > 0:
+        text = text[:limit]
+    if not (text.isprintable() and " " not in text and "\\" not in text):
+        text = "".join(c if c.isprintable() and c not in " \\" else _escape(c) for c in text)
+    return f"{text}...({rest} more)" if rest > 0 else text
+
+
+def _host_problem(scope: Scope) -> HostInvalid | None:
+    """Why the request's Host header is unacceptable (more than one, or not an RFC 3986 host), or None.
+    A request without one (HTTP/1.0) is let through: URLs are then built from the server's address."""
+    hosts = [value for name, value in scope["headers"] if name == b"host"]
+    if not hosts:
+        return None
+    if len(hosts) > 1:
+        return HostInvalid({"reason": "more than one Host header"})
+    if valid_host(hosts[0].decode("latin-1")) is None:
+        return HostInvalid({"host": printable(hosts[0].decode("latin-1"), 300)})
+    return None
+
 
 class Edge:
-    """ASGI middleware: stamps `Docker-Distribution-API-Version` and logs
-    `METHOD PATH STATUS BYTES DURATIONms` per request (no query string: it may hold secrets)."""
+    """ASGI middleware: refuses a malformed `Host` with 400 HOST_INVALID before routing (the host goes
+    into redirects and token challenges), stamps `Docker-Distribution-API-Version`, and logs
+    `CLIENT METHOD PATH STATUS BYTES DURATIONms` per request with each field escaped by `printable`
+    (no query string: it may hold secrets)."""
 
     def __init__(self, app: ASGIApp, access_log: bool = True):
         self.app, self.access_log = app, access_log
@@ -35,17 +101,25 @@ class Edge:
                 sent += len(message.get("body", b""))
             await send(message)
 
+        problem = _host_problem(scope)
+        app = self.app if problem is None else _error_response(problem)
         try:
-            await self.app(scope, receive, edge_send)
+            await app(scope, receive, edge_send)
         finally:
             if self.access_log:
                 client = scope.get("client") or ("-", 0)
                 log.info(
                     "%s %s %s %d %d %.1fms",
-                    client[0],
-                    scope["method"],
-                    scope["path"],
+                    printable(str(client[0])),
+                    printable(scope["method"]),
+                    printable(scope["path"]),
                     status or 500,
                     sent,
                     (time.perf_counter() - started) * 1000,
                 )
+
+
+def _error_response(error: HostInvalid) -> Response:
+    return Response(
+        json.dumps(error.body(), separators=(",", ":")).encode(), error.status, media_type="application/json"
+    )

@@ -90,6 +90,13 @@ class RangeInvalid(RegistryError):
     code, status, message = "RANGE_INVALID", 416, "invalid content range"
 
 
+class HostInvalid(RegistryError):
+    """A `Host` header that is not an RFC 3986 host: no OCI code names a malformed request header, so
+    this one says exactly what was wrong rather than borrowing UNSUPPORTED (an unsupported operation)."""
+
+    code, status, message = "HOST_INVALID", 400, "invalid Host header"
+
+
 class PaginationNumberInvalid(RegistryError):
     code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
 

@@ -9,6 +9,7 @@ from registry.auth.access import Access, covers
 from registry.auth.gate import Principal, rules_allow, rules_principal
 from registry.auth.rules import Rules
 from registry.auth.tokens import InvalidToken, TokenVerifier
+from registry.edge import valid_host
 from registry.errors import Denied, Unauthorized
 
 
@@ -20,7 +21,8 @@ class TokenGate:
         self.realm, self.token_path, self.service = realm, token_path, verifier.audience
 
     def _challenge(self, request: Request, needed: list[Access], error: str | None) -> Unauthorized:
-        realm = self.realm or f"{request.url.scheme}://{request.headers.get('host', 'localhost')}{self.token_path}"
+        host = valid_host(request.headers.get("host")) or "localhost"  # the edge already refused any other
+        realm = self.realm or f"{request.url.scheme}://{host}{self.token_path}"
         params = [f'realm="{realm}"', f'service="{self.service}"']
         if needed:
             params.append(f'scope="{" ".join(str(a) for a in needed)}"')

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 
-from tests.support import error_codes
+from registry.config import Settings
+from tests.support import app_client, error_codes
 
 pytestmark = pytest.mark.anyio
 
@@ -52,3 +55,63 @@ async def test_names_that_break_the_grammar_answer_name_invalid(client: httpx.As
 async def test_dot_dot_in_the_path_never_reaches_a_repository(client: httpx.AsyncClient) -> None:
     r = await client.get("/v2/../etc/tags/list")
     assert r.status_code in (400, 404)
+
+
+HOSTILE_HOSTS = [b'x" ,realm="http://evil/', b"evil/x", b"a b", b"evil\tx", b"\xff\xfe", b"[::1", b"a" * 1000, b""]
+
+
+@pytest.mark.parametrize("host", HOSTILE_HOSTS)
+async def test_a_malformed_host_answers_400_before_any_route(client: httpx.AsyncClient, host: bytes) -> None:
+    for method, path in [
+        ("GET", "/v2/"),
+        ("GET", "/v2"),
+        ("GET", "/v2/team/app/tags/list"),
+        ("PUT", "/v2/a/manifests/x"),
+    ]:
+        r = await client.request(method, path, headers={"Host": host})
+        assert r.status_code == 400, (host, path, r.status_code)
+        assert error_codes(r) == ["HOST_INVALID"] and "Location" not in r.headers
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+async def test_two_host_headers_answer_400(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v2/", headers=[("Host", "a.test"), ("Host", "b.test")])
+    assert r.status_code == 400 and error_codes(r) == ["HOST_INVALID"]
+
+
+async def test_the_trailing_slash_redirect_keeps_a_valid_host(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v2", headers={"Host": "registry.test:5000"})
+    assert r.status_code in (301, 307, 308) and r.headers["Location"] == "http://registry.test:5000/v2/"
+
+
+async def test_the_token_challenge_realm_never_carries_a_hostile_host(settings: Settings) -> None:
+    settings.auth.mode = "token"
+    async with app_client(settings) as client:
+        for host in HOSTILE_HOSTS:
+            r = await client.get("/v2/", headers={"Host": host})
+            assert r.status_code == 400 and "WWW-Authenticate" not in r.headers, host
+        r = await client.get("/v2/", headers={"Host": "[::1]:5000"})
+        assert r.status_code == 401
+        assert r.headers["WWW-Authenticate"].startswith('Bearer realm="http://[::1]:5000/auth/token",')
+
+
+async def test_the_access_log_escapes_what_the_client_controls(settings: Settings, caplog) -> None:
+    settings.log.access = True
+    async with app_client(settings) as client:
+        with caplog.at_level(logging.INFO, logger="registry.access"):
+            await client.get("/v2/a%0A1.2.3.4%20GET%20/forged%20200%200%200.1ms/x%00%09%5C/tags/list")
+    lines = [r.getMessage() for r in caplog.records if r.name == "registry.access"]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\x00" not in lines[0] and "\t" not in lines[0]
+    assert "/v2/a\\n1.2.3.4\\x20GET\\x20/forged\\x20200\\x200\\x200.1ms/x\\x00\\t\\\\/tags/list 404 " in lines[0]
+
+
+async def test_error_log_lines_escape_the_method_and_path(settings: Settings, caplog) -> None:
+    from starlette.requests import Request
+
+    from registry.app import _unexpected_error
+
+    scope = {"type": "http", "method": "GET\x1b", "path": "/v2/a\x00b\u2028 forged\\", "headers": [], "query_string": b""}
+    with caplog.at_level(logging.ERROR, logger="registry"):
+        await _unexpected_error(Request(scope), RuntimeError("boom"))
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "registry"]
+    assert line == "unexpected error on GET\\x1b /v2/a\\x00b\\u2028\\x20forged\\\\"
