@@ -159,6 +159,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         driver,
         delete_enabled=settings.storage.delete_enabled,
         manifest_max_bytes=settings.manifests.max_bytes,
+        manifest_cache_bytes=settings.manifests.cache_bytes,
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
     )
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 
+DEFAULT_CACHE_BYTES = 32 << 20
+
 
 def entry_cost(digest: str, data: bytes) -> int:
     """The memory one entry's own objects hold: the bytes object and the key string, headers included."""
@@ -21,7 +23,7 @@ class DigestCache:
     at most `max_entries` entries; an entry whose objects cost more than an eighth of `capacity` is not cached.
     """
 
-    def __init__(self, capacity: int = 32 << 20, max_entries: int = 65536):
+    def __init__(self, capacity: int = DEFAULT_CACHE_BYTES, max_entries: int = 65536):
         self.capacity = capacity
         self.max_entries = max_entries
         self._entries: OrderedDict[str, bytes] = OrderedDict()

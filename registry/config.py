@@ -70,6 +70,7 @@ class IndexSettings:
 @dataclass
 class ManifestSettings:
     max_bytes: int = 4 << 20
+    cache_bytes: int = 32 << 20  # memory each worker keeps manifests in (bytes, keys, table); 0: no cache
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from registry.cache import DigestCache
+from registry.cache import DEFAULT_CACHE_BYTES, DigestCache
 from registry.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -56,12 +56,13 @@ class Registry:
         *,
         delete_enabled: bool = True,
         manifest_max_bytes: int = DEFAULT_MANIFEST_MAX_BYTES,
+        manifest_cache_bytes: int = DEFAULT_CACHE_BYTES,
         redirect_expiry_s: int | None = None,
     ):
         self.index, self.driver = index, driver
         self.redirect_expiry_s = redirect_expiry_s
         self.uploads = Uploads(index, driver)
-        self.manifest_cache = DigestCache()
+        self.manifest_cache = DigestCache(manifest_cache_bytes)
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from registry.cache import DigestCache
+from registry.config import Settings
+from tests.support import make_image, push_image, running_app
 
 
 def digest_of(i: int) -> str:
@@ -91,3 +93,17 @@ def test_putting_a_cached_digest_again_keeps_one_entry_and_its_size() -> None:
     size = cache.size
     cache.put(digest_of(1), b"abc")
     assert len(cache) == 1 and cache.size == size
+
+
+@pytest.mark.anyio
+async def test_the_manifests_cache_bytes_setting_bounds_what_a_served_registry_caches(settings: Settings) -> None:
+    settings.manifests.cache_bytes = 16 << 10
+    async with running_app(settings) as (app, client):
+        for i in range(40):
+            image = make_image()
+            await push_image(client, "cached/repo", image, f"t{i}")
+            r = await client.get(f"/v2/cached/repo/manifests/t{i}", headers={"Accept": image.media_type})
+            assert r.status_code == 200 and r.content == image.manifest
+        cache = app.state.registry.manifest_cache
+        assert 0 < len(cache) < 40
+        assert cache.size <= 16 << 10
