@@ -1,24 +1,31 @@
-"""kill -9 of the registry at the worst moments: mid blob upload, mid manifest PUT, and at random moments
-under concurrent pushes. After a restart nothing half-written is visible, everything acknowledged is
-there and intact, and every push can be redone."""
+"""kill -9 of the registry at the worst moments: at each step of a push (mid PATCH, between PATCH and PUT,
+mid final PUT, mid manifest PUT, mid monolithic POST) on disk and on S3 + PostgreSQL, and at random
+moments under concurrent pushes. After a restart nothing half-written is visible, everything
+acknowledged is there and intact, every push can be redone, and once the collector ran nothing the
+killed writes left stays in storage."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import RegistryServer
+from tests.conftest import BACKENDS, base_settings, use_s3_and_postgres
+from tests.e2e.conftest import RegistryServer, registry_command
 
 pytestmark = pytest.mark.e2e
 
@@ -107,104 +114,269 @@ def wait_until(condition, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def test_kill_during_blob_upload_leaves_no_blob_and_the_upload_can_be_redone(registry_server: RegistryServer) -> None:
-    """A 64 MiB PATCH killed halfway: after restart the blob answers 404, no file under storage/blobs holds
-    it, and POST + PATCH + PUT ?digest= then store it intact."""
-    repository = "crash/upload"
-    data = os.urandom(64 * MIB)
-    digest = sha256(data)
-    halfway, killed = threading.Event(), threading.Event()
+# -- the crash matrix: kill -9 at each step of a push, on each backend ---------------------------------
 
-    def slow_body() -> Iterator[bytes]:
-        for offset in range(0, len(data), MIB):
-            if offset == len(data) // 2:
-                halfway.set()
-                killed.wait(WAIT_S)
-                raise BodyAbandoned
-            yield data[offset : offset + MIB]
-            time.sleep(0.01)
-
-    storage = registry_server.storage_dir
-    with registry_server.client() as client, ThreadPoolExecutor(1) as pool:
-        started = client.post(f"/v2/{repository}/blobs/uploads/")
-        assert started.status_code == 202, started.text
-        location = started.headers["Location"]
-        patch = pool.submit(client.patch, location, content=slow_body())
-        assert halfway.wait(WAIT_S), "the PATCH body never got halfway"
-
-        def partial_file_written() -> bool:
-            return any(
-                f.stat().st_size >= 16 * MIB for f in files_under(storage) if f.relative_to(storage).parts[0] != "blobs"
-            )
-
-        wait_until(partial_file_written, WAIT_S, "the server has written part of the PATCH body")
-        registry_server.kill9()
-        killed.set()
-        with pytest.raises((httpx.TransportError, BodyAbandoned)):
-            patch.result(WAIT_S)
-
-    registry_server.restart()
-    assert not any(
-        f.name == digest.removeprefix("sha256:") or sha256(f.read_bytes()) == digest
-        for f in files_under(storage / "blobs")
-    ), "a file under storage/blobs holds the interrupted blob"
-    with registry_server.client() as client:
-        assert client.head(f"/v2/{repository}/blobs/{digest}").status_code == 404
-        interrupted = client.get(location)
-        assert interrupted.status_code in (204, 404), interrupted.text
-        if interrupted.status_code == 204:
-            assert interrupted.headers["Range"] == "0-0", "a partial chunk was kept as if committed"
-
-        push_blob_chunked(client, repository, data)
-        blob = client.get(f"/v2/{repository}/blobs/{digest}")
-        assert blob.status_code == 200
-        assert sha256(blob.content) == digest
-        assert blob.content == data
+LAYER_MIB = 32  # a streamed write passes one S3 part (16 MiB), so a killed one leaves a multipart upload
+CUT = 28 * MIB  # where a streamed body stops (its sender waits for the kill)
+FIRST_CHUNK = 8 * MIB  # the acknowledged PATCH before a final PUT that carries the rest
 
 
-def test_kill_during_manifest_put_leaves_no_manifest_and_the_put_can_be_redone(
-    registry_server: RegistryServer,
+@dataclass
+class Backend:
+    """Where a crash-matrix registry keeps its data: the `registry` CLI over it and a probe of its storage."""
+
+    name: str
+    data_dir: Path
+    config: Path | None = None
+    s3: Any = None  # a boto3 client of the bucket, on S3
+    bucket: str = ""
+    prefix: str = ""
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`registry ARGS` over this backend, with a grace period of 0 (what is not in use is garbage)."""
+        command = [*registry_command(), *args, "--data-dir", str(self.data_dir)]
+        if self.config is not None:
+            command += ["--config", str(self.config)]
+        environment = {**os.environ, "REGISTRY_GC_GRACE": "0"}
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment, check=False)
+
+    def partial_write_seen(self, at_least: int) -> bool:
+        """Whether the server stored part of a write it has not finished: on disk a file outside blobs/ of
+        `at_least` bytes, on S3 a multipart upload with a part."""
+        if self.s3 is None:
+            storage = self.data_dir / "storage"
+            sizes = []
+            for path in files_under(storage):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.relative_to(storage).parts[0] != "blobs":
+                        sizes.append(path.stat().st_size)
+            return any(size >= at_least for size in sizes)
+        uploads = self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix).get("Uploads", [])
+        for upload in uploads:
+            with contextlib.suppress(self.s3.exceptions.NoSuchUpload):
+                parts = self.s3.list_parts(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                if parts.get("Parts"):
+                    return True
+        return False
+
+
+@pytest.fixture(params=BACKENDS)
+def crash_backend(request, tmp_path: Path) -> Iterator[tuple[RegistryServer, Backend]]:
+    """A registry process on disk and SQLite, or on SeaweedFS and PostgreSQL, to kill and restart."""
+    data_dir = tmp_path / "data"
+    backend = Backend(request.param, data_dir)
+    if request.param == "s3+postgresql":
+        seaweed, postgres = request.getfixturevalue("seaweed"), request.getfixturevalue("postgres")
+        settings = use_s3_and_postgres(base_settings(tmp_path), seaweed, postgres)
+        s3 = settings.storage.s3
+        backend.config = tmp_path / "config.yaml"
+        backend.config.write_text(
+            f"storage:\n  s3: {{bucket: {s3.bucket}, endpoint: '{s3.endpoint}', region: {s3.region}, "
+            f"prefix: '{s3.prefix}'}}\nindex:\n  url: '{settings.index.url}'\n"
+        )
+        backend.s3, backend.bucket, backend.prefix = seaweed.client(), s3.bucket, s3.prefix
+    server = RegistryServer(data_dir, tmp_path / "registry.log", config=backend.config)
+    server.start()
+    yield server, backend
+    server.stop()
+
+
+def kill_mid_request(
+    server: RegistryServer, send: Callable[[Iterator[bytes]], httpx.Response], data: bytes, written: Callable[[], bool]
 ) -> None:
-    """A manifest PUT killed after half its declared Content-Length: after restart neither the tag nor the
-    digest resolves, and redoing the PUT stores the exact bytes."""
-    repository, tag = "crash/manifest", "v1"
-    image = make_image()
-    half = len(image.manifest) // 2
-    halfway, killed = threading.Event(), threading.Event()
+    """Send `data` as a streamed body through `send`, stop after CUT bytes (or all), kill -9 the server
+    once `written()`, and start it again."""
+    reached, killed = threading.Event(), threading.Event()
 
-    def slow_body() -> Iterator[bytes]:
-        yield image.manifest[:half]
-        halfway.set()
+    def body() -> Iterator[bytes]:
+        end = min(CUT, len(data))
+        for offset in range(0, end, MIB):
+            yield data[offset : min(end, offset + MIB)]
+        reached.set()
         killed.wait(WAIT_S)
         raise BodyAbandoned
 
-    with registry_server.client() as client, ThreadPoolExecutor(1) as pool:
-        push_blob_monolithic(client, repository, image.config)
-        push_blob_monolithic(client, repository, image.layer)
-        headers = {"Content-Type": OCI_MANIFEST, "Content-Length": str(len(image.manifest))}
-        put = pool.submit(client.put, f"/v2/{repository}/manifests/{tag}", content=slow_body(), headers=headers)
-        assert halfway.wait(WAIT_S), "the manifest body was never sent"
-        time.sleep(0.5)  # let the server read the first half and wait for the rest
-        registry_server.kill9()
+    with ThreadPoolExecutor(1) as pool:
+        sent = pool.submit(send, body())
+        assert reached.wait(WAIT_S), "the body was never sent"
+        wait_until(written, WAIT_S, "the server has stored part of the body")
+        server.kill9()
         killed.set()
         with pytest.raises((httpx.TransportError, BodyAbandoned)):
-            put.result(WAIT_S)
+            sent.result(WAIT_S)
+    server.restart()
 
-    registry_server.restart()
-    with registry_server.client() as client:
-        assert get_manifest(client, repository, tag).status_code == 404
+
+def start_upload(client: httpx.Client, repository: str) -> str:
+    started = client.post(f"/v2/{repository}/blobs/uploads/")
+    assert started.status_code == 202, started.text
+    return started.headers["Location"]
+
+
+def upload_size(client: httpx.Client, location: str) -> int | None:
+    """The size of an upload after a restart, or None when the registry forgot it (BLOB_UPLOAD_UNKNOWN)."""
+    status = client.get(location)
+    if status.status_code == 404:
+        assert status.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN", status.text
+        return None
+    assert status.status_code == 204, status.text
+    end = int(status.headers["Range"].split("-")[1])
+    return 0 if end == 0 else end + 1  # chunks here are MiBs: "0-0" is an empty upload
+
+
+def blob_present(client: httpx.Client, backend: Backend, repository: str, data: bytes) -> bool:
+    """Whether the blob is there, asserting that it is then whole (and, absent, that no blob file on disk
+    holds part of it)."""
+    blob = client.get(f"/v2/{repository}/blobs/{sha256(data)}")
+    if blob.status_code == 200:
+        assert blob.content == data, "a blob is visible with other bytes than its digest's"
+        return True
+    assert blob.status_code == 404, blob.text
+    if backend.s3 is None:
+        name = sha256(data).removeprefix("sha256:")
+        assert not any(f.name == name for f in files_under(backend.data_dir / "storage" / "blobs"))
+    return False
+
+
+def patch_all(client: httpx.Client, location: str, data: bytes) -> str:
+    patched = client.patch(location, content=data, headers={"Content-Type": "application/octet-stream"})
+    assert patched.status_code == 202, patched.text
+    return patched.headers["Location"]
+
+
+def put_digest(client: httpx.Client, location: str, data: bytes, body: bytes | None = None) -> None:
+    finished = client.put(location, params={"digest": sha256(data)}, content=body)
+    assert finished.status_code == 201, finished.text
+
+
+def crash_mid_patch(server: RegistryServer, backend: Backend, image: Image, repository: str) -> str:
+    with server.client() as client:
+        location = start_upload(client, repository)
+        send = partial(client.patch, location, headers={"Content-Length": str(len(image.layer))})
+        kill_mid_request(
+            server, lambda body: send(content=body), image.layer, lambda: backend.partial_write_seen(CUT // 2)
+        )
+    with server.client() as client:
+        assert not blob_present(client, backend, repository, image.layer)
+        size = upload_size(client, location)
+        if size is None:
+            push_blob_chunked(client, repository, image.layer)
+            return "upload unknown after restart; pushed again"
+        assert size == 0, "a chunk cut by the kill was kept as if committed"
+        put_digest(client, patch_all(client, location, image.layer), image.layer)
+        return "upload kept at 0 bytes; the same upload restarted from 0 and finished"
+
+
+def crash_between_patch_and_put(server: RegistryServer, backend: Backend, image: Image, repository: str) -> str:
+    with server.client() as client:
+        location = patch_all(client, start_upload(client, repository), image.layer)
+    server.kill9()
+    server.restart()
+    with server.client() as client:
+        assert not blob_present(client, backend, repository, image.layer)
+        assert upload_size(client, location) == len(image.layer), "the acknowledged PATCH was lost"
+        put_digest(client, location, image.layer)
+    return "upload resumed: the PUT finished it"
+
+
+def crash_mid_final_put(server: RegistryServer, backend: Backend, image: Image, repository: str) -> str:
+    first, rest = image.layer[:FIRST_CHUNK], image.layer[FIRST_CHUNK:]
+    with server.client() as client:
+        location = patch_all(client, start_upload(client, repository), first)
+        url = f"{location}{'&' if '?' in location else '?'}digest={sha256(image.layer)}"
+        send = partial(client.put, url, headers={"Content-Length": str(len(rest))})
+        kill_mid_request(
+            server, lambda body: send(content=body), rest, lambda: backend.partial_write_seen(2 * FIRST_CHUNK)
+        )
+    with server.client() as client:
+        assert not blob_present(client, backend, repository, image.layer)
+        assert upload_size(client, location) == len(first), "the acknowledged PATCH was lost"
+        put_digest(client, location, image.layer, body=rest)
+    return "upload resumed from its acknowledged chunk: the PUT with the rest finished it"
+
+
+def crash_mid_manifest_put(server: RegistryServer, backend: Backend, image: Image, repository: str) -> str:
+    with server.client() as client:
+        push_blob_monolithic(client, repository, image.config)
+        push_blob_chunked(client, repository, image.layer)
+        headers = {"Content-Type": OCI_MANIFEST, "Content-Length": str(len(image.manifest))}
+        send = partial(client.put, f"/v2/{repository}/manifests/v1", headers=headers)
+        half = image.manifest[: len(image.manifest) // 2]
+        # Half a second for the server to read the first half and wait for the rest.
+        kill_mid_request(server, lambda body: send(content=body), half, lambda: time.sleep(0.5) is None)
+    with server.client() as client:
+        assert get_manifest(client, repository, "v1").status_code == 404
         assert get_manifest(client, repository, image.digest).status_code == 404
         tags = client.get(f"/v2/{repository}/tags/list")
-        assert tags.status_code == 200, tags.text
-        assert tag not in (tags.json()["tags"] or [])
+        assert tags.status_code == 200 and "v1" not in (tags.json()["tags"] or []), tags.text
+        assert blob_present(client, backend, repository, image.layer), "an acknowledged blob was lost"
+        assert blob_present(client, backend, repository, image.config), "an acknowledged blob was lost"
+    return "no manifest, blobs whole; the manifest PUT redone"
 
-        redone = put_manifest(client, repository, tag, image.manifest)
-        assert redone.status_code == 201, redone.text
-        assert redone.headers["Docker-Content-Digest"] == image.digest
-        fetched = get_manifest(client, repository, tag)
-        assert fetched.status_code == 200
-        assert fetched.headers["Content-Type"] == OCI_MANIFEST
-        assert fetched.content == image.manifest
+
+def crash_mid_monolithic_post(server: RegistryServer, backend: Backend, image: Image, repository: str) -> str:
+    with server.client() as client:
+        url = f"/v2/{repository}/blobs/uploads/?digest={sha256(image.layer)}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(image.layer))}
+        send = partial(client.post, url, headers=headers)
+        kill_mid_request(
+            server, lambda body: send(content=body), image.layer, lambda: backend.partial_write_seen(CUT // 2)
+        )
+    with server.client() as client:
+        assert not blob_present(client, backend, repository, image.layer)
+        push_blob_monolithic(client, repository, image.layer)
+    return "no blob; the POST redone"
+
+
+CRASH_STEPS = {
+    "mid-PATCH": crash_mid_patch,
+    "between-PATCH-and-PUT": crash_between_patch_and_put,
+    "mid-final-PUT": crash_mid_final_put,
+    "mid-manifest-PUT": crash_mid_manifest_put,
+    "mid-monolithic-POST": crash_mid_monolithic_post,
+}
+
+
+def check_output(backend: Backend) -> str:
+    checked = backend.cli("check")
+    assert checked.returncode == 0, f"registry check: {checked.stdout}{checked.stderr}"
+    return checked.stdout
+
+
+@pytest.mark.parametrize("step", list(CRASH_STEPS))
+def test_kill_at_each_step_of_a_push_then_redo_and_collect_leaves_nothing_behind(
+    crash_backend: tuple[RegistryServer, Backend], step: str
+) -> None:
+    """kill -9 at `step`: after the restart the blob is whole or absent, the manifest complete or absent,
+    the upload resumes or is unknown; the push then completes, and once the collector ran, `registry
+    check` finds no problem, no orphan and no leftover of the killed write."""
+    server, backend = crash_backend
+    repository, image = "crash/matrix", make_image(LAYER_MIB * MIB)
+    outcome = CRASH_STEPS[step](server, backend, image, repository)
+    with server.client() as client:
+        if not blob_present(client, backend, repository, image.config):
+            push_blob_monolithic(client, repository, image.config)
+        assert blob_present(client, backend, repository, image.layer)
+        pushed = put_manifest(client, repository, "v1", image.manifest)
+        assert pushed.status_code == 201, pushed.text
+        fetched = get_manifest(client, repository, "v1")
+        assert fetched.status_code == 200 and fetched.content == image.manifest
+    before = check_output(backend)
+    collected = backend.cli("gc", "--json")
+    assert collected.returncode == 0, f"registry gc: {collected.stdout}{collected.stderr}"
+    report = json.loads(collected.stdout)
+    after = check_output(backend)
+    assert "problem:" not in after and "index and storage agree" in after, after
+    assert after.splitlines()[-1].endswith("; 0 orphans, 0 leftovers of abandoned writes"), after
+    with server.client() as client:
+        fetched = get_manifest(client, repository, "v1")
+        assert fetched.status_code == 200 and fetched.content == image.manifest
+        assert blob_present(client, backend, repository, image.layer)
+    print(
+        f"\n[crash matrix] {backend.name} / {step}: {outcome}; before the collector: {before.splitlines()[-1]}; "
+        f"it removed {report['orphans_removed']} orphans, {report['leftovers_removed']} leftovers, "
+        f"{report['blobs_removed']} blobs"
+    )
 
 
 # -- kill -9 under concurrent pushes -----------------------------------------------------------------
