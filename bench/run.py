@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import docker_push_pull as dpp  # bench/ is sys.path[0] when this file runs as a script
+import load as held_load
 
 RESULTS_DIR = dpp.BENCH_DIR / "results"
 MIB = dpp.MIB
@@ -112,6 +113,9 @@ METRICS = (
     Metric("s3 push-chunked", "MiB/s", True),
     Metric("s3 pull-large proxied", "MiB/s", True),
     Metric("s3 pull-large redirect", "MiB/s", True),
+    Metric("load rate", "req/s", True),
+    Metric("load p50", "ms", False),
+    Metric("load p99", "ms", False),
 )
 
 
@@ -690,6 +694,9 @@ class Sizes:
     catalog_repos: int
     docker_mib: int
     docker_layers: int
+    load_connections: int
+    load_slow: int
+    load_seconds: int
 
 
 @dataclass
@@ -1183,9 +1190,46 @@ class S3Storage(Workload):
             self.s3.close()
 
 
+class HeldLoad(Workload):
+    """bench/load.py: keep-alive connections pulling a manifest and a blob for a while, as fast as answered, while as
+    many slow sockets dribble request heads they never finish. Any error fails the run; the stats (errors, slow
+    sockets held, RSS sampled from /proc) go with the samples."""
+
+    name = "load"
+
+    def run_round(self, server: dpp.Server, rnd: int) -> list[Sample]:
+        sizes = self.bench.sizes
+
+        def load() -> dict[str, Any]:
+            stats = held_load.load(
+                server.port,
+                connections=sizes.load_connections,
+                slow=sizes.load_slow,
+                seconds=sizes.load_seconds,
+                server_pid=server.proc.pid,
+            )
+            print(f"  {server.name}: " + ", ".join(f"{k} {v}" for k, v in stats.items()), flush=True)
+            if stats["errors"]:
+                raise BenchError(f"load on {server.name}: {stats['errors']} errors {stats['error_kinds']}")
+            return stats
+
+        return self.measure_load(server, rnd, load)
+
+
 WORKLOADS: dict[str, type[Workload]] = {
     w.name: w
-    for w in (PushLarge, PushChunked, PullLarge, ManifestGet, BlobHead, PushSmall, Catalog, DockerPushPull, S3Storage)
+    for w in (
+        PushLarge,
+        PushChunked,
+        PullLarge,
+        ManifestGet,
+        BlobHead,
+        PushSmall,
+        Catalog,
+        DockerPushPull,
+        S3Storage,
+        HeldLoad,
+    )
 }
 
 
@@ -1441,6 +1485,9 @@ DEFAULTS = {
     "catalog_repos": (10000, 1000),
     "docker_mib": (300, 30),
     "docker_layers": (3, 3),
+    "load_connections": (2000, 200),
+    "load_slow": (2000, 200),
+    "load_seconds": (60, 5),
 }
 
 
