@@ -70,6 +70,12 @@ class Manifest:
         return {d.digest: d.size for d in blobs}
 
 
+def is_type_name(value: str) -> bool:
+    """Whether `value` can be a media or artifact type: non-empty printable text (no control, format
+    or separator characters other than space; a NUL, for one, no index can store)."""
+    return value != "" and value.isprintable()
+
+
 def _invalid(detail: str) -> ManifestInvalid:
     return ManifestInvalid({"reason": detail})
 
@@ -80,6 +86,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     media_type, digest, size = value.get("mediaType"), value.get("digest"), value.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType is missing")
+    if not is_type_name(media_type):
+        raise _invalid(f"{where}.mediaType holds characters that are not printable")
     if not isinstance(digest, str):
         raise _invalid(f"{where}.digest is missing")
     try:
@@ -89,8 +97,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= INT64_MAX:
         raise _invalid(f"{where}.size must be an integer from 0 to 2**63-1")
     artifact_type = value.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise _invalid(f"{where}.artifactType must be a string")
+    if artifact_type is not None and not (isinstance(artifact_type, str) and is_type_name(artifact_type)):
+        raise _invalid(f"{where}.artifactType must be a string of printable characters")
     urls = value.get("urls") or ()
     if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
         raise _invalid(f"{where}.urls must be a list of strings")
@@ -123,12 +131,12 @@ def _media_type(doc: dict, content_type: str | None) -> str:
     if header not in MANIFEST_TYPES:
         header = None  # a generic type such as application/json: the body decides
     if declared and header and declared != header:
-        raise _invalid(f"mediaType {declared!r} does not match Content-Type {header!r}")
+        raise _invalid(f"mediaType {declared[:100]!r} does not match Content-Type {header[:100]!r}")
     media_type = declared or header
     if media_type is None:
         raise _invalid("no mediaType in the manifest and no manifest Content-Type")
     if media_type not in MANIFEST_TYPES:
-        raise _invalid(f"unsupported manifest media type {media_type!r}")
+        raise _invalid(f"unsupported manifest media type {media_type[:100]!r}")
     if media_type in (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST) and not declared:
         raise _invalid("Docker manifests must declare their mediaType")
     return media_type
@@ -196,9 +204,11 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
     media_type = _media_type(doc, content_type)
     artifact_type = doc.get("artifactType")
     if artifact_type is not None and (
-        not isinstance(artifact_type, str) or media_type not in (OCI_MANIFEST, OCI_INDEX)
+        not isinstance(artifact_type, str)
+        or not is_type_name(artifact_type)
+        or media_type not in (OCI_MANIFEST, OCI_INDEX)
     ):
-        raise _invalid("artifactType must be a string, and only in OCI manifests and indexes")
+        raise _invalid("artifactType must be a string of printable characters, and only in OCI manifests and indexes")
     subject = None
     if doc.get("subject") is not None:
         if media_type not in (OCI_MANIFEST, OCI_INDEX):

@@ -23,7 +23,7 @@ from registry.errors import (
     Unsupported,
 )
 from registry.layout import blob_key
-from registry.manifests import OCI_INDEX, parse_manifest
+from registry.manifests import OCI_INDEX, is_type_name, parse_manifest
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
 from registry.uploads import Uploads, collecting
 from storage.drivers import Driver, NotFound
@@ -183,11 +183,13 @@ class Registry:
         """Tags of `repository` after `last`, lexically; raises NameUnknown for an unknown repository."""
         if not await self.index.repository_exists(repository):
             raise NameUnknown({"name": repository})
+        last = _without_nul(last)
         return _page(await self.index.list_tags(repository, last, None if limit is None else limit + 1), limit)
 
     async def repositories(self, last: str, limit: int | None, visible: Callable[[str], bool]) -> Page:
         """Repository names after `last`, lexically, leaving out those `visible` rejects."""
         batch = 1000 if limit is None else max(limit + 1, 100)
+        last = _without_nul(last)
         found: list[str] = []
         while True:
             names = await self.index.list_repositories(last, batch)
@@ -199,6 +201,8 @@ class Registry:
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> dict:
         """The OCI image index of the manifests in `repository` whose subject is `subject`."""
         descriptors = []
+        if artifact_type is not None and not is_type_name(artifact_type):
+            return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}  # no manifest has one
         for record in await self.index.referrers(repository, str(subject), artifact_type):
             descriptor = {"mediaType": record.media_type, "digest": record.digest, "size": record.size}
             if record.artifact_type:
@@ -214,6 +218,13 @@ def _refused(e: MissingReferences) -> ManifestBlobUnknown | ManifestInvalid:
     if e.missing:
         return ManifestBlobUnknown({"missing": e.missing})
     return ManifestInvalid({"reason": "descriptor sizes do not match the stored blobs", "digests": e.wrong_size})
+
+
+def _without_nul(last: str) -> str:
+    """`last` cut at its first NUL, which lists the same page: no tag or name holds a NUL, and NUL sorts
+    before every other character, so a name comes after `X` + NUL + `Y` exactly when it comes after `X`
+    (and a database need not store a NUL to compare with it; PostgreSQL cannot)."""
+    return last.partition("\x00")[0]
 
 
 def _page(items: list[str], limit: int | None) -> Page:

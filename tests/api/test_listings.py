@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import httpx
 import pytest
 
@@ -126,3 +128,29 @@ async def test_the_largest_page_size_is_clamped_and_the_listing_still_answers(cl
     assert r.status_code == 200 and r.json()["tags"] == ["a", "b"] and "Link" not in r.headers
     r = await client.get("/v2/_catalog", params={"n": "9223372036854775807"})
     assert r.status_code == 200 and r.json()["repositories"] == ["team/app"]
+
+
+@pytest.mark.parametrize(
+    "last", ["%00", "a%00b", "%ED%A0%80", "%E2%80%A8", "x" * 10_000, "%5C", "%25", "'", "%F0%9F%98%80"]
+)
+async def test_any_last_value_pages_as_it_would_without_its_nul(client: httpx.AsyncClient, last: str) -> None:
+    image = make_image()
+    for tag in ["a", "b"]:
+        await push_image(client, "team/app", image, tag)
+    after = unquote(last, errors="replace").split("\x00")[0]  # a NUL sorts before any character a tag or name holds
+    expected = {
+        "tags": [t for t in ["a", "b"] if t > after],
+        "repositories": ["team/app"] if after < "team/app" else [],
+    }
+    for path, key in [("/v2/team/app/tags/list", "tags"), ("/v2/_catalog", "repositories")]:
+        r = await client.get(f"{path}?n=10&last={last}")
+        assert r.status_code == 200 and r.json()[key] == expected[key], (path, last[:20], r.status_code)
+
+
+@pytest.mark.parametrize("artifact_type", ["%00", "a%00b", "%ED%A0%80", "%E2%80%8B", "x" * 10_000, "%25", "'"])
+async def test_any_artifact_type_filter_answers_an_index(client: httpx.AsyncClient, artifact_type: str) -> None:
+    image = make_image()
+    await push_image(client, "team/app", image)
+    await push_referrer(client, "team/app", image.manifest, "application/x-sig")
+    r = await client.get(f"/v2/team/app/referrers/{image.digest}?artifactType={artifact_type}")
+    assert r.status_code == 200 and r.json()["manifests"] == []

@@ -262,6 +262,7 @@ def _hostile_manifests(image) -> list[tuple[str, bytes]]:
         ("nested 65 deep in a manifest", json.dumps({**deep, "x": json.loads("[" * 64 + "]" * 64)}).encode()),
         ("lone surrogate artifactType", text[:-1].encode() + b',"artifactType":"\\udfff"}'),
         ("lone surrogate annotation", text[:-1].encode() + b',"annotations":{"a":"\\ud800"}}'),
+        ("NUL in artifactType", text[:-1].encode() + b',"artifactType":"application/a\\u0000b"}'),
         ("one digest with two sizes", json.dumps(dup).encode()),
         ("utf-8 with a bom", b"\xef\xbb\xbf" + image.manifest),
         ("utf-16", text.encode("utf-16")),

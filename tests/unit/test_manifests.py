@@ -7,7 +7,14 @@ import json
 import pytest
 
 from registry.errors import ManifestInvalid
-from registry.manifests import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, parse_manifest
+from registry.manifests import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    is_type_name,
+    parse_manifest,
+)
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -201,3 +208,31 @@ def test_sizes_past_2_to_the_63_are_invalid() -> None:
         parse_manifest(doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[big]), OCI_MANIFEST).layers[0].size
         == big["size"]
     )
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"artifactType": "application/x\u0000y"},
+        {"artifactType": "application/x\ny"},
+        {"config": {**CONFIG, "mediaType": "application/x\u0000y"}},
+        {"config": {**CONFIG, "artifactType": "a\u2028b"}},
+        {"layers": [{**LAYER, "mediaType": "a\tb"}]},
+    ],
+)
+def test_media_and_artifact_types_with_control_characters_are_invalid(fields: dict) -> None:
+    with pytest.raises(ManifestInvalid):
+        parse_manifest(doc(**{"mediaType": OCI_MANIFEST, "config": CONFIG, "layers": [LAYER], **fields}), OCI_MANIFEST)
+
+
+def test_is_type_name_accepts_printable_text_only() -> None:
+    assert is_type_name("application/vnd.example+json; charset=utf-8")
+    assert not is_type_name("a\x00b") and not is_type_name("") and not is_type_name("a\u200bb")
+
+
+def test_error_details_quote_at_most_a_bounded_part_of_the_document() -> None:
+    huge = "application/" + "x" * 100_000
+    for body, content_type in [(doc(mediaType=huge), OCI_MANIFEST), (doc(mediaType=OCI_MANIFEST), huge)]:
+        with pytest.raises(ManifestInvalid) as e:
+            parse_manifest(body, content_type)
+        assert len(json.dumps(e.value.body())) < 1000
