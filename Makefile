@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: $(VENV)/.test-installed
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[test,bench]'
 	bench/deps.sh
 	$(BIN)/python bench/run.py
+
+# The 30-minute soak alone (also the last workload of `make bench`): worker RSS under mixed load, judged flat.
+soak: $(VENV)/.test-installed
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) data

@@ -7,7 +7,11 @@ RSS. Request rates come from `wrk` (GET) and `ab -k -i` (HEAD); large transfers 
 workloads from a minimal asyncio HTTP/1.1 client; `docker push`/`pull` from the real engine via
 bench/docker_push_pull.py. Every workload checks its results (status codes, sizes, digests) and fails loudly.
 
-Run:  .venv/bin/python bench/run.py                      (default: 3 rounds, about 7-8 minutes)
+The `soak` workload (bench/soak.py: our server alone, mixed traffic, worker RSS judged flat or not) runs last,
+after both servers stopped, for --soak-minutes (30, 3 with --quick).
+
+Run:  .venv/bin/python bench/run.py                      (default: 3 rounds, about 7-8 minutes, then the soak)
+      .venv/bin/python bench/run.py --only soak          (the soak alone, as `make soak`)
       .venv/bin/python bench/run.py --quick              (1 round, small sizes: a smoke run of about 1 minute)
       .venv/bin/python bench/run.py --only manifest-get,blob-head --ours-env REGISTRY_HTTP_WORKERS=1
 Writes bench/results/bench.json and bench/results/ratios.png (bench-quick.json / ratios-quick.png with --quick).
@@ -1216,6 +1220,7 @@ class HeldLoad(Workload):
         return self.measure_load(server, rnd, load)
 
 
+SOAK = "soak"  # bench/soak.py, run after the paired workloads with its own server
 WORKLOADS: dict[str, type[Workload]] = {
     w.name: w
     for w in (
@@ -1502,9 +1507,11 @@ def env_pair(text: str) -> tuple[str, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; sizes left unset take the default or, with --quick, the quick default."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    every = [*WORKLOADS, SOAK]
     parser.add_argument(
-        "--only", default=",".join(WORKLOADS), help=f"comma-separated workloads (default all: {','.join(WORKLOADS)})"
+        "--only", default=",".join(every), help=f"comma-separated workloads (default all: {','.join(every)})"
     )
+    parser.add_argument("--soak-minutes", type=float, default=None, help="how long the soak runs (30, --quick 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round and small sizes")
     parser.add_argument(
         "--ours-env",
@@ -1529,9 +1536,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         **{n: getattr(args, n) if getattr(args, n) is not None else d[args.quick] for n, d in DEFAULTS.items()}
     )
     args.workloads = [w.strip() for w in args.only.split(",") if w.strip()]
-    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    unknown = [w for w in args.workloads if w not in every]
     if unknown:
-        parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(every)}")
+    if args.soak_minutes is None:
+        args.soak_minutes = 3.0 if args.quick else 30.0
     if args.sizes.large_mib < 1 or args.sizes.chunk_mib < 1 or args.sizes.docker_layers < 1:
         parser.error("--large-mib, --chunk-mib and --docker-layers must be at least 1")
     return args
@@ -1557,8 +1566,18 @@ def preflight(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Start both servers, run the selected workloads in alternation, report, clean up."""
+    """Run the selected paired workloads (both servers), then the soak if selected."""
     args = parse_args(argv)
+    if any(w in WORKLOADS for w in args.workloads):
+        compare(args)
+    if SOAK in args.workloads:
+        import soak  # bench/soak.py, which imports this module: only imported when it runs
+
+        soak.main(["--minutes", str(args.soak_minutes), *(f"--ours-env={k}={v}" for k, v in args.ours_env)])
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Start both servers, run the selected workloads in alternation, report, clean up."""
     run = dpp.Run(suffix=secrets.token_hex(4), tmp=Path(tempfile.mkdtemp(prefix="bench-run-")))
     bench = Bench(args.sizes, run)
     started = time.monotonic()
@@ -1579,7 +1598,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.ours_env:
             print("ours env: " + " ".join(f"{k}={v}" for k, v in args.ours_env))
         for name in args.workloads:
-            run_workload(bench, WORKLOADS[name](bench))
+            if name in WORKLOADS:
+                run_workload(bench, WORKLOADS[name](bench))
         rows = summary_rows(bench)
         print_report(rows, bench)
         problems = log_problems(bench)
