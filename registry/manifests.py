@@ -99,8 +99,9 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     artifact_type = value.get("artifactType")
     if artifact_type is not None and not (isinstance(artifact_type, str) and is_type_name(artifact_type)):
         raise _invalid(f"{where}.artifactType must be a string of printable characters")
-    urls = value.get("urls") or ()
-    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+    urls = value.get("urls")
+    urls = [] if urls is None else urls  # Go writes a nil slice as null
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise _invalid(f"{where}.urls must be a list of strings")
     return Descriptor(media_type, digest, size, artifact_type, _annotations(value, where), tuple(urls))
 
@@ -199,7 +200,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
     doc = _load(body)
     if not isinstance(doc, dict):
         raise _invalid("a manifest must be a JSON object")
-    if doc.get("schemaVersion") != 2 or isinstance(doc.get("schemaVersion"), bool):
+    if type(doc.get("schemaVersion")) is not int or doc["schemaVersion"] != 2:  # not 2.0, not true
         raise _invalid("schemaVersion must be 2")
     media_type = _media_type(doc, content_type)
     artifact_type = doc.get("artifactType")

@@ -236,3 +236,21 @@ def test_error_details_quote_at_most_a_bounded_part_of_the_document() -> None:
         with pytest.raises(ManifestInvalid) as e:
             parse_manifest(body, content_type)
         assert len(json.dumps(e.value.body())) < 1000
+
+
+@pytest.mark.parametrize("version", [2.0, "2", True, 2.5, None])
+def test_schema_version_must_be_the_integer_2(version) -> None:
+    with pytest.raises(ManifestInvalid):
+        parse_manifest(
+            doc(mediaType=OCI_MANIFEST, config=CONFIG, layers=[LAYER]).replace(
+                b'"schemaVersion": 2', b'"schemaVersion": ' + json.dumps(version).encode()
+            ),
+            OCI_MANIFEST,
+        )
+
+
+@pytest.mark.parametrize("urls", [{}, "", 0, False, {"a": "b"}, "http://x", [1]])
+def test_urls_must_be_a_list_of_strings_even_when_empty(urls) -> None:
+    with pytest.raises(ManifestInvalid):
+        parse_manifest(doc(mediaType=OCI_MANIFEST, config={**CONFIG, "urls": urls}, layers=[LAYER]), OCI_MANIFEST)
+    assert parse_manifest(doc(mediaType=OCI_MANIFEST, config={**CONFIG, "urls": []}, layers=[LAYER]), OCI_MANIFEST)
