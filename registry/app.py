@@ -179,7 +179,7 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
                     await schedule
             await index.close()
 
-    auth = build_auth(settings)
+    auth = build_auth(settings, index)
     app = Starlette(
         routes=_routes(settings),
         middleware=[Middleware(Edge, access_log=settings.log.access)],

@@ -150,6 +150,7 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
     from pathlib import Path
 
     from granian import Granian
+    from granian.constants import HTTPModes
     from granian.http import HTTP1Settings, HTTP2Settings
 
     from registry.asgi import SETTINGS_VARIABLE
@@ -167,13 +168,17 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
         workers=workers,
         factory=True,
         log_access=False,
+        # HTTP/1 only by default: with HTTP/2 on, hyper first reads the bytes that tell the protocol, with no
+        # timer, so a connection that sends nothing is held until the client closes it.
+        http=HTTPModes.auto if http.http2 else HTTPModes.http1,
         backlog=http.backlog,
         # Connections a worker serves at once; it accepts no more until one closes (granian's default is
         # backlog / workers: 1,024 half-open connections locked every client out).
         backpressure=per_worker,
         # hyper bounds the request head by its read buffer: max_buffer_size is both the largest head (431
-        # above it) and the most of a body read at once. header_read_timeout runs from the first byte of a
-        # head to its end, and also closes idle keep-alive connections.
+        # above it) and the most of a body read at once. header_read_timeout runs from the connection's start
+        # (HTTP/1 only) or the end of the previous response to the end of the head: it also closes idle
+        # keep-alive connections.
         http1_settings=HTTP1Settings(
             header_read_timeout=http.header_timeout_s * 1000,
             max_buffer_size=http.max_header_bytes,

@@ -6,6 +6,7 @@ Every leaf setting `a.b_c` can be set by the environment variable `REGISTRY_A_B_
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -30,13 +31,16 @@ class HttpSettings:
     tls_key: str | None = None  # its PEM private key
     workers: int = 0  # processes serving requests; 0: one per CPU core
     server: str = "granian"  # the ASGI server: granian (faster here) or uvicorn
+    # Proxies (CIDRs) whose X-Forwarded-For names the client: the right-most address not one of them counts
+    trusted_proxies: list[str] = field(default_factory=list)
     # Connection limits (README, "Connection limits"). Every open connection costs a file descriptor and up
     # to max_header_bytes of memory while its request head arrives.
     max_connections: int = 8192  # served at once over all workers; more wait in the backlog, then are refused
     backlog: int = 2048  # connections the kernel queues until a worker takes them (capped by net.core.somaxconn)
     header_timeout_s: int = 10  # a request head must arrive in full within this, else the connection closes
-    max_header_bytes: int = 64 << 10  # the largest request head; bigger ones get 431 (granian: also its read buffer)
+    max_header_bytes: int = 64 << 10  # request heads: this much unfinished gets 431 (granian: also its read buffer)
     keep_alive_s: int = 30  # uvicorn: an idle keep-alive connection closes after this (granian: header_timeout_s)
+    http2: bool = False  # granian: also serve HTTP/2; then a connection that sends nothing is never timed out
 
 
 @dataclass
@@ -113,6 +117,11 @@ class AuthSettings:
     rules: list[RuleSettings] = field(default_factory=lambda: [RuleSettings(who=["*"], repository="**", actions=["*"])])
     login_attempts: int = 5  # failed logins per user and address ...
     login_window_s: int = 60  # ... within this many seconds before 429
+    login_attempts_per_address: int = 50  # failed logins from one address, whatever the user, in the window
+    login_attempts_per_user: int = 20  # failed logins for one user over all addresses, each counting up to
+    # login_attempts: more than login_attempts, so no single address can lock a user out for everyone
+    password_threads: int = 2  # threads checking bcrypt hashes, apart from those reading files
+    password_queue: int = 32  # checks waiting for those threads; beyond it, 429 with Retry-After
     token: TokenSettings = field(default_factory=TokenSettings)
 
 
@@ -311,6 +320,16 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"storage.driver: unknown driver {settings.storage.driver!r} (local, memory, s3)")
     if settings.storage.kind == "s3" and not settings.storage.s3.bucket:
         raise ConfigError("storage.s3.bucket: the S3 driver needs a bucket")
+    for proxy in settings.http.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: {proxy!r} is not an address or CIDR") from None
+    auth = settings.auth
+    if min(auth.login_attempts, auth.login_window_s, auth.password_threads, auth.password_queue) < 1:
+        raise ConfigError("auth.login_attempts, login_window_s, password_threads, password_queue: 1 or more")
+    if auth.login_attempts_per_user <= auth.login_attempts or auth.login_attempts_per_address < auth.login_attempts:
+        raise ConfigError("auth.login_attempts_per_user: more than login_attempts; per_address: at least as many")
     if settings.auth.mode not in ("none", "htpasswd", "token"):
         raise ConfigError(f"auth.mode: unknown mode {settings.auth.mode!r} (none, htpasswd, token)")
     if settings.auth.token.algorithm not in ("ES256", "RS256"):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from registry.auth.access import Access
+from registry.auth.clients import ClientAddresses
 from registry.auth.limiter import LoginLimiter
 from registry.auth.rules import Rules
 from registry.auth.users import Htpasswd
@@ -33,41 +34,47 @@ class Principal:
 ANYONE = Principal(None, lambda repository, action: True)
 
 
+class MalformedCredentials(ValueError):
+    """An `Authorization: Basic` header that does not hold `user:password` in base64."""
+
+
 def parse_basic(header: str | None) -> tuple[str, str] | None:
-    """(user, password) of an HTTP Basic `Authorization` header, or None."""
-    if not header or header[:6].lower() != "basic ":
+    """(user, password) of an HTTP Basic `Authorization` header; None without one (or with another
+    scheme); raises MalformedCredentials when it is Basic but unreadable."""
+    if not header or header.split(" ", 1)[0].lower() != "basic":
         return None
     try:
         user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if sep else None
-
-
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "-"
+        raise MalformedCredentials("not base64 of UTF-8 text") from None
+    if not sep:
+        raise MalformedCredentials("no `:` between user and password")
+    return user, password
 
 
 class Passwords:
-    """Password checks with failed-login limits per user and address."""
+    """Password checks with failed-login limits (see limiter.py) and the client address they count by."""
 
-    def __init__(self, htpasswd: Htpasswd, limiter: LoginLimiter):
-        self.htpasswd, self.limiter = htpasswd, limiter
+    def __init__(self, htpasswd: Htpasswd, limiter: LoginLimiter, addresses: ClientAddresses):
+        self.htpasswd, self.limiter, self.addresses = htpasswd, limiter, addresses
+
+    def address(self, request: Request) -> str:
+        return self.addresses.of(request)
 
     async def check(self, user: str, password: str, address: str) -> bool:
-        """Whether the password is right; raises TooManyRequests after too many failures."""
-        wait = self.limiter.retry_after(user, address)
-        if wait:
-            raise TooManyRequests(
-                {"retry_after_s": wait},
-                message="too many failed logins; try again later",
-                headers={"Retry-After": str(wait)},
-            )
-        if await self.htpasswd.verify(user, password):
-            self.limiter.succeeded(user, address)
+        """Whether the password is right; raises TooManyRequests after too many failures, or when
+        too many password checks are waiting. A password remembered as right costs no index write."""
+        if self.htpasswd.remembered(user, password):
             return True
-        self.limiter.failed(user, address)
-        return False
+        attempt = await self.limiter.reserve(user, address)
+        try:
+            ok = await self.htpasswd.verify(user, password)
+        except TooManyRequests:
+            await self.limiter.abandoned(attempt)
+            raise
+        if ok:
+            await self.limiter.succeeded(attempt, user, address)
+        return ok
 
 
 def rules_allow(rules: Rules, user: str | None, needed: Access) -> bool:
@@ -97,11 +104,14 @@ class BasicGate:
         return Unauthorized(message=message, headers={"WWW-Authenticate": f'Basic realm="{self.realm}"'})
 
     async def admit(self, request: Request, needed: list[Access]) -> Principal:
-        credentials = parse_basic(request.headers.get("authorization"))
+        try:
+            credentials = parse_basic(request.headers.get("authorization"))
+        except MalformedCredentials as e:
+            raise self._challenge(f"malformed Basic credentials: {e}") from None
         user = None
         if credentials is not None:
             user, password = credentials
-            if not await self.passwords.check(user, password, client_address(request)):
+            if not await self.passwords.check(user, password, self.passwords.address(request)):
                 raise self._challenge("incorrect username or password")
         elif not needed:
             raise self._challenge()  # `GET /v2/` asks for credentials so `docker login` has a challenge

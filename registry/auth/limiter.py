@@ -1,38 +1,40 @@
-"""Failed-login limits: after too many failures for one user from one address, answer 429 a while."""
+"""Failed-login limits, kept in the index so every worker and replica counts the same failures.
+
+Each password check is reserved (counted as a failure) before it runs and released when the password
+was right, so a burst of parallel attempts gets no more checks than the limit allows. Limits apply
+per (user, address), per address over all users (spraying), and per user over all addresses, where
+each address counts at most its own limit: one address alone never locks a user out for everyone.
+"""
 
 from __future__ import annotations
 
-import time
+from registry.errors import TooManyRequests
+from storage.index.logins import Limits, Logins
 
 
 class LoginLimiter:
-    """At most `attempts` failures per (user, address) within `window_s` seconds; in-process."""
+    """Reserves and releases password checks against the limits; see the module docstring."""
 
-    def __init__(self, attempts: int = 5, window_s: float = 60.0):
-        self.attempts, self.window_s = attempts, window_s
-        self._failures: dict[tuple[str, str], list[float]] = {}
+    def __init__(self, logins: Logins, limits: Limits):
+        self.logins, self.limits = logins, limits
 
-    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, ()) if t > now - self.window_s]
-        if times:
-            self._failures[key] = times
-        else:
-            self._failures.pop(key, None)
-        return times
+    async def reserve(self, user: str, address: str) -> str:
+        """Count an attempt of `user` from `address` as failed until released; returns its id.
+        Raises TooManyRequests (with Retry-After) when a limit is reached."""
+        reservation = await self.logins.reserve(user, address, self.limits)
+        if reservation.attempt is None:
+            wait = reservation.retry_after_s
+            raise TooManyRequests(
+                {"retry_after_s": wait},
+                message="too many failed logins; try again later",
+                headers={"Retry-After": str(wait)},
+            )
+        return reservation.attempt
 
-    def retry_after(self, user: str, address: str) -> int:
-        """Seconds until `user` may try again from `address`; 0 when they may now."""
-        now = time.monotonic()
-        times = self._recent((user, address), now)
-        if len(times) < self.attempts:
-            return 0
-        return max(1, int(times[0] + self.window_s - now + 1))
+    async def succeeded(self, attempt: str, user: str, address: str) -> None:
+        """The password was right: the attempt and earlier failures of the pair no longer count."""
+        await self.logins.release(attempt, user, address)
 
-    def failed(self, user: str, address: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) > 100_000:
-            self._failures = {k: v for k, v in self._failures.items() if v and v[-1] > now - self.window_s}
-        self._failures.setdefault((user, address), []).append(now)
-
-    def succeeded(self, user: str, address: str) -> None:
-        self._failures.pop((user, address), None)
+    async def abandoned(self, attempt: str) -> None:
+        """The attempt never got its password check (the checks were too busy): it does not count."""
+        await self.logins.cancel(attempt)

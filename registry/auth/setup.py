@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from registry.auth.clients import ClientAddresses
 from registry.auth.gate import BasicGate, OpenGate, Passwords
 from registry.auth.limiter import LoginLimiter
 from registry.auth.rules import Rules, make_rule
 from registry.auth.users import Htpasswd
 from registry.config import Settings
+from storage.index import Index
+from storage.index.logins import Limits, Logins
 
 
 @dataclass
@@ -23,13 +26,18 @@ if TYPE_CHECKING:
     from registry.auth.token_service import TokenService
 
 
-def build_auth(settings: Settings) -> Auth:
-    """The auth parts for `settings`; reads (or, for tokens, creates) key files."""
+def build_auth(settings: Settings, index: Index) -> Auth:
+    """The auth parts for `settings`, counting failed logins in `index`; reads (or, for tokens,
+    creates) key files."""
     config = settings.auth
     if config.mode == "none":
         return Auth(OpenGate(), None)
     rules = Rules([make_rule(r.who, r.repository, r.actions) for r in config.rules], config.groups)
-    passwords = Passwords(Htpasswd(settings.htpasswd_path), LoginLimiter(config.login_attempts, config.login_window_s))
+    limits = Limits(
+        config.login_attempts, config.login_attempts_per_address, config.login_attempts_per_user, config.login_window_s
+    )
+    users = Htpasswd(settings.htpasswd_path, config.password_threads, config.password_queue)
+    passwords = Passwords(users, LoginLimiter(Logins(index.db), limits), ClientAddresses(settings.http.trusted_proxies))
     if config.mode == "htpasswd":
         return Auth(BasicGate(passwords, rules, config.realm), None)
     # Imported here: the JWT and crypto libraries cost about 10 MiB a process, only worth it for tokens.
@@ -46,5 +54,5 @@ def build_auth(settings: Settings) -> Auth:
             trusted += certificate_keys(external.certificates, external.issuer)
         if external.jwks:
             trusted += jwks_keys(external.jwks, external.issuer)
-    gate = TokenGate(TokenVerifier(trusted, token.service), rules, token.issuer, token.realm, token.path)
-    return Auth(gate, TokenService(issuer, rules, passwords))
+    gate = TokenGate(TokenVerifier(trusted, token.service), rules, token.issuer, token.realm, token.path, users)
+    return Auth(gate, TokenService(issuer, rules, passwords, config.realm))

@@ -9,6 +9,7 @@ from registry.auth.access import Access, covers
 from registry.auth.gate import Principal, rules_allow, rules_principal
 from registry.auth.rules import Rules
 from registry.auth.tokens import InvalidToken, TokenVerifier
+from registry.auth.users import Htpasswd
 from registry.edge import valid_host
 from registry.errors import Denied, Unauthorized
 
@@ -16,8 +17,16 @@ from registry.errors import Denied, Unauthorized
 class TokenGate:
     """Mode `token`: a Bearer token whose `access` claim covers what the route needs."""
 
-    def __init__(self, verifier: TokenVerifier, rules: Rules, own_issuer: str, realm: str | None, token_path: str):
-        self.verifier, self.rules, self.own_issuer = verifier, rules, own_issuer
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        rules: Rules,
+        own_issuer: str,
+        realm: str | None,
+        token_path: str,
+        users: Htpasswd,
+    ):
+        self.verifier, self.rules, self.own_issuer, self.users = verifier, rules, own_issuer, users
         self.realm, self.token_path, self.service = realm, token_path, verifier.audience
 
     def _challenge(self, request: Request, needed: list[Access], error: str | None) -> Unauthorized:
@@ -40,6 +49,8 @@ class TokenGate:
         except InvalidToken:
             raise self._challenge(request, needed, "invalid_token") from None
         own = claims.issuer == self.own_issuer
+        if own and claims.subject is not None and not self.users.has_user(claims.subject):
+            raise self._challenge(request, needed, "invalid_token")  # the user was removed since
         for access in needed:
             if not covers(claims.access, access):
                 if own and claims.subject is not None and not rules_allow(self.rules, claims.subject, access):

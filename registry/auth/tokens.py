@@ -8,6 +8,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -23,7 +24,9 @@ ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 SIGNING_ALGORITHMS = ("RS256", "ES256")
 LEEWAY_S = 30
 REFRESH_TYPE = "refresh"
-CACHE_MAX = 8192
+TOKEN_MAX_BYTES = 8 << 10  # larger Bearer tokens are refused unread
+CACHE_MAX_BYTES = 8 << 20  # verified tokens kept, counted by their size (see _cost)
+CACHE_ENTRY_OVERHEAD = 512  # bytes per cache entry besides the token: key, claims, list entries
 
 
 class InvalidToken(Exception):
@@ -176,24 +179,46 @@ def _suits(key: object, algorithm: str) -> bool:
     return isinstance(key, rsa.RSAPublicKey)
 
 
-class TokenVerifier:
-    """Verifies access tokens against trusted keys: signature, algorithm, issuer, audience, expiry."""
+def _cost(token: str, claims: Claims) -> int:
+    """About the memory a cache entry holds: the token, and its claims (a fraction of the token, which
+    carries them in base64, plus objects per access entry)."""
+    return 2 * len(token) + CACHE_ENTRY_OVERHEAD + 200 * len(claims.access)
 
-    def __init__(self, keys: list[TrustedKey], audience: str):
-        self.keys, self.audience = keys, audience
-        self._verified: dict[str, Claims] = {}
+
+class TokenVerifier:
+    """Verifies access tokens against trusted keys: signature, algorithm, issuer, audience, expiry.
+    Verified tokens are remembered, least recently used first out, within `cache_max_bytes`."""
+
+    def __init__(self, keys: list[TrustedKey], audience: str, cache_max_bytes: int = CACHE_MAX_BYTES):
+        self.keys, self.audience, self.cache_max_bytes = keys, audience, cache_max_bytes
+        self._verified: OrderedDict[str, tuple[Claims, int]] = OrderedDict()
+        self.cached_bytes = 0
+
+    def cached(self, token: str) -> bool:
+        """Whether `token` is in the cache of verified tokens."""
+        return token in self._verified
+
+    def _forget(self, token: str) -> None:
+        _, cost = self._verified.pop(token)
+        self.cached_bytes -= cost
 
     def verify(self, token: str) -> Claims:
-        """The claims of a valid access token; raises InvalidToken."""
-        cached = self._verified.get(token)
-        if cached is not None:
-            if cached.expires_at + LEEWAY_S > time.time():
-                return cached
-            del self._verified[token]
+        """The claims of a valid access token; raises InvalidToken (also for one over TOKEN_MAX_BYTES)."""
+        if len(token) > TOKEN_MAX_BYTES:
+            raise InvalidToken(f"the token is larger than {TOKEN_MAX_BYTES} bytes")
+        entry = self._verified.get(token)
+        if entry is not None:
+            if entry[0].expires_at + LEEWAY_S > time.time():
+                self._verified.move_to_end(token)
+                return entry[0]
+            self._forget(token)
         claims = self._verify(token)
-        if len(self._verified) >= CACHE_MAX:
-            self._verified.clear()
-        self._verified[token] = claims
+        cost = _cost(token, claims)
+        while self._verified and self.cached_bytes + cost > self.cache_max_bytes:
+            self._forget(next(iter(self._verified)))
+        if cost <= self.cache_max_bytes:
+            self._verified[token] = (claims, cost)
+            self.cached_bytes += cost
         return claims
 
     def _verify(self, token: str) -> Claims:

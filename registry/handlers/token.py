@@ -8,19 +8,14 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.auth.access import parse_scopes
-from registry.auth.gate import client_address, parse_basic
-from registry.errors import RegistryError
+from registry.auth.gate import MalformedCredentials, parse_basic
+from registry.auth.token_service import TokenRequestInvalid, requested_scopes
 from registry.handlers.base import json_response, read_body
 
 if TYPE_CHECKING:
     from registry.auth.token_service import TokenService
 
 FORM_MAX_BYTES = 64 << 10
-
-
-class TokenRequestInvalid(RegistryError):
-    code, status, message = "UNSUPPORTED", 400, "invalid token request"
 
 
 def _service(request: Request) -> TokenService:
@@ -38,12 +33,16 @@ async def get_token(request: Request) -> Response:
     service = _service(request)
     params = request.query_params
     _check_audience(service, params.get("service"))
-    credentials = parse_basic(request.headers.get("authorization"))
+    scopes = requested_scopes(params.getlist("scope"))
+    try:
+        credentials = parse_basic(request.headers.get("authorization"))
+    except MalformedCredentials as e:
+        raise service.refuse(f"malformed Basic credentials: {e}") from None
     user = None
     if credentials is not None:
-        user = await service.sign_in(*credentials, client_address(request))
+        user = await service.sign_in(*credentials, service.passwords.address(request))
     offline = params.get("offline_token", "").lower() == "true"
-    return json_response(service.respond(user, parse_scopes(params.getlist("scope")), offline))
+    return json_response(service.respond(user, scopes, offline))
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -55,9 +54,11 @@ async def post_token(request: Request) -> Response:
     service = _service(request)
     form = await _form(request)
     _check_audience(service, form.get("service"))
+    scopes = requested_scopes([form.get("scope", "")])
     grant = form.get("grant_type")
     if grant == "password":
-        user = await service.sign_in(form.get("username", ""), form.get("password", ""), client_address(request))
+        address = service.passwords.address(request)
+        user = await service.sign_in(form.get("username", ""), form.get("password", ""), address)
     elif grant == "refresh_token":
         user = service.redeem(form.get("refresh_token", ""))
     else:
@@ -65,4 +66,4 @@ async def post_token(request: Request) -> Response:
             {"grant_type": (grant or "")[:50]}, message="grant_type must be password or refresh_token"
         )
     offline = form.get("access_type") == "offline"
-    return json_response(service.respond(user, parse_scopes([form.get("scope", "")]), offline))
+    return json_response(service.respond(user, scopes, offline))

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from registry.auth.access import access
 from registry.auth.users import Htpasswd
 from registry.config import RuleSettings, Settings
-from tests.support import app_client, digest_of, error_codes, make_image, push_blob, push_image
+from tests.support import app_client, digest_of, error_codes, make_image, push_blob, push_image, running_app
 
 pytestmark = pytest.mark.anyio
 
@@ -263,3 +268,175 @@ async def test_htpasswd_mode_checks_basic_credentials_and_rules(basic_client: ht
 async def test_no_auth_mode_lets_everything_through(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v2/")).status_code == 200
     assert (await client.get("/auth/token")).status_code == 404
+
+
+def client_from(app: Starlette, address: str, forwarded_for: str | None = None) -> httpx.AsyncClient:
+    """A client of `app` whose connection comes from `address` (optionally through X-Forwarded-For)."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    transport = httpx.ASGITransport(app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://registry.test", headers=headers)
+
+
+async def login(client: httpx.AsyncClient, mode: str, user: str, password: str) -> int:
+    """The status of a sign-in: a token request (token mode) or `GET /v2/` with Basic (htpasswd mode)."""
+    if mode == "token":
+        r = await client.get("/auth/token", params={"service": "registry"}, headers=basic(user, password))
+    else:
+        r = await client.get("/v2/", headers=basic(user, password))
+    if r.status_code == 429:
+        assert error_codes(r) == ["TOOMANYREQUESTS"] and int(r.headers["Retry-After"]) > 0
+    return r.status_code
+
+
+@pytest.mark.parametrize("mode", ["token", "htpasswd"])
+async def test_a_burst_of_wrong_passwords_gets_no_more_password_checks_than_the_limit(
+    settings: Settings, htpasswd_file: bytes, mode: str
+) -> None:
+    async with running_app(configure(settings, mode, htpasswd_file)) as (_, client):
+        codes = await asyncio.gather(*(login(client, mode, "alice", f"wrong-{i}") for i in range(20)))
+        assert sorted(codes) == [401] * 3 + [429] * 17
+        assert await login(client, mode, "alice", "alice-pw") == 429
+
+
+async def test_two_workers_sharing_the_index_share_the_failure_count(settings: Settings, htpasswd_file: bytes) -> None:
+    configure(settings, "token", htpasswd_file)
+    async with running_app(settings) as (_, first), running_app(settings) as (_, second):
+        assert [await login(c, "token", "alice", "wrong") for c in (first, second, first)] == [401] * 3
+        assert await login(second, "token", "alice", "alice-pw") == 429
+        assert await login(first, "token", "alice", "alice-pw") == 429
+
+
+async def test_behind_a_trusted_proxy_one_client_cannot_lock_a_user_out_for_another(
+    settings: Settings, htpasswd_file: bytes
+) -> None:
+    settings.http.trusted_proxies = ["10.0.0.0/8"]
+    async with running_app(configure(settings, "htpasswd", htpasswd_file)) as (app, _):
+        attacker = client_from(app, "10.0.0.2", "203.0.113.9")
+        codes = [await login(attacker, "htpasswd", "alice", "wrong") for _ in range(6)]
+        assert codes == [401] * 3 + [429] * 3
+        assert await login(client_from(app, "10.0.0.2", "198.51.100.7"), "htpasswd", "alice", "alice-pw") == 200
+        # A spoofed left-most entry changes nothing: the right-most untrusted address counts.
+        spoofed = client_from(app, "10.0.0.3", "198.51.100.7, 203.0.113.9")
+        assert await login(spoofed, "htpasswd", "alice", "another guess") == 429
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored(settings: Settings, htpasswd_file: bytes) -> None:
+    async with running_app(configure(settings, "htpasswd", htpasswd_file)) as (app, _):
+        codes = [await login(client_from(app, "203.0.113.9", f"192.0.2.{i}"), "htpasswd", "bob", "x") for i in range(5)]
+        assert codes == [401] * 3 + [429] * 2
+
+
+async def test_many_users_sprayed_from_one_address_are_limited(settings: Settings, htpasswd_file: bytes) -> None:
+    settings.auth.login_attempts_per_address = 4
+    async with running_app(configure(settings, "token", htpasswd_file)) as (app, client):
+        codes = [await login(client, "token", f"user{i}", "guess") for i in range(6)]
+        assert codes == [401] * 4 + [429] * 2
+        assert await login(client_from(app, "198.51.100.7"), "token", "user5", "guess") == 401
+
+
+async def test_failures_from_several_addresses_lock_the_user_for_everyone(
+    settings: Settings, htpasswd_file: bytes
+) -> None:
+    settings.auth.login_attempts_per_user = 6
+    async with running_app(configure(settings, "token", htpasswd_file)) as (app, _):
+        first = client_from(app, "203.0.113.1")
+        assert [await login(first, "token", "alice", "wrong") for _ in range(5)] == [401] * 3 + [429] * 2
+        assert await login(client_from(app, "198.51.100.7"), "token", "alice", "wrong") == 401  # not locked
+        second = client_from(app, "203.0.113.2")
+        assert [await login(second, "token", "alice", "wrong") for _ in range(2)] == [401] * 2
+        assert await login(client_from(app, "198.51.100.8"), "token", "alice", "alice-pw") == 429
+        assert await login(client_from(app, "198.51.100.8"), "token", "bob", "bob-pw") == 200
+
+
+async def test_a_remembered_password_costs_no_index_write(settings: Settings, htpasswd_file: bytes) -> None:
+    if not settings.index_url.startswith("sqlite:///"):
+        pytest.skip("watches commits through SQLite's data_version")
+    async with running_app(configure(settings, "htpasswd", htpasswd_file)) as (_, client):
+        client.headers.update(basic("alice", "alice-pw"))
+        assert (await client.get("/v2/")).status_code == 200
+        watcher = sqlite3.connect(settings.index_url.removeprefix("sqlite:///"))
+        before = watcher.execute("PRAGMA data_version").fetchone()[0]
+        for _ in range(10):
+            assert (await client.get("/v2/alice/app/tags/list")).status_code == 404
+        assert watcher.execute("PRAGMA data_version").fetchone()[0] == before
+        assert (await client.get("/v2/", headers=basic("alice", "wrong"))).status_code == 401
+        assert watcher.execute("PRAGMA data_version").fetchone()[0] != before
+        watcher.close()
+
+
+async def test_scopes_with_invalid_repository_names_are_refused(token_client: httpx.AsyncClient) -> None:
+    for scope in ["repository:Alice/App:pull", "repository:" + "a" * 300 + ":pull", "repository:a//b:pull"]:
+        r = await token_client.get("/auth/token", params={"service": "registry", "scope": scope})
+        assert r.status_code == 400, scope
+        assert error_codes(r) == ["UNSUPPORTED"]
+    r = await token_client.get("/auth/token", params={"scope": ["registry:catalog:*", "repository:public/a_b.c:pull"]})
+    assert r.status_code == 200 and r.json()["scope"] == "registry:catalog:* repository:public/a_b.c:pull"
+
+
+async def test_too_many_scopes_in_one_request_are_refused(token_client: httpx.AsyncClient) -> None:
+    scopes = [f"repository:public/r{i}:pull" for i in range(65)]
+    r = await token_client.get("/auth/token", params={"service": "registry", "scope": scopes})
+    assert r.status_code == 400 and error_codes(r) == ["UNSUPPORTED"]
+    r = await token_client.post(
+        "/auth/token",
+        data={"grant_type": "password", "username": "alice", "password": "alice-pw", "scope": " ".join(scopes)},
+    )
+    assert r.status_code == 400
+    r = await token_client.get("/auth/token", params={"service": "registry", "scope": scopes[:64]})
+    assert r.status_code == 200
+
+
+async def test_an_oversized_bearer_token_is_refused_even_when_signed(settings: Settings, htpasswd_file: bytes) -> None:
+    async with running_app(configure(settings, "token", htpasswd_file)) as (app, client):
+        issuer = app.state.token_service.issuer
+        wanted = [access("repository", f"alice/{'r' * 200}{i}", ["pull"]) for i in range(40)]
+        huge = issuer.issue("alice", [*wanted, access("repository", "alice/app", ["pull"])]).token
+        assert len(huge) > 8 << 10
+        r = await client.get("/v2/alice/app/tags/list", headers=bearer(huge))
+        assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("mode", ["token", "htpasswd"])
+async def test_a_password_longer_than_72_bytes_is_refused_not_an_error(
+    settings: Settings, htpasswd_file: bytes, mode: str
+) -> None:
+    async with running_app(configure(settings, mode, htpasswd_file)) as (_, client):
+        assert await login(client, mode, "alice", "alice-pw" + "x" * 100) == 401
+        assert await login(client, mode, "nobody", "y" * 200) == 401
+
+
+@pytest.mark.parametrize("mode", ["token", "htpasswd"])
+@pytest.mark.parametrize("header", ["Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Basic"])
+async def test_a_malformed_basic_header_is_refused_with_a_challenge(
+    settings: Settings, htpasswd_file: bytes, mode: str, header: str
+) -> None:
+    async with running_app(configure(settings, mode, htpasswd_file)) as (_, client):
+        path = "/auth/token" if mode == "token" else "/v2/public/x/tags/list"
+        r = await client.get(path, headers={"Authorization": header})
+        assert r.status_code == 401 and error_codes(r) == ["UNAUTHORIZED"]
+        assert r.headers["WWW-Authenticate"] == 'Basic realm="registry"'
+
+
+async def test_the_token_of_a_removed_user_stops_working(token_client: httpx.AsyncClient, settings: Settings) -> None:
+    token = await token_for(token_client, "bob", "repository:bob/app:pull")
+    assert (await token_client.get("/v2/bob/app/tags/list", headers=bearer(token))).status_code == 404
+    assert Htpasswd(settings.htpasswd_path).remove("bob")
+    time.sleep(1.1)  # the user list is looked at no more than once a second
+    r = await token_client.get("/v2/bob/app/tags/list", headers=bearer(token))
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+
+
+async def test_blob_reads_do_not_wait_behind_password_checks(settings: Settings, htpasswd_file: bytes) -> None:
+    settings.auth.login_attempts_per_address = 1000
+    async with running_app(configure(settings, "htpasswd", htpasswd_file)) as (app, client):
+        client.headers.update(basic("alice", "alice-pw"))
+        digest = await push_blob(client, "alice/app", b"layer bytes" * 1000)
+        attackers = [client_from(app, f"203.0.113.{i}") for i in range(100)]
+        logins = [asyncio.create_task(login(c, "htpasswd", f"u{i}", "guess")) for i, c in enumerate(attackers)]
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        r = await client.get(f"/v2/alice/app/blobs/{digest}")
+        took = time.monotonic() - started
+        codes = await asyncio.gather(*logins)
+        assert r.status_code == 200 and took < 1.5, took
+        assert 401 in codes and 429 in codes and set(codes) == {401, 429}

@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from registry.auth.access import access
 from registry.auth.tokens import (
+    TOKEN_MAX_BYTES,
     InvalidToken,
     TokenIssuer,
     TokenVerifier,
@@ -166,3 +167,24 @@ def test_external_issuer_by_certificate_bundle(issuer: TokenIssuer, tmp_path) ->
     claims = {"iss": "docker_auth", "sub": "c", "aud": "registry", "exp": int(time.time()) + 60}
     token = jwt.encode(claims, external, algorithm="ES256", headers={"kid": key_id(external.public_key())})
     assert verifier.verify(token).subject == "c"
+
+
+def test_a_token_over_the_size_cap_is_refused_unread(issuer: TokenIssuer) -> None:
+    big = issuer.issue("alice", [access("repository", f"team/{'x' * 200}{i}", ["pull"]) for i in range(40)]).token
+    assert len(big) > TOKEN_MAX_BYTES
+    with pytest.raises(InvalidToken, match="larger than"):
+        verifier_for(issuer).verify(big)
+
+
+def test_the_verified_token_cache_is_bounded_in_bytes_least_recently_used_out(issuer: TokenIssuer) -> None:
+    verifier = TokenVerifier([issuer.trusted_key()], "registry", cache_max_bytes=64 << 10)
+    scopes = [access("repository", f"team/{'y' * 100}{i}", ["pull"]) for i in range(12)]
+    tokens = [issuer.issue(f"user{i}", scopes).token for i in range(60)]
+    assert sum(map(len, tokens)) > 2 * verifier.cache_max_bytes
+    kept = tokens[0]
+    for token in tokens:
+        verifier.verify(token)
+        verifier.verify(kept)  # used again each time: never the least recently used
+        assert verifier.cached_bytes <= verifier.cache_max_bytes
+    assert verifier.cached(kept) and verifier.cached(tokens[-1]) and not verifier.cached(tokens[1])
+    assert verifier.cached_bytes >= verifier.cache_max_bytes // 2
