@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.convertors import register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -59,7 +60,8 @@ def _guarded(endpoint: Callable[[Request], Awaitable[Response]], needs: Needs) -
 
 
 def _routes(settings: Settings) -> list[Route]:
-    name = "/v2/{name:path}"
+    register_url_convertor("repository", base.RepositoryConvertor())
+    name = "/v2/{name:repository}"
     pull, push, delete = _needs(PULL), _needs(PULL, PUSH), _needs(DELETE)
     routes = [
         # The hottest first: the router tries routes in order.
@@ -123,7 +125,11 @@ async def _backend_unavailable(request: Request, exc: Exception) -> Response:
 async def _body_ended(request: Request, exc: Exception) -> Response:
     """The request body ended early: the client went away, or its body could not be parsed (granian and uvicorn
     report both as a disconnect). Not a server error: one INFO line, and a 400 for a client still listening."""
-    log.info("%s %s: the client went away or sent a malformed body", request.method, request.url.path)
+    log.info(
+        "%s %s: the client went away or sent a malformed body",
+        printable(request.method),
+        printable(request.scope["path"]),
+    )
     return _render(BlobUploadInvalid({"reason": "the request body ended before it was complete, or was malformed"}))
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.convertors import Convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,6 +17,19 @@ from registry.numbers import NumberInvalid, parse_number
 from registry.service import Registry
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+class RepositoryConvertor(Convertor[str]):
+    """The `{name:repository}` part of a route: like Starlette's `path`, but its regex also spans line
+    breaks, so a name holding one reaches `repository()` (400 NAME_INVALID) instead of matching no route."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
 
 
 def registry(request: Request) -> Registry:

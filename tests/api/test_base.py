@@ -102,7 +102,7 @@ async def test_the_access_log_escapes_what_the_client_controls(settings: Setting
             await client.get("/v2/a%0A1.2.3.4%20GET%20/forged%20200%200%200.1ms/x%00%09%5C/tags/list")
     lines = [r.getMessage() for r in caplog.records if r.name == "registry.access"]
     assert len(lines) == 1 and "\n" not in lines[0] and "\x00" not in lines[0] and "\t" not in lines[0]
-    assert "/v2/a\\n1.2.3.4\\x20GET\\x20/forged\\x20200\\x200\\x200.1ms/x\\x00\\t\\\\/tags/list 404 " in lines[0]
+    assert "/v2/a\\n1.2.3.4\\x20GET\\x20/forged\\x20200\\x200\\x200.1ms/x\\x00\\t\\\\/tags/list 400 " in lines[0]
 
 
 async def test_error_log_lines_escape_the_method_and_path(settings: Settings, caplog) -> None:
@@ -110,8 +110,30 @@ async def test_error_log_lines_escape_the_method_and_path(settings: Settings, ca
 
     from registry.app import _unexpected_error
 
-    scope = {"type": "http", "method": "GET\x1b", "path": "/v2/a\x00b\u2028 forged\\", "headers": [], "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": "GET\x1b",
+        "path": "/v2/a\x00b\u2028 forged\\",
+        "headers": [],
+        "query_string": b"",
+    }
     with caplog.at_level(logging.ERROR, logger="registry"):
         await _unexpected_error(Request(scope), RuntimeError("boom"))
     (line,) = [r.getMessage() for r in caplog.records if r.name == "registry"]
     assert line == "unexpected error on GET\\x1b /v2/a\\x00b\\u2028\\x20forged\\\\"
+
+
+@pytest.mark.parametrize("name", ["team/app%0A", "a%0Ab", "%0A", "a%0D%0Ab", "a%00b", "a%E2%80%A8b"])
+async def test_names_with_line_breaks_or_control_characters_answer_name_invalid(
+    client: httpx.AsyncClient, name: str
+) -> None:
+    for method, path in [
+        ("GET", f"/v2/{name}/tags/list"),
+        ("GET", f"/v2/{name}/manifests/latest"),
+        ("DELETE", f"/v2/{name}/manifests/latest"),
+        ("POST", f"/v2/{name}/blobs/uploads/"),
+        ("GET", f"/v2/{name}/blobs/sha256:{'a' * 64}"),
+        ("GET", f"/v2/{name}/referrers/sha256:{'a' * 64}"),
+    ]:
+        r = await client.request(method, path)
+        assert r.status_code == 400 and error_codes(r) == ["NAME_INVALID"], (method, path, r.status_code)
