@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from registry.errors import DigestInvalid, NameInvalid, TagInvalid
-from registry.names import is_digest, parse_digest, parse_name, parse_tag
+from registry.names import is_digest, lookup_reference, parse_digest, parse_name, parse_tag
 
 GOOD_HEX = "a" * 64
 
@@ -60,3 +60,11 @@ def test_malformed_or_unsupported_digests_raise_digest_invalid(value: str) -> No
 def test_references_with_a_colon_are_digests() -> None:
     assert is_digest(f"sha256:{GOOD_HEX}")
     assert not is_digest("latest")
+
+
+def test_lookup_reference_gives_a_digest_a_tag_or_none() -> None:
+    digest = "sha256:" + "a" * 64
+    assert lookup_reference(digest) == parse_digest(digest)
+    assert lookup_reference("v1.0") == "v1.0"
+    for reference in ["-bad", "a" * 129, "sha384:" + "a" * 96, "sha256:" + "A" * 64, "x:", ":", "", "v1\n", "\u00e9"]:
+        assert lookup_reference(reference) is None, reference
