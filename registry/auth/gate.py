@@ -9,7 +9,6 @@ for, or 403 DENIED when they are known and the rules do not allow it.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,7 +44,7 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
         return None
     try:
         user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, or non-ASCII characters in the header
         raise MalformedCredentials("not base64 of UTF-8 text") from None
     if not sep:
         raise MalformedCredentials("no `:` between user and password")

@@ -406,9 +406,12 @@ async def test_a_password_longer_than_72_bytes_is_refused_not_an_error(
 
 
 @pytest.mark.parametrize("mode", ["token", "htpasswd"])
-@pytest.mark.parametrize("header", ["Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Basic"])
+@pytest.mark.parametrize(
+    "header",
+    ["Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode(), "Basic", "Basic caf\xe9".encode("latin-1")],
+)
 async def test_a_malformed_basic_header_is_refused_with_a_challenge(
-    settings: Settings, htpasswd_file: bytes, mode: str, header: str
+    settings: Settings, htpasswd_file: bytes, mode: str, header: str | bytes
 ) -> None:
     async with running_app(configure(settings, mode, htpasswd_file)) as (_, client):
         path = "/auth/token" if mode == "token" else "/v2/public/x/tags/list"
