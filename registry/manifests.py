@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from registry.errors import DigestInvalid, ManifestInvalid
@@ -23,7 +23,6 @@ DOCKER_SCHEMA1 = (
 # Real manifests nest four or five levels deep; anything past this is refused before it can cost
 # recursion anywhere (json, the index, a client).
 MAX_DEPTH = 64
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
@@ -160,27 +159,37 @@ def _load(body: bytes) -> Any:
         raise _invalid(f"the document is nested more than {MAX_DEPTH} levels deep") from None
     except ValueError as e:
         raise _invalid(f"not valid JSON: {e}") from None
-    _check_tree(doc)
+    _check_depth(doc)
+    if "\\u" in text:  # a lone surrogate can only come from an escape: the text itself is valid UTF-8
+        _check_surrogates(doc)
     return doc
 
 
-def _check_tree(doc: Any) -> None:
-    """Refuse a document nested deeper than MAX_DEPTH or holding a lone surrogate in a key or string
-    (one that no UTF-8 encoder, and so no index, accepts). Walks with a stack, not recursion."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise _invalid(f"the document is nested more than {MAX_DEPTH} levels deep")
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-        for key, item in items:
-            for text in (key, item):
-                if isinstance(text, str) and not text.isascii() and _SURROGATE.search(text):
-                    raise _invalid(f"a string holds a lone surrogate escape: {text[:50]!r}")
-            if isinstance(item, dict | list):
-                stack.append((item, depth + 1))
-    if isinstance(doc, str) and _SURROGATE.search(doc):
-        raise _invalid("a string holds a lone surrogate escape")
+def _check_depth(doc: Any) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, one level at a time (no recursion, and the
+    containers of each level gathered by C code, so a 4 MiB document of small arrays stays cheap)."""
+    level = [doc]
+    for _ in range(MAX_DEPTH):
+        lists = [c for c in level if type(c) is list]
+        values = list(chain.from_iterable(lists)) + list(chain.from_iterable(map(dict.values, _dicts(level))))
+        level = [v for v in values if type(v) is list or type(v) is dict]
+        if not level:
+            return
+    raise _invalid(f"the document is nested more than {MAX_DEPTH} levels deep")
+
+
+def _dicts(level: list[Any]) -> list[dict]:
+    return [c for c in level if type(c) is dict]
+
+
+def _check_surrogates(doc: Any) -> None:
+    """Refuse a document holding a lone surrogate (from an escape such as `\\udfff`) in any key or
+    string: no UTF-8 encoder, and so no index or client, accepts one. Re-encoding finds it in C."""
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        around = e.object[max(e.start - 20, 0) : e.start + 20]
+        raise _invalid(f"a string holds a lone surrogate escape: {around!r}") from None
 
 
 def _check_sizes(descriptors: tuple[Descriptor, ...]) -> None:
