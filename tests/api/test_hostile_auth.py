@@ -455,32 +455,32 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def basic_sign_in(client: httpx.AsyncClient) -> None:
+    """Sign the seeding client in as root with Basic credentials."""
+    client.headers["Authorization"] = basic("root", USERS["root"])
+
+
+async def token_sign_in(client: httpx.AsyncClient) -> None:
+    """Give the seeding client a token of root's for the repositories it seeds."""
+    scopes = [f"repository:{n}:pull,push" for n in ("hostile/app", "hostile/other")]
+    r = await client.get(
+        TOKEN, params={"service": "registry", "scope": scopes}, headers={"Authorization": basic("root", USERS["root"])}
+    )
+    assert r.status_code == 200, r.text
+    client.headers["Authorization"] = "Bearer " + r.json()["token"]
+
+
 @pytest.fixture(scope="module")
 async def basic_registry(request, tmp_path_factory) -> AsyncIterator[Seeded]:
     settings = with_auth(module_settings(request, tmp_path_factory, "disk+sqlite"), "htpasswd")
-
-    async def sign_in(client: httpx.AsyncClient) -> None:
-        client.headers["Authorization"] = basic("root", USERS["root"])
-
-    async with seeded_registry(settings, sign_in) as registry:
+    async with seeded_registry(settings, basic_sign_in) as registry:
         yield registry
 
 
 @pytest.fixture(scope="module")
 async def token_registry(request, tmp_path_factory) -> AsyncIterator[Seeded]:
     settings = with_auth(module_settings(request, tmp_path_factory, "disk+sqlite"), "token")
-
-    async def sign_in(client: httpx.AsyncClient) -> None:
-        scopes = [f"repository:{n}:pull,push" for n in ("hostile/app", "hostile/other")]
-        r = await client.get(
-            TOKEN,
-            params={"service": "registry", "scope": scopes},
-            headers={"Authorization": basic("root", USERS["root"])},
-        )
-        assert r.status_code == 200, r.text
-        client.headers["Authorization"] = "Bearer " + r.json()["token"]
-
-    async with seeded_registry(settings, sign_in) as registry:
+    async with seeded_registry(settings, token_sign_in) as registry:
         yield registry
 
 

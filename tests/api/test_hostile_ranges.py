@@ -1,5 +1,5 @@
-"""Hostile `Range` and `Content-Range` headers and pagination parameters: the right answer (a full or
-partial body, or a clean 4xx), never a 5xx, and nothing stored changes."""
+"""Hostile `Range` and `Content-Range` headers, pagination and listing parameters: the right answer (a
+full or partial body, a listing, or a clean 4xx), never a 5xx, and nothing stored changes."""
 
 from __future__ import annotations
 
@@ -252,6 +252,20 @@ def _pagination_cases() -> list[Case]:
     for label, last in odd_last.items():
         for where, target in (("tags", "/v2/<repo>/tags/list"), ("catalog", "/v2/_catalog")):
             cases.append(case(f"last-{label}-{where}", "GET", f"{target}?last={last}&n=5", 200))
+    odd_artifact_types = {
+        "nul": "%00",
+        "nul-inside": "a%00b",
+        "huge": "z" * 10000,
+        "lone-surrogate-utf8": "%ED%B3%BF",
+        "invalid-utf8": "%FF",
+        "unicode": "%C3%A4",
+        "percent": "%25",
+        "sql-ish": "'%20OR%201=1--",
+        "like-wildcards": "%25_",
+    }
+    for label, artifact_type in odd_artifact_types.items():
+        target = f"/v2/<repo>/referrers/<image>?artifactType={artifact_type}"
+        cases.append(case(f"referrers-artifact-type-{label}", "GET", target, 200))
     cases += [
         case(
             "n-and-last-hostile-together",
