@@ -67,7 +67,8 @@ class Case:
 
     `target` is the path and query as a client writes them on the request line (percent-escapes
     included); placeholders such as `<repo>` or `<layer>` are filled from the seeded registry.
-    `headers` and `body` may be callables of the seeded registry. `host` replaces the Host header.
+    `headers` and `body` may be callables of the seeded registry. With `cut`, the client goes away
+    halfway through the body.
     """
 
     id: str
@@ -76,6 +77,7 @@ class Case:
     expect: tuple[Expect, ...]
     headers: tuple[tuple[str, Value], ...] = ()
     body: Value = b""
+    cut: bool = False
 
     def param(self) -> Any:
         return pytest.param(self, id=self.id)
@@ -91,9 +93,10 @@ def case(
     headers: Iterable[tuple[str, Value]] = (),
     body: Value = b"",
     also: Iterable[Expect] = (),
+    cut: bool = False,
 ) -> Case:
     """A case whose answer must be `status` with error `code` (or one of `also`)."""
-    return Case(id, method, target, (Expect(status, code), *also), tuple(headers), body)
+    return Case(id, method, target, (Expect(status, code), *also), tuple(headers), body, cut)
 
 
 def params(cases: Sequence[Case] | Sequence[Scenario]) -> list[Any]:
@@ -192,11 +195,17 @@ def _bytes(value: str | bytes) -> bytes:
 
 
 async def send(
-    app: Starlette, method: str, target: str, headers: Sequence[tuple[str, str | bytes]] = (), body: bytes = b""
+    app: Starlette,
+    method: str,
+    target: str,
+    headers: Sequence[tuple[str, str | bytes]] = (),
+    body: bytes = b"",
+    cut: bool = False,
 ) -> Answer:
     """Send one request to `app` as an HTTP server would hand it over: `target` is the request line's
     path and query (percent-decoded into `path` as servers do), `headers` go as given (a Host is added
-    unless one is given, and a Content-Length unless one is given), `body` in one piece."""
+    unless one is given, and a Content-Length unless one is given), `body` in one piece, or with `cut`
+    its first half and then the client's disconnection."""
     raw_path, _, query = target.partition("?")
     raw = [(name.lower().encode("latin-1"), _bytes(value)) for name, value in headers]
     names = {name for name, _ in raw}
@@ -227,8 +236,11 @@ async def send(
         nonlocal sent_body
         if not sent_body:
             sent_body = True
+            if cut:
+                return {"type": "http.request", "body": body[: len(body) // 2], "more_body": True}
             return {"type": "http.request", "body": body, "more_body": False}
-        await done.wait()
+        if not cut:
+            await done.wait()
         return {"type": "http.disconnect"}
 
     async def send_message(message: dict) -> None:
@@ -327,7 +339,7 @@ async def attempt(seeded: Seeded, case: Case) -> Answer:
         headers.append((name, seeded.fill(resolved) if isinstance(resolved, str) else resolved))
     body = resolve(seeded, case.body)
     body = seeded.fill(body) if isinstance(body, str) else body
-    return await send(seeded.app, case.method, seeded.fill(case.target), headers, _bytes_utf8(body))
+    return await send(seeded.app, case.method, seeded.fill(case.target), headers, _bytes_utf8(body), case.cut)
 
 
 def _bytes_utf8(value: str | bytes) -> bytes:
@@ -345,6 +357,7 @@ class Step:
     headers: tuple[tuple[str, Value], ...] = ()
     body: Value = b""
     hostile: bool = False
+    cut: bool = False
 
 
 def step(
@@ -357,8 +370,9 @@ def step(
     headers: Iterable[tuple[str, Value]] = (),
     body: Value = b"",
     also: Iterable[Expect] = (),
+    cut: bool = False,
 ) -> Step:
-    return Step(method, target, (Expect(status, code), *also), tuple(headers), body, hostile)
+    return Step(method, target, (Expect(status, code), *also), tuple(headers), body, hostile, cut)
 
 
 @dataclass(frozen=True)
@@ -392,6 +406,7 @@ async def check_scenario(seeded: Seeded, scenario: Scenario) -> None:
             current.expect,
             current.headers,
             current.body,
+            current.cut,
         )
         answer = await attempt(seeded, as_case)
         found += [

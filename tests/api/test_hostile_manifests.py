@@ -619,6 +619,19 @@ def _content_cases() -> list[Case]:
             body=lambda s: s.image.manifest.replace(OCI_MANIFEST.encode(), b"\\udfff", 1),
         )
     )
+    cases.append(
+        case(
+            "client-gone-halfway",
+            "PUT",
+            put,
+            400,
+            INVALID,
+            headers=ct,
+            body=image,
+            cut=True,
+            also=[Expect(400, "BLOB_UPLOAD_INVALID")],
+        )
+    )
     return cases
 
 

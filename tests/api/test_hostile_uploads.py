@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.api.hostile import (
+    ANY_CODE,
     Case,
     Expect,
     Scenario,
@@ -371,6 +372,70 @@ def _sequences() -> list[Scenario]:
                 step("PUT", f"{foreign}?digest={digest}", 404, UPLOAD_UNKNOWN, hostile=True),
                 step("GET", f"/v2/<repo>/blobs/{digest}", 404, "BLOB_UNKNOWN", hostile=True),
             ),
+        )
+    )
+
+    # The client goes away halfway through a body: the chunk is dropped, the upload goes on.
+    data, digest = _data()
+    gone = [Expect(400, "BLOB_UPLOAD_INVALID")]
+    sequences.append(
+        Scenario(
+            "client-gone-halfway-through-the-first-chunk",
+            (
+                step("POST", up, 202),
+                step("PATCH", new, 400, ANY_CODE, body=data, cut=True, hostile=True, also=gone),
+                step("GET", new, 204, hostile=True),
+                step("PATCH", new, 202, body=data),
+                step("PUT", f"{new}?digest={digest}", 201),
+            ),
+        )
+    )
+    data, digest = _data()
+    sequences.append(
+        Scenario(
+            "client-gone-halfway-through-a-later-chunk",
+            (
+                step("POST", up, 202),
+                step("PATCH", new, 202, body=data[:8]),
+                step("PATCH", new, 400, ANY_CODE, body=data[8:], cut=True, hostile=True, also=gone),
+                step(
+                    "PATCH",
+                    new,
+                    400,
+                    ANY_CODE,
+                    headers=[("Content-Range", "8-15")],
+                    body=data[8:],
+                    cut=True,
+                    hostile=True,
+                    also=gone,
+                ),
+                step("GET", new, 204, hostile=True),
+                step("PATCH", new, 202, headers=[("Content-Range", "8-15")], body=data[8:]),
+                step("PUT", f"{new}?digest={digest}", 201),
+            ),
+        )
+    )
+    data, digest = _data()
+    sequences.append(
+        Scenario(
+            "client-gone-halfway-through-the-last-chunk",
+            (
+                step("POST", up, 202),
+                step("PATCH", new, 202, body=data[:8]),
+                step("PUT", f"{new}?digest={digest}", 400, ANY_CODE, body=data[8:], cut=True, hostile=True, also=gone),
+                step("GET", f"/v2/<repo>/blobs/{digest}", 404, "BLOB_UNKNOWN", hostile=True),
+            ),
+        )
+    )
+    data, digest = _data()
+    sequences.append(
+        Scenario(
+            "client-gone-halfway-through-a-monolithic-upload",
+            (
+                step("POST", f"{up}?digest={digest}", 400, ANY_CODE, body=data, cut=True, hostile=True, also=gone),
+                step("GET", f"/v2/<repo>/blobs/{digest}", 404, "BLOB_UNKNOWN", hostile=True),
+            ),
+            undone=True,
         )
     )
     return sequences
