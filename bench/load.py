@@ -30,6 +30,7 @@ HOST = "127.0.0.1"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 CONNECT_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 30.0  # an answer slower than this counts as an error
+WRONG_ANSWERS = ("HTTP", "short body")  # error kinds that are wrong answers, not slow or dropped ones
 
 
 class LoadError(RuntimeError):
@@ -43,6 +44,7 @@ class Tally:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)  # of the wrong answers
     slow_reopened: int = 0
     slow_refused: int = 0
     slow_open: int = 0
@@ -180,7 +182,8 @@ async def puller(
             writer.write(raw)
             status, headers, body = await asyncio.wait_for(read_answer(reader), ANSWER_TIMEOUT_S)
             if status != 200 or len(body) != length:
-                tally.error(f"HTTP {status}" if status != 200 else "short body")
+                tally.error("HTTP" if status != 200 else "short body")
+                tally.statuses[status] = tally.statuses.get(status, 0) + 1
             else:
                 tally.latencies.append(time.monotonic() - begun)
             if headers.get("connection", "").lower() == "close":
@@ -257,7 +260,7 @@ async def run_load(
     pullers = [asyncio.create_task(puller(port, requests, until, tally, started)) for _ in range(connections)]
     await asyncio.sleep(2.0)  # the pullers connect
     tally.latencies.clear()
-    tally.errors, tally.error_kinds = 0, {}
+    tally.errors, tally.error_kinds, tally.statuses = 0, {}, {}
     rss: list[int] = []
     held: list[int] = []
     pids = (lambda: tree_pids(server_pid)) if server_pid else (lambda: [])
@@ -277,6 +280,7 @@ async def run_load(
         "answers": len(latencies),
         "errors": tally.errors,
         "error_kinds": tally.error_kinds,
+        "wrong_statuses": tally.statuses,
         "seconds": round(elapsed, 1),
         "connections": connections,
         "slow": slow,

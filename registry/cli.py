@@ -175,10 +175,10 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
         # Connections a worker serves at once; it accepts no more until one closes (granian's default is
         # backlog / workers: 1,024 half-open connections locked every client out).
         backpressure=per_worker,
-        # hyper bounds the request head by its read buffer: max_buffer_size is both the largest head (431
-        # above it) and the most of a body read at once. header_read_timeout runs from the connection's start
-        # (HTTP/1 only) or the end of the previous response to the end of the head: it also closes idle
-        # keep-alive connections.
+        # hyper bounds the request head by its read buffer: max_buffer_size is both the head size at which an
+        # unfinished head gets 431 (one read more may still complete it) and the most of a body read at once.
+        # header_read_timeout runs from the connection's start (HTTP/1 only) or the end of the previous
+        # response to the end of the head: it also closes idle keep-alive connections.
         http1_settings=HTTP1Settings(
             header_read_timeout=http.header_timeout_s * 1000,
             max_buffer_size=http.max_header_bytes,
