@@ -217,27 +217,15 @@ def _pagination_cases() -> list[Case]:
     for label, n in HOSTILE_NUMBERS.items():
         for where, target in (("tags", "/v2/<repo>/tags/list"), ("catalog", "/v2/_catalog")):
             cases.append(case(f"n-{label}-{where}", "GET", f"{target}?n={n}", 400, "PAGINATION_NUMBER_INVALID"))
-    big = {
-        "int64-max": "9223372036854775807",
-        "past-int64": "9223372036854775808",
-        "2-pow-70": str(2**70),
-        "1000-digits": "1" * 1000,
-    }
-    for label, n in big.items():
-        for where, target in (("tags", "/v2/<repo>/tags/list"), ("catalog", "/v2/_catalog")):
-            # A valid but absurd number: served (clamped) or refused, never a crash.
-            expected = 400 if label == "1000-digits" else 200
-            also = [Expect(200)] if expected == 400 else [Expect(400, "PAGINATION_NUMBER_INVALID")]
-            cases.append(
-                case(
-                    f"n-{label}-{where}",
-                    "GET",
-                    f"{target}?n={n}",
-                    expected,
-                    "PAGINATION_NUMBER_INVALID" if expected == 400 else None,
-                    also=also,
-                )
-            )
+    # The largest number a count can be is served (clamped to what exists); past it, refused.
+    for where, target in (("tags", "/v2/<repo>/tags/list"), ("catalog", "/v2/_catalog")):
+        cases.append(case(f"n-int64-max-{where}", "GET", f"{target}?n=9223372036854775807", 200))
+        for label, n in {
+            "past-int64": "9223372036854775808",
+            "2-pow-70": str(2**70),
+            "1000-digits": "1" * 1000,
+        }.items():
+            cases.append(case(f"n-{label}-{where}", "GET", f"{target}?n={n}", 400, "PAGINATION_NUMBER_INVALID"))
     odd_last = {
         "huge": "z" * 10000,
         "nul": "a%00",
