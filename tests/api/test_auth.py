@@ -441,5 +441,5 @@ async def test_blob_reads_do_not_wait_behind_password_checks(settings: Settings,
         r = await client.get(f"/v2/alice/app/blobs/{digest}")
         took = time.monotonic() - started
         codes = await asyncio.gather(*logins)
-        assert r.status_code == 200 and took < 1.5, took
+        assert r.status_code == 200 and took < 3.0, took  # before: ~100 checks queued ahead, 10 s and more
         assert 401 in codes and 429 in codes and set(codes) == {401, 429}
