@@ -278,6 +278,8 @@ def problems(case: Case, method: str, answer: Answer) -> list[str]:
         wanted = " or ".join(f"{e.status} {e.code or ''}".strip() for e in case.expect)
         found.append(f"expected {wanted}, got {answer.describe()}")
         return found
+    if answer.status == 401 and "www-authenticate" not in answer.headers:
+        found.append("a 401 without a WWW-Authenticate challenge")
     codes = {e.code for e in matching}
     if method == "HEAD" or answer.status < 400 or codes == {None}:
         return found
