@@ -80,3 +80,18 @@ def test_bad_auth_settings_are_named(tmp_path, text: str, message: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_settings(str(path), env={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("REGISTRY_HTTP_MAX_CONNECTIONS", "0", "http.max_connections"),
+        ("REGISTRY_HTTP_BACKLOG", "0", "http.backlog"),
+        ("REGISTRY_HTTP_MAX_HEADER_BYTES", "4096", "http.max_header_bytes"),
+        ("REGISTRY_HTTP_HEADER_TIMEOUT_S", "0", "http.header_timeout_s"),
+        ("REGISTRY_HTTP_KEEP_ALIVE_S", "0", "http.keep_alive_s"),
+    ],
+)
+def test_connection_limits_that_cannot_work_are_named(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env={variable: value})
