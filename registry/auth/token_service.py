@@ -2,51 +2,11 @@
 
 from __future__ import annotations
 
-import re
-
-from registry.auth.access import CATALOG, Access, access, parse_scope
+from registry.auth.access import Access, TokenRequestInvalid, access
 from registry.auth.gate import Passwords
 from registry.auth.rules import Rules
 from registry.auth.tokens import TOKEN_MAX_BYTES, InvalidToken, TokenIssuer
-from registry.errors import RegistryError, Unauthorized
-from registry.names import NAME_MAX_LENGTH, NAME_RE
-
-SCOPES_MAX = 64  # scopes in one token request (`docker` asks for one or two)
-SCOPE_TYPE_RE = re.compile(r"[a-z]+(?:\([a-z0-9]+\))?")  # `repository`, `repository(plugin)`, `registry`
-ACTION_RE = re.compile(r"[a-z*]{1,16}")
-ACTIONS_MAX = 8
-
-
-class TokenRequestInvalid(RegistryError):
-    code, status, message = "UNSUPPORTED", 400, "invalid token request"
-
-
-def _valid(scope: Access) -> bool:
-    if scope == CATALOG:
-        return True
-    return (
-        SCOPE_TYPE_RE.fullmatch(scope.type) is not None
-        and len(scope.name) <= NAME_MAX_LENGTH
-        and NAME_RE.fullmatch(scope.name) is not None
-        and len(scope.actions) <= ACTIONS_MAX
-        and all(ACTION_RE.fullmatch(a) for a in scope.actions)
-    )
-
-
-def requested_scopes(values: list[str]) -> list[Access]:
-    """The scopes of a token request (each value may hold several, separated by spaces); raises
-    TokenRequestInvalid for more than SCOPES_MAX, or one whose name is not a repository name (or
-    `registry:catalog:*`)."""
-    scopes = [s for value in values for s in value.split()]
-    if len(scopes) > SCOPES_MAX:
-        raise TokenRequestInvalid({"scopes": len(scopes)}, message=f"at most {SCOPES_MAX} scopes per request")
-    parsed = []
-    for scope in scopes:
-        entry = parse_scope(scope)
-        if entry is None or not _valid(entry):
-            raise TokenRequestInvalid({"scope": scope[:300]}, message="invalid scope")
-        parsed.append(entry)
-    return parsed
+from registry.errors import Unauthorized
 
 
 class TokenService:

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.auth.access import TokenRequestInvalid, requested_scopes
 from registry.auth.gate import MalformedCredentials, parse_basic
-from registry.auth.token_service import TokenRequestInvalid, requested_scopes
 from registry.handlers.base import json_response, read_body
 
 if TYPE_CHECKING:

@@ -6,6 +6,8 @@ import base64
 import datetime
 import hmac
 import json
+import subprocess
+import sys
 import time
 
 import jwt
@@ -188,3 +190,9 @@ def test_the_verified_token_cache_is_bounded_in_bytes_least_recently_used_out(is
         assert verifier.cached_bytes <= verifier.cache_max_bytes
     assert verifier.cached(kept) and verifier.cached(tokens[-1]) and not verifier.cached(tokens[1])
     assert verifier.cached_bytes >= verifier.cache_max_bytes // 2
+
+
+def test_the_jwt_libraries_load_only_for_token_mode() -> None:
+    code = "import sys, registry.app; print('jwt' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
