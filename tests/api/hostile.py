@@ -278,6 +278,8 @@ def problems(case: Case, method: str, answer: Answer) -> list[str]:
         wanted = " or ".join(f"{e.status} {e.code or ''}".strip() for e in case.expect)
         found.append(f"expected {wanted}, got {answer.describe()}")
         return found
+    if case.target.startswith("/v2") and answer.headers.get("docker-distribution-api-version") != "registry/2.0":
+        found.append("no Docker-Distribution-API-Version: registry/2.0 header")
     if answer.status == 401 and "www-authenticate" not in answer.headers:
         found.append("a 401 without a WWW-Authenticate challenge")
     codes = {e.code for e in matching}
@@ -290,6 +292,8 @@ def problems(case: Case, method: str, answer: Answer) -> list[str]:
     except Exception:
         found.append(f"not an OCI error body: {answer.describe()}")
         return found
+    if not answer.headers.get("content-type", "").startswith("application/json"):
+        found.append(f"an error body of type {answer.headers.get('content-type')!r}, not application/json")
     if ANY_CODE not in codes and code not in codes:
         found.append(f"expected code {' or '.join(sorted(c for c in codes if c))}, got {answer.describe()}")
     return found
