@@ -118,16 +118,7 @@ async def test_huge_range_ends_and_suffixes_read_as_the_whole_rest_of_the_blob(c
         assert r.headers["Content-Range"] == f"bytes {10 - len(content)}-9/10"
 
 
-async def test_a_range_in_digits_other_than_ascii_is_malformed_and_ignored(client: httpx.AsyncClient) -> None:
-    digest = await push_blob(client, "r/app", b"0123456789")
-    for header in ["bytes=\u0661-\u0663", "bytes=\u00b2-", "bytes=-\uff13", "bytes=+1-2", "bytes= 1-2"]:
-        r = await client.get(f"/v2/r/app/blobs/{digest}", headers={"Range": header.encode()})
-        assert r.status_code == 200 and r.content == b"0123456789", header
-
-
-@pytest.mark.parametrize(
-    "content_range", ["0-" + "9" * 5000, "9" * 5000 + "-" + "9" * 5001, "0-9223372036854775808", "\u0660-\u0664"]
-)
+@pytest.mark.parametrize("content_range", ["0-" + "9" * 5000, "9" * 5000 + "-" + "9" * 5001, "0-9223372036854775808"])
 async def test_upload_content_ranges_past_any_possible_size_answer_416_and_store_nothing(
     client: httpx.AsyncClient, content_range: str
 ) -> None:
