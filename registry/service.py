@@ -127,7 +127,7 @@ class Registry:
             manifest.subject.digest if manifest.subject else None,
             annotations,
         )
-        blobs, children = manifest.required_blobs, [m.digest for m in manifest.manifests]
+        blobs, children = manifest.required_blobs, {m.digest: m.size for m in manifest.manifests}
         try:
             # Checked before the bytes are stored, so that a refused manifest leaves nothing behind;
             # the index checks again in the transaction that records it.

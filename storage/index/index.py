@@ -7,7 +7,6 @@ Every public method is one transaction (or one read statement) against a databas
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 PRESENT = "present"
@@ -92,11 +91,10 @@ def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> Non
     )
 
 
-def _check_references(c, repository: str, blobs: dict[str, int], children: list[str]) -> None:
-    """Raise MissingReferences unless every blob of `blobs` is present in `repository` with the size
-    stated and every manifest of `children` is there."""
-    missing: list[str] = []
-    wrong_size: list[str] = []
+def _check_references(c, repository: str, blobs: dict[str, int], children: dict[str, int]) -> None:
+    """Raise MissingReferences unless every blob of `blobs` is present in `repository` and every
+    manifest of `children` is there, each with the size stated (digest -> size)."""
+    found: dict[str, int] = {}
     if blobs:
         found = dict(
             c.execute(
@@ -105,17 +103,18 @@ def _check_references(c, repository: str, blobs: dict[str, int], children: list[
                 (repository, PRESENT, *blobs),
             ).fetchall()
         )
-        missing = sorted(d for d in blobs if d not in found)
-        wrong_size = sorted(d for d, size in blobs.items() if d in found and found[d] != size)
+    known: dict[str, int] = {}
     if children:
-        known = {
-            row[0]
-            for row in c.execute(
-                f"SELECT digest FROM manifests WHERE repository = ? AND digest IN ({_placeholders(len(children))})",
+        known = dict(
+            c.execute(
+                "SELECT digest, size FROM manifests "
+                f"WHERE repository = ? AND digest IN ({_placeholders(len(children))})",
                 (repository, *children),
             ).fetchall()
-        }
-        missing += [d for d in children if d not in known]
+        )
+    missing = sorted(d for d in blobs if d not in found) + sorted(d for d in children if d not in known)
+    wrong_size = sorted(d for d, size in blobs.items() if d in found and found[d] != size)
+    wrong_size += sorted(d for d, size in children.items() if d in known and known[d] != size)
     if missing or wrong_size:
         raise MissingReferences(missing, wrong_size)
 
@@ -301,16 +300,15 @@ class Index:
         repository: str,
         manifest: ManifestRecord,
         blobs: dict[str, int],
-        children: Iterable[str],
+        children: dict[str, int],
         tag: str | None,
     ) -> None:
         """Store a manifest, its references and optionally a tag pointing at it, in one transaction.
 
-        `blobs` maps each referenced blob digest to the size the manifest states; `children` are the
-        manifests an index lists. Raises MissingReferences, changing nothing, when any of them is not
-        present in `repository`.
+        `blobs` maps each referenced blob digest to the size the manifest states, `children` each
+        manifest an index lists to its stated size. Raises MissingReferences, changing nothing, when
+        any of them is not present in `repository` with that size.
         """
-        children = sorted(set(children))
         now = time.time()
 
         def put(c) -> None:
@@ -347,11 +345,10 @@ class Index:
 
         await self.db.write(put)
 
-    async def check_references(self, repository: str, blobs: dict[str, int], children: Iterable[str]) -> None:
-        """Raise MissingReferences when a blob of `blobs` (digest to stated size) or a manifest of
-        `children` is not present in `repository` (or has another size), as put_manifest would; reads
-        only, so that a manifest can be refused before its bytes are stored."""
-        children = sorted(set(children))
+    async def check_references(self, repository: str, blobs: dict[str, int], children: dict[str, int]) -> None:
+        """Raise MissingReferences when a blob of `blobs` or a manifest of `children` (digest to stated
+        size) is not present in `repository` with that size, as put_manifest would; reads only, so that
+        a manifest can be refused before its bytes are stored."""
         await self.db.read(lambda c: _check_references(c, repository, blobs, children))
 
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:

@@ -50,7 +50,7 @@ async def test_put_manifest_with_missing_references_changes_nothing(index: Index
     await index.link_blob("r", D[0], 10)
     record = ManifestRecord(D[2], "application/vnd.oci.image.manifest.v1+json", 100)
     with pytest.raises(MissingReferences) as e:
-        await index.put_manifest("r", record, {D[0]: 10, D[1]: 5}, [D[3]], "v1")
+        await index.put_manifest("r", record, {D[0]: 10, D[1]: 5}, {D[3]: 7}, "v1")
     assert e.value.missing == [D[1], D[3]]
     assert await index.get_manifest("r", D[2]) is None
     assert await index.list_tags("r", "", None) == []
@@ -61,17 +61,26 @@ async def test_put_manifest_reports_wrong_sizes(index: Index) -> None:
     await index.link_blob("r", D[0], 10)
     record = ManifestRecord(D[2], "application/vnd.oci.image.manifest.v1+json", 100)
     with pytest.raises(MissingReferences) as e:
-        await index.put_manifest("r", record, {D[0]: 11}, [], None)
+        await index.put_manifest("r", record, {D[0]: 11}, {}, None)
     assert (e.value.missing, e.value.wrong_size) == ([], [D[0]])
+
+
+async def test_put_manifest_reports_children_listed_with_another_size(index: Index) -> None:
+    await index.put_manifest("r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, {}, None)
+    record = ManifestRecord(D[2], "application/vnd.oci.image.index.v1+json", 100)
+    with pytest.raises(MissingReferences) as e:
+        await index.put_manifest("r", record, {}, {D[4]: 10}, None)
+    assert (e.value.missing, e.value.wrong_size) == ([], [D[4]])
+    assert await index.get_manifest("r", D[2]) is None
 
 
 async def test_check_references_refuses_what_put_manifest_would_without_writing(index: Index) -> None:
     await index.link_blob("r", D[0], 10)
-    await index.put_manifest("r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, [], None)
+    await index.put_manifest("r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, {}, None)
     with pytest.raises(MissingReferences) as e:
-        await index.check_references("r", {D[0]: 11, D[1]: 5}, [D[3], D[4]])
+        await index.check_references("r", {D[0]: 11, D[1]: 5}, {D[3]: 1, D[4]: 9})
     assert (e.value.missing, e.value.wrong_size) == ([D[1], D[3]], [D[0]])
-    await index.check_references("r", {D[0]: 10}, [D[4]])
+    await index.check_references("r", {D[0]: 10}, {D[4]: 9})
     assert await index.list_repositories("", None) == ["r"]
 
 
