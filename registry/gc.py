@@ -234,17 +234,17 @@ class Collector:
             report.leftover_bytes_removed += leftover.size
 
     async def _orphan_blobs(self, entries: list[Entry], report: Report) -> None:
-        """Remove those of `entries` (under `blobs/`) that no blob row knows, in two steps: a
-        `deleting` row first (a push of the digest meanwhile waits, or fails and uploads again),
-        then the bytes, then the row."""
+        """Remove those of `entries` (under `blobs/`) that no blob row knows and no upload may be
+        finishing into (see `Collection.mark_orphans`), in two steps: a `deleting` row first (a push
+        of the digest meanwhile waits, or fails and uploads again), then the bytes, then the row."""
         by_digest = {digest: entry for entry in entries if (digest := _digest_of(entry.key)) is not None}
         known = await self.queries.known_blobs(list(by_digest))
-        orphans = [entry for digest, entry in by_digest.items() if digest not in known]
+        orphans = [(d, e.size) for d, e in by_digest.items() if d not in known]
         strays = [entry for entry in entries if _digest_of(entry.key) is None]  # not a blob's key: no push writes it
         if report.dry_run:
-            gone = orphans + strays
+            gone = [by_digest[d] for d in await self.queries.markable_orphans(orphans)] + strays
         else:
-            marked = await self.queries.mark_orphans([(d, e.size) for d, e in by_digest.items() if d not in known])
+            marked = await self.queries.mark_orphans(orphans)
             gone = [by_digest[d] for d in marked] + strays
             await self._delete_all([e.key for e in gone])
             await self.queries.forget_blobs(marked)

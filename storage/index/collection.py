@@ -101,6 +101,11 @@ def _mark_blobs(c, cutoff: float, now: float) -> list[tuple[str, int]]:
     return c.execute("SELECT digest, size FROM blobs WHERE state = ? ORDER BY digest", (DELETING,)).fetchall()
 
 
+def _finishing(c, size: int) -> bool:
+    """Whether an upload of `size` bytes exists, which may be finishing into a blob of that size."""
+    return c.execute("SELECT 1 FROM uploads WHERE size = ? LIMIT 1", (size,)).fetchone() is not None
+
+
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
@@ -163,12 +168,17 @@ class Collection:
     async def mark_orphans(self, blobs: list[tuple[str, int]]) -> list[str]:
         """Give each of `blobs` (digest, size of its stored bytes) that still has no row a row in state
         `deleting`, as `mark_blobs` does, so that a push of it meanwhile waits or fails and uploads
-        again; returns the digests marked. A blob a push linked meanwhile keeps its row and bytes."""
+        again; returns the digests marked. A blob a push linked meanwhile keeps its row and bytes, and
+        so does one an upload of its size may be finishing into (its bytes are placed before its row
+        is written: a final PUT killed in between is retried and links them), until that upload is
+        finished or purged."""
         now = time.time()
 
         def mark(c) -> list[str]:
             marked = []
             for digest, size in blobs:
+                if _finishing(c, size):
+                    continue
                 cursor = c.execute(
                     "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (digest) DO NOTHING",
@@ -179,6 +189,17 @@ class Collection:
             return marked
 
         return await self.db.write(mark)
+
+    async def markable_orphans(self, blobs: list[tuple[str, int]]) -> list[str]:
+        """The digests of `blobs` that `mark_orphans` would mark now (for a dry run)."""
+
+        def markable(c) -> list[str]:
+            unknown = [
+                (d, size) for d, size in blobs if not c.execute("SELECT 1 FROM blobs WHERE digest = ?", (d,)).fetchone()
+            ]
+            return [d for d, size in unknown if not _finishing(c, size)]
+
+        return await self.db.scan(markable)
 
     async def unknown_uploads(self, upload_ids: list[str]) -> list[str]:
         """Those of `upload_ids` that name no upload."""
