@@ -213,16 +213,16 @@ class Uploads:
         key = upload_data_key(upload_id)
         try:
             async with self.driver.appender(key, create=upload.size == 0) as data:
+                size = 0  # the upload's size after this chunk; while 0 it keeps nothing stored
                 try:
                     upload = await self.status(repository, upload_id)  # as it is now that no one else writes
-                except BlobUploadUnknown:
-                    await self.driver.delete(upload_prefix(upload_id))  # in case the appender created it
-                    raise
-                _check_start(upload, content_range)
-                size = await self._append_chunk(upload, body, content_range, key, data.writer(upload.size))
-                if size == 0:  # an upload without chunks keeps nothing stored
-                    await self.driver.delete(upload_prefix(upload_id))
-                return size
+                    size = upload.size
+                    _check_start(upload, content_range)
+                    size = await self._append_chunk(upload, body, content_range, key, data.writer(upload.size))
+                    return size
+                finally:
+                    if size == 0:  # unknown, refused, aborted or empty: remove what the appender created
+                        await self.driver.delete(upload_prefix(upload_id))
         except Busy:
             raise RangeInvalid(
                 {"reason": "another chunk of this upload is being written"},

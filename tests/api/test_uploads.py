@@ -172,6 +172,15 @@ async def test_an_empty_patch_then_the_whole_blob_in_the_put_leaves_no_upload_da
     assert await stored_keys(driver, "uploads/") == []
 
 
+async def test_a_refused_first_chunk_leaves_no_upload_data(client, driver) -> None:
+    location = await start(client)
+    r = await client.patch(location, content=b"abcd", headers={"Content-Range": "0-99"})
+    assert r.status_code == 400 and error_codes(r) == ["SIZE_INVALID"]
+    assert await stored_keys(driver, "uploads/") == []
+    r = await client.get(location)
+    assert r.status_code == 204 and r.headers["Range"] == "0-0"
+
+
 async def test_cancel_deletes_the_upload(client: httpx.AsyncClient, driver) -> None:
     location = await start(client)
     await client.patch(location, content=b"x" * 100)
