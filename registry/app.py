@@ -111,7 +111,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         return _render(Unsupported({"method": request.method}, message="method not allowed here"))
     if exc.status_code == 404:
-        return _render(EndpointUnknown({"path": request.url.path[:300]}))
+        return _render(EndpointUnknown({"path": request.scope["path"][:300]}))
     return base.json_response({"errors": [{"code": "UNKNOWN", "message": exc.detail}]}, exc.status_code)
 
 

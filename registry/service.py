@@ -213,11 +213,21 @@ class Registry:
         return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
 
 
+REFUSED_DIGESTS_SHOWN = 50
+
+
 def _refused(e: MissingReferences) -> ManifestBlobUnknown | ManifestInvalid:
-    """The error of a manifest whose references the repository lacks."""
+    """The error of a manifest whose references the repository lacks; its detail names at most
+    REFUSED_DIGESTS_SHOWN digests, and how many there are in all."""
     if e.missing:
-        return ManifestBlobUnknown({"missing": e.missing})
-    return ManifestInvalid({"reason": "descriptor sizes do not match the stored blobs", "digests": e.wrong_size})
+        return ManifestBlobUnknown({"missing": e.missing[:REFUSED_DIGESTS_SHOWN], "count": len(e.missing)})
+    return ManifestInvalid(
+        {
+            "reason": "descriptor sizes do not match the stored blobs",
+            "digests": e.wrong_size[:REFUSED_DIGESTS_SHOWN],
+            "count": len(e.wrong_size),
+        }
+    )
 
 
 def _without_nul(last: str) -> str:

@@ -32,6 +32,11 @@ async def test_unknown_endpoint_answers_404_in_the_oci_error_format(client: http
     assert error_codes(r) == ["NOT_FOUND"]
 
 
+async def test_the_unknown_endpoint_detail_shows_the_path_as_sent(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v3/a%0Ab%09c")
+    assert r.status_code == 404 and r.json()["errors"][0]["detail"] == {"path": "/v3/a\nb\tc"}
+
+
 async def test_wrong_method_answers_405_unsupported(client: httpx.AsyncClient) -> None:
     r = await client.post("/v2/team/app/tags/list")
     assert r.status_code == 405

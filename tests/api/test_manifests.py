@@ -77,6 +77,14 @@ async def test_index_with_a_child_missing_from_the_repository_is_refused(client:
     assert r.json()["errors"][0]["detail"]["missing"] == [child.digest]
 
 
+async def test_the_refusal_of_many_missing_blobs_names_a_bounded_few(client: httpx.AsyncClient) -> None:
+    image = make_image(layers=500)
+    r = await client.put("/v2/team/app/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_codes(r) == ["MANIFEST_BLOB_UNKNOWN"]
+    detail = r.json()["errors"][0]["detail"]
+    assert detail["count"] == 501 and len(detail["missing"]) == 50 and len(r.content) < 8000
+
+
 async def test_manifest_with_missing_blobs_is_refused_and_nothing_is_stored(client: httpx.AsyncClient) -> None:
     image = make_image(layers=2)
     await push_blob(client, "team/app", image.config)
