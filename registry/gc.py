@@ -147,7 +147,7 @@ class Collector:
 
     async def run(self, *, dry_run: bool = False, delete_untagged: bool = False, storage_only: bool = False) -> Report:
         """Collect (or, dry, only plan); with `storage_only`, only what storage holds and the index
-        does not know (see `sweep_storage`). Raises CollectorBusy when another collection is running."""
+        does not know (see `_sweep_storage`). Raises CollectorBusy when another collection is running."""
         holder = uuid.uuid4().hex
         if not await self.queries.lock(holder, LOCK_TTL_S):
             raise CollectorBusy
@@ -155,9 +155,9 @@ class Collector:
             started = time.time()
             report = Report(dry_run, delete_untagged)
             if storage_only:
-                await self.sweep_storage(report, started - self.grace_s)
+                await self._sweep_storage(report, started - self.grace_s, holder)
             else:
-                await (self._plan(report, started) if dry_run else self._collect(report, started, holder))
+                await (self._plan(report, started, holder) if dry_run else self._collect(report, started, holder))
             manifests, blobs, size = await self.queries.totals()
             report.manifests_kept = manifests - (report.manifests_removed if dry_run else 0)
             report.blobs_kept = blobs - (report.blobs_removed if dry_run else 0)
@@ -170,7 +170,7 @@ class Collector:
         finally:
             await self.queries.unlock(holder)
 
-    async def _plan(self, report: Report, started: float) -> None:
+    async def _plan(self, report: Report, started: float, holder: str) -> None:
         cutoff = started - self.grace_s
         snapshot = await self.queries.snapshot()
         kept = kept_manifests(snapshot, cutoff, report.delete_untagged)
@@ -182,7 +182,7 @@ class Collector:
         report.blob_bytes_removed = sum(size for _, size in garbage)
         stale = await self.queries.stale_upload_totals(started - self.purge_after_s)
         report.uploads_purged, report.upload_bytes_purged = stale
-        await self.sweep_storage(report, cutoff)
+        await self._sweep_storage(report, cutoff, holder)
 
     async def _collect(self, report: Report, started: float, holder: str) -> None:
         cutoff = started - self.grace_s
@@ -206,32 +206,40 @@ class Collector:
         report.uploads_purged = len(stale)
         report.upload_bytes_purged = sum(size for _, size in stale)
 
-        await self.queries.lock(holder, LOCK_TTL_S)
-        await self.sweep_storage(report, cutoff)
+        await self._sweep_storage(report, cutoff, holder)
 
-    async def sweep_storage(self, report: Report, cutoff: float) -> None:
+    async def _sweep_storage(self, report: Report, cutoff: float, holder: str) -> None:
         """Remove (unless `report.dry_run`: count) what storage holds, unchanged since `cutoff`, that
         the index does not know: orphan blobs and upload folders, and the driver's leftovers of
-        abandoned writes. Streams the storage listing; holds one batch of keys at a time."""
+        abandoned writes. Streams the storage listing, holds one batch of keys at a time, and renews
+        the lease of `holder` for each (raises CollectorBusy once it lost it)."""
         batch: list[Entry] = []
         async for entry in self.driver.list("blobs/"):
             if entry.modified < cutoff:
                 batch.append(entry)
             if len(batch) == ORPHAN_BATCH:
+                await self._renew(holder)
                 await self._orphan_blobs(batch, report)
                 batch = []
+        await self._renew(holder)
         await self._orphan_blobs(batch, report)
         folders: list[tuple[str, int]] = []
         async for upload_id, size, modified in _upload_folders(self.driver):
             if modified < cutoff:
                 folders.append((upload_id, size))
             if len(folders) == ORPHAN_BATCH:
+                await self._renew(holder)
                 await self._orphan_uploads(folders, report)
                 folders = []
+        await self._renew(holder)
         await self._orphan_uploads(folders, report)
         async for leftover in self.driver.abandoned(cutoff, remove=not report.dry_run):
             report.leftovers_removed += 1
             report.leftover_bytes_removed += leftover.size
+
+    async def _renew(self, holder: str) -> None:
+        if not await self.queries.lock(holder, LOCK_TTL_S):
+            raise CollectorBusy
 
     async def _orphan_blobs(self, entries: list[Entry], report: Report) -> None:
         """Remove those of `entries` (under `blobs/`) that no blob row knows and no upload may be
