@@ -253,3 +253,20 @@ async def test_a_write_in_progress_is_never_abandoned_on_disk_whatever_its_age(d
     await writer.commit()
     assert await driver.get("slow") == b"first bytes, then a long pause and the rest"
     assert [e async for e in driver.abandoned(time.time() + 60)] == []
+
+
+async def test_a_live_write_swept_as_abandoned_commits_whole_or_fails_storing_nothing(driver: Driver) -> None:
+    data = os.urandom(PART_SIZE + 1000)
+    writer = await driver.writer("live")
+    await writer.write(data[: PART_SIZE + 1])
+    await asyncio.sleep(1.1)  # S3 keeps times to the second
+    swept = [e async for e in driver.abandoned(time.time() + 60, remove=True)]
+    await writer.write(data[PART_SIZE + 1 :])
+    try:
+        await writer.commit()
+    except NotFound:
+        assert isinstance(driver, S3Driver) and len(swept) == 1  # only S3 cannot tell a live write
+        with pytest.raises(NotFound):
+            await driver.stat("live")
+    else:
+        assert swept == [] and await collect(driver.reader("live")) == data
