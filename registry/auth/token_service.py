@@ -29,9 +29,9 @@ class TokenService:
         try:
             user, fingerprint = self.issuer.check_refresh(refresh_token)
         except InvalidToken as e:
-            raise Unauthorized({"reason": str(e)}, message="invalid refresh token") from None
+            raise self.refuse("invalid refresh token", {"reason": str(e)}) from None
         if self.passwords.htpasswd.fingerprint(user) != fingerprint:
-            raise Unauthorized(message="the refresh token is no longer valid; sign in again")
+            raise self.refuse("the refresh token is no longer valid; sign in again")
         return user
 
     def grant(self, user: str | None, requested: list[Access]) -> list[Access]:

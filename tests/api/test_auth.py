@@ -443,3 +443,10 @@ async def test_blob_reads_do_not_wait_behind_password_checks(settings: Settings,
         codes = await asyncio.gather(*logins)
         assert r.status_code == 200 and took < 3.0, took  # before: ~100 checks queued ahead, 10 s and more
         assert 401 in codes and 429 in codes and set(codes) == {401, 429}
+
+
+async def test_a_refused_refresh_token_answers_401_with_a_challenge(token_client: httpx.AsyncClient) -> None:
+    for refresh in ["a.b.c", await token_for(token_client, "alice", "repository:alice/app:pull")]:
+        r = await token_client.post("/auth/token", data={"grant_type": "refresh_token", "refresh_token": refresh})
+        assert r.status_code == 401 and error_codes(r) == ["UNAUTHORIZED"]
+        assert r.headers["WWW-Authenticate"] == 'Basic realm="registry"'
