@@ -1,8 +1,10 @@
 """Soak: mixed registry traffic for `--minutes` against a 2-worker server, worker RSS sampled every 30 s, judged flat.
 
-Starts `registry serve` (through docker_push_pull's start_ours) with fresh disk storage, `--workers` workers and the
-server's own collector every `--gc-interval` (grace `--gc-grace`, abandoned uploads purged after `--purge-after`),
-then runs `--clients` loopback client tasks, each on its own keep-alive connection, doing a weighted mix of:
+Starts `registry serve` (through docker_push_pull's start_ours) with fresh disk storage, `--workers` workers, the
+server's own collector every `--gc-interval` (grace `--gc-grace`, abandoned uploads purged after `--purge-after`) and
+a manifest cache of `--cache-bytes` a worker (1 MiB, so that it is full within the warm-up), then runs `--clients`
+loopback client tasks at `--rate` operations a second in all (100, about 200 requests/s: a steady load, not the
+machine's limit), each on its own keep-alive connection, doing a weighted mix of:
 monolithic (single POST ?digest=) and chunked (POST, PATCH..., PUT) pushes of small images, images of shared layers
 mounted across repositories, manifest GET/HEAD by tag and digest, blob GETs whole and with Range, tag lists, catalog
 pages, tag deletes and manifest deletes (each pushed image is retired: its tag deleted, a pull checked 404, then its
@@ -435,15 +437,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between RSS samples (default 30)")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client tasks (default 4)")
-    parser.add_argument("--rate", type=float, default=0.0, help="at most this many operations/s in all (0: no limit)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="operations/s in all, at most (default 100, ~200 requests/s; 0: no limit)",
+    )
     parser.add_argument("--gc-interval", default="60s", help="the server's own collection interval (default 60s)")
     parser.add_argument("--gc-grace", default="30s", help="collector grace (default 30s)")
     parser.add_argument("--purge-after", default="2m", help="abandoned uploads are purged after (default 2m)")
     parser.add_argument(
         "--cache-bytes",
         type=int,
-        default=4 << 20,
-        help="each worker's manifest cache (manifests.cache_bytes; default 4 MiB, full within the warm-up third)",
+        default=1 << 20,
+        help="each worker's manifest cache (manifests.cache_bytes; default 1 MiB: full within the warm-up third)",
     )
     parser.add_argument("--max-growth", type=float, default=2.0, help="flat: MiB last vs middle third (default 2)")
     parser.add_argument("--max-slope", type=float, default=0.1, help="flat: MiB/min over the second half (0.1)")
