@@ -11,10 +11,11 @@ it again; a manifest is never accepted with a reference to a blob being deleted.
 
 Then what storage holds and the index does not know, older than the grace period: orphans (bytes
 under `blobs/` without a row, from a crash between storing a blob and linking it; upload folders
-without an upload), deleted with the same two steps, and the driver's leftovers of writes killed
-mid-way (`Driver.abandoned`). A write in progress is never taken for a leftover: on disk the
-writer's lock says it lives; on S3 it is taken only after a whole grace period without receiving
-one part (16 MiB), and its commit then fails, storing nothing.
+without an upload), deleted with the same two steps (an orphan blob stays while an upload of its
+size exists: a final PUT killed between placing the bytes and their row links them when retried),
+and the driver's leftovers of writes killed mid-way (`Driver.abandoned`). A write in progress is
+never taken for a leftover: on disk the writer's lock says it lives; on S3 it is taken only after a
+whole grace period without receiving one part (16 MiB), and its commit then fails, storing nothing.
 """
 
 from __future__ import annotations
