@@ -191,7 +191,7 @@ class Uploads:
                 raise SizeInvalid({"content_range": length, "received": size})
             self._verify(digest, hasher)
             if writer is not None:
-                await writer.commit()
+                await _commit(writer)
         finally:
             if writer is not None:
                 await writer.cancel()
@@ -241,7 +241,7 @@ class Uploads:
                 raise SizeInvalid({"content_range": content_range.length, "received": size})
             if size == 0:
                 return upload.size
-            await writer.commit()
+            await _commit(writer)
         finally:
             await writer.cancel()
         state = "" if hasher is None else hasher.state().hex()
@@ -345,6 +345,17 @@ class Uploads:
     def _verify(digest: Digest, hasher) -> None:
         if hasher.hexdigest() != digest.encoded:
             raise DigestInvalid({"expected": str(digest), "computed": f"{digest.algorithm}:{hasher.hexdigest()}"})
+
+
+async def _commit(writer: Writer) -> None:
+    """Commit `writer`; a write the collector took for abandoned (it showed no progress for a whole
+    grace period, see Driver.abandoned) is refused, and nothing of it is stored."""
+    try:
+        await writer.commit()
+    except NotFound:
+        raise BlobUploadInvalid(
+            {"reason": "the upload stalled longer than the garbage collector's grace period and was discarded"}
+        ) from None
 
 
 def collecting(digest: str) -> Unavailable:

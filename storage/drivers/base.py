@@ -41,7 +41,8 @@ class Writer(Protocol):
     async def commit(self) -> int:
         """Make the object durable and visible under its key at once (replacing any old one).
 
-        Returns the number of bytes written.
+        Returns the number of bytes written. Raises NotFound, storing nothing, when `Driver.abandoned`
+        removed the write meanwhile (only a driver that cannot tell a live write does).
         """
 
     async def cancel(self) -> None:

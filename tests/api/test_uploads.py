@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import anyio
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from registry.layout import blob_key
 from registry.resumable import Sha256
 from storage.drivers.local import LocalDriver
+from storage.drivers.s3 import PART_SIZE
 from tests.support import (
     digest_of,
     error_codes,
@@ -179,6 +181,25 @@ async def test_a_refused_first_chunk_leaves_no_upload_data(client, driver) -> No
     assert await stored_keys(driver, "uploads/") == []
     r = await client.get(location)
     assert r.status_code == 204 and r.headers["Range"] == "0-0"
+
+
+async def test_a_push_whose_write_was_swept_as_abandoned_is_refused_and_stores_nothing(client, driver) -> None:
+    data = os.urandom(PART_SIZE + 1000)
+
+    async def body():
+        yield data[: PART_SIZE + 1]
+        await anyio.sleep(1.1)  # S3 keeps times to the second
+        # A collector that takes the write for abandoned: on disk the writer's lock says it is live.
+        [entry async for entry in driver.abandoned(time.time() + 60, remove=True)]
+        yield data[PART_SIZE + 1 :]
+
+    r = await client.post("/v2/team/app/blobs/uploads/", params={"digest": digest_of(data)}, content=body())
+    if isinstance(driver, LocalDriver):
+        assert r.status_code == 201
+        assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
+    else:
+        assert r.status_code == 400 and error_codes(r) == ["BLOB_UPLOAD_INVALID"]
+        assert await stored_keys(driver, "blobs/") == []
 
 
 async def test_cancel_deletes_the_upload(client: httpx.AsyncClient, driver) -> None:
