@@ -93,7 +93,8 @@ MIGRATIONS: list[list[Statement]] = [
         # so that a chunk reads one row however many came before it.
         "ALTER TABLE uploads ADD COLUMN hash_state TEXT NOT NULL DEFAULT ''",
         """UPDATE uploads SET hash_state = COALESCE(
-            (SELECT c.hash_state FROM upload_chunks c WHERE c.upload = uploads.id ORDER BY c.start DESC LIMIT 1), '')""",
+            (SELECT c.hash_state FROM upload_chunks c WHERE c.upload = uploads.id
+             ORDER BY c.start DESC LIMIT 1), '')""",
     ],
     [
         # Recent failed (and in-progress) password checks, for the login limits every worker shares;
