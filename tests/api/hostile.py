@@ -436,7 +436,8 @@ USERS = {"alice": "alice-pw", "root": "root-pw"}  # root is an admin; alice owns
 
 def with_auth(settings: Settings, mode: str) -> Settings:
     """`settings` in auth `mode` (htpasswd or token): USERS, admins in group `admins`, anonymous pull on
-    `public/**`; login limits high enough that the matrix's failed logins never reach them."""
+    `public/**`, the matrix's peer a trusted proxy; login limits high enough that the matrix's failed
+    logins never reach them."""
     import bcrypt
 
     from registry.config import RuleSettings
@@ -448,6 +449,7 @@ def with_auth(settings: Settings, mode: str) -> Settings:
         RuleSettings(["group:admins"], "**", ["*"]),
     ]
     settings.auth.groups = {"admins": ["root"]}
+    settings.http.trusted_proxies = ["127.0.0.0/8"]  # the matrix's requests come from 127.0.0.1
     for limit in ("login_attempts", "login_attempts_per_user", "login_attempts_per_address"):
         if hasattr(settings.auth, limit):
             setattr(settings.auth, limit, 100_000)

@@ -69,8 +69,40 @@ WRONG_BASIC = {
 }
 
 
+# X-Forwarded-For values from a trusted proxy (the matrix's peer is one): the client address they
+# give is where failed logins are counted.
+HOSTILE_FORWARDED_FOR = {  # what an HTTP server lets through: no NUL or control characters but tab
+    "junk": "not-an-address",
+    "10000-chars": "a" * 10_000,
+    "5000-hops": ", ".join(["198.51.100.1"] * 5000),
+    "latin1": "\u00ff\u00fe",
+    "empty": "",
+    "commas-only": ",,,,",
+    "unclosed-ipv6": "[::1",
+    "ipv6-zone": "fe80::1%eth0",
+    "tab-inside": "192.0.2.1\t198.51.100.1",
+    "quoted": '"192.0.2.1"',
+    "with-port": "192.0.2.1:4711",
+}
+
+
+def _forwarded_cases(prefix: str, target: str) -> list[Case]:
+    """A wrong password sent through a trusted proxy that forwards a hostile client address."""
+    return [
+        case(
+            f"{prefix}-xff-{label}",
+            "GET",
+            target,
+            401,
+            UNAUTHORIZED,
+            headers=[("Authorization", basic("root", "wrong")), ("X-Forwarded-For", value)],
+        )
+        for label, value in HOSTILE_FORWARDED_FOR.items()
+    ]
+
+
 def _basic_cases() -> list[Case]:
-    cases = []
+    cases = _forwarded_cases("basic", PRIVATE)
     for label, header in {**MALFORMED_BASIC, **WRONG_BASIC}.items():
         for where, target in (("public", PUBLIC), ("private", PRIVATE), ("base", "/v2/")):
             cases.append(
@@ -432,6 +464,7 @@ def _token_request_cases() -> list[Case]:
             ).encode(),
         ),
     ]
+    cases += _forwarded_cases("token-request", f"{TOKEN}?service=registry")
     for label, header in {**MALFORMED_BASIC, **WRONG_BASIC}.items():
         cases.append(
             case(

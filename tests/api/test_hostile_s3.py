@@ -48,7 +48,7 @@ CASES = list(
 )
 # Credentials the index may see (user names are counted there on failed logins): the database-sensitive
 # ones in full, on PostgreSQL.
-AUTH_WORDS = ("nul", "utf8", "latin1", "10000", "1000-chars", "unicode")
+AUTH_WORDS = ("nul", "utf8", "latin1", "10000", "1000-chars", "unicode", "xff")
 BASIC_CASES = [c for c in test_hostile_auth.BASIC_CASES if any(word in c.id for word in AUTH_WORDS)]
 TOKEN_CASES = [c for c in test_hostile_auth.TOKEN_CASES if any(word in c.id for word in AUTH_WORDS)]
 SEQUENCES: list[Scenario] = test_hostile_uploads.SEQUENCES
