@@ -8,8 +8,21 @@ each address counts at most its own limit: one address alone never locks a user 
 
 from __future__ import annotations
 
+import hashlib
+
 from registry.errors import TooManyRequests
 from storage.index.logins import Limits, Logins
+
+KEY_MAX_LENGTH = 128
+
+
+def stored_key(value: str) -> str:
+    """`value` (a user name or an address, as the client sent it) as the index keeps it: itself when
+    it is short printable text, else `#` and its SHA-256, since the index cannot hold every string
+    (PostgreSQL refuses a NUL) and an unbounded one would let a client grow it."""
+    if len(value) <= KEY_MAX_LENGTH and value.isprintable() and not value.startswith("#"):
+        return value
+    return "#" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class LoginLimiter:
@@ -21,7 +34,7 @@ class LoginLimiter:
     async def reserve(self, user: str, address: str) -> str:
         """Count an attempt of `user` from `address` as failed until released; returns its id.
         Raises TooManyRequests (with Retry-After) when a limit is reached."""
-        reservation = await self.logins.reserve(user, address, self.limits)
+        reservation = await self.logins.reserve(stored_key(user), stored_key(address), self.limits)
         if reservation.attempt is None:
             wait = reservation.retry_after_s
             raise TooManyRequests(
@@ -33,7 +46,7 @@ class LoginLimiter:
 
     async def succeeded(self, attempt: str, user: str, address: str) -> None:
         """The password was right: the attempt and earlier failures of the pair no longer count."""
-        await self.logins.release(attempt, user, address)
+        await self.logins.release(attempt, stored_key(user), stored_key(address))
 
     async def abandoned(self, attempt: str) -> None:
         """The attempt never got its password check (the checks were too busy): it does not count."""

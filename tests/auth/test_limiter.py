@@ -98,3 +98,14 @@ async def test_failures_leave_the_window(index: Index) -> None:
     assert await attempts(limiter, "alice", "a", 2) == [True, False]
     await asyncio.sleep(0.3)
     assert await attempts(limiter, "alice", "a", 1) == [True]
+
+
+@pytest.mark.parametrize(
+    ("user", "address"), [("ali\x00ce", "10.0.0.1"), ("alice", "\x00junk"), ("u" * 10_000, "a" * 10_000)]
+)
+async def test_names_and_addresses_the_index_cannot_hold_are_limited_all_the_same(
+    index: Index, user: str, address: str
+) -> None:
+    limiter = LoginLimiter(Logins(index.db), LIMITS)
+    assert await attempts(limiter, user, address, 4) == [True, True, True, False]
+    assert await attempts(limiter, "alice", "10.0.0.9", 1) == [True]
