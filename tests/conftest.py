@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 
 from registry.config import Settings, load_settings
 from storage.drivers import Driver
+from storage.index import Index, open_index
 from tests.services import Postgres, SeaweedS3, start_service
 from tests.support import running_app
 
@@ -58,6 +59,19 @@ def fresh_schema(pg: Postgres) -> tuple[str, str]:
     with psycopg.connect(pg.dsn("registry"), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
     return name, f"{pg.dsn('registry')}?options=-csearch_path%3D{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def index(request, tmp_path) -> AsyncIterator[Index]:
+    """An open, empty index on SQLite, then on PostgreSQL (a fresh schema)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/index.db"
+    else:
+        _, url = fresh_schema(request.getfixturevalue("postgres"))
+    index = open_index(url)
+    await index.open()
+    yield index
+    await index.close()
 
 
 def use_s3_and_postgres(settings: Settings, s3: SeaweedS3, pg: Postgres) -> Settings:

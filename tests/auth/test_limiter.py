@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from registry.auth.limiter import LoginLimiter
 from registry.errors import TooManyRequests
-from storage.index import Index, open_index
+from storage.index import Index
 from storage.index.logins import Limits, Logins
-from tests.conftest import fresh_schema
 
 pytestmark = pytest.mark.anyio
 
 LIMITS = Limits(per_pair=3, per_address=5, per_user=7, window_s=60)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def index(request, tmp_path) -> AsyncIterator[Index]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/index.db"
-    else:
-        _, url = fresh_schema(request.getfixturevalue("postgres"))
-    index = open_index(url)
-    await index.open()
-    yield index
-    await index.close()
 
 
 async def attempts(limiter: LoginLimiter, user: str, address: str, n: int) -> list[bool]:

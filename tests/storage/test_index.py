@@ -6,26 +6,13 @@ import sqlite3
 
 import pytest
 
-from storage.index import Chunk, Index, ManifestRecord, MissingReferences, Upload, open_index
+from storage.index import Chunk, Index, ManifestRecord, MissingReferences, Upload
 from storage.index.schema import MIGRATIONS, SCHEMA_VERSION
 from storage.index.sqlite import SQLiteDatabase
-from tests.conftest import fresh_schema
 
 pytestmark = pytest.mark.anyio
 
 D = ["sha256:" + str(i) * 64 for i in range(1, 6)]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def index(request, tmp_path):
-    if request.param == "sqlite":
-        index = Index(SQLiteDatabase(str(tmp_path / "index.db")))
-    else:
-        _, url = fresh_schema(request.getfixturevalue("postgres"))
-        index = open_index(url)
-    await index.open()
-    yield index
-    await index.close()
 
 
 async def test_opening_twice_applies_the_schema_once(tmp_path) -> None:
