@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 
 from registry.config import Settings, parse_duration
@@ -270,14 +270,16 @@ class Collector:
         report.orphans_removed += len(unknown)
         report.orphan_bytes_removed += sum(sizes[upload_id] for upload_id in unknown)
 
-    async def _delete_all(self, keys: list[str]) -> None:
-        gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+    async def _delete_all(self, keys: Iterable[str]) -> None:
+        """Delete `keys`, DELETE_CONCURRENCY at a time from as many tasks (not a task a key: one
+        collection may free hundreds of thousands, and each task's memory stays with the process)."""
+        remaining = iter(keys)
 
-        async def delete(key: str) -> None:
-            async with gate:
+        async def deleter() -> None:
+            for key in remaining:  # shared: each deleter takes the next key
                 await self.driver.delete(key)
 
-        await asyncio.gather(*(delete(k) for k in keys))
+        await asyncio.gather(*(deleter() for _ in range(DELETE_CONCURRENCY)))
 
     async def last_report(self) -> Report | None:
         """The report of the last collection of this index (by any process), if any."""

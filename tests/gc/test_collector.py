@@ -13,11 +13,13 @@ from starlette.applications import Starlette
 
 from registry.check import check
 from registry.config import Settings
-from registry.gc import Collector, CollectorBusy
+from registry.gc import DELETE_CONCURRENCY, Collector, CollectorBusy
 from registry.layout import blob_key
 from storage.drivers import Driver, NotFound
 from storage.drivers.local import LocalDriver
+from storage.drivers.memory import MemoryDriver
 from storage.drivers.s3 import S3Driver
+from storage.index import open_index
 from tests.support import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -333,3 +335,26 @@ async def test_an_orphan_an_upload_was_finishing_into_is_kept_for_the_retried_pu
     assert (await client.put(location, params={"digest": digest_of(data)})).status_code == 201
     assert await blob_ok(client, "team/app", data)
     assert (await check(app.state.registry.index, driver)).orphans == []
+
+
+class TaskCountingDriver(MemoryDriver):
+    """The memory driver, noting how many tasks the loop has at each delete."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks_at_delete: list[int] = []
+
+    async def delete(self, key: str) -> None:
+        self.tasks_at_delete.append(len(asyncio.all_tasks()))
+        await super().delete(key)
+
+
+async def test_deleting_many_keys_runs_a_bounded_number_of_tasks(tmp_path) -> None:
+    driver = TaskCountingDriver()
+    keys = [f"blobs/k{i}" for i in range(3000)]
+    for key in keys:
+        await driver.put(key, b"x")
+    collector = Collector(open_index(f"sqlite:///{tmp_path}/index.db"), driver, 0, 0)
+    await collector._delete_all(keys)
+    assert await stored_keys(driver, "blobs/") == []
+    assert max(driver.tasks_at_delete) <= DELETE_CONCURRENCY + 4
