@@ -12,8 +12,6 @@ import secrets
 import time
 from dataclasses import dataclass
 
-USER_MAX_CHARS = 256  # longer names cannot be users; stored cut, so a huge header costs no more
-
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -69,14 +67,13 @@ class Logins:
 
     async def reserve(self, user: str, address: str, limits: Limits) -> Reservation:
         """Count an attempt of `user` from `address` as a failure, unless a limit is already reached
-        (then nothing is recorded and the reservation says how long to wait)."""
+        (then nothing is recorded and the reservation says how long to wait). Both are stored as
+        given: the caller keeps them to text the database holds (registry/auth/limiter.py)."""
         now = time.time()
-        user = user[:USER_MAX_CHARS]
         return await self.db.write(lambda c: _reserve(c, user, address, limits, now))
 
     async def release(self, attempt: str, user: str, address: str) -> None:
         """The reserved attempt succeeded: forget it and the earlier failures of `user` from `address`."""
-        user = user[:USER_MAX_CHARS]
 
         def forget(c) -> None:
             c.execute("DELETE FROM login_failures WHERE id = ?", (attempt,))
