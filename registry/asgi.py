@@ -15,11 +15,13 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.config import from_dict, load_settings
 from registry.logs import configure_logging
+from registry.memory import cap_malloc_arenas
 
 SETTINGS_VARIABLE = "REGISTRY_SETTINGS"
 
 
 def app() -> Starlette:
+    cap_malloc_arenas()  # before the worker starts threads of its own
     encoded = os.environ.get(SETTINGS_VARIABLE)
     settings = from_dict(json.loads(encoded)) if encoded else load_settings(os.environ.get("REGISTRY_CONFIG"))
     configure_logging(settings)

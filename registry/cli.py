@@ -16,6 +16,7 @@ from typing import Any
 
 from registry.config import ConfigError, Settings, as_dict, load_settings
 from registry.logs import configure_logging
+from registry.memory import cap_malloc_arenas
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def _is_loopback(host: str) -> bool:
 def serve(args: argparse.Namespace) -> None:
     settings = _settings(args)
     configure_logging(settings)
+    cap_malloc_arenas()  # inherited by forked workers; spawned ones cap their own (registry/asgi.py)
     log = logging.getLogger("registry")
     if settings.auth.mode == "none" and not _is_loopback(settings.http.host):
         log.warning(
