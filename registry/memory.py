@@ -7,8 +7,8 @@ import ctypes.util
 
 # glibc gives each thread that allocates at once an arena of its own, up to 8 per core. A worker's
 # threads (the index writer, file I/O, password checks, the collector's scans) each left memory
-# stranded in one: a 30-minute soak grew 0.13-0.14 MiB/min with collections, against at most
-# 0.07 MiB/min with two arenas.
+# stranded in one: ten arenas a worker in a 30-minute soak with collections, which then held
+# 54-55 MiB; with two, 51-52 MiB and flat (`make soak`).
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
