@@ -467,3 +467,20 @@ def basic(user: str, password: str) -> str:
     import base64
 
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    """One event loop per hostile module, so that its module-scoped registry serves every case."""
+    return "asyncio"
+
+
+def seeded_fixture(backend: str = "disk+sqlite") -> Any:
+    """A module-scoped fixture: a registry on `backend`, seeded once for every case of the module."""
+
+    @pytest.fixture(scope="module")
+    async def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Seeded]:
+        async with seeded_registry(module_settings(request, tmp_path_factory, backend)) as registry:
+            yield registry
+
+    return seeded

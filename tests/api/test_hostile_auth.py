@@ -23,6 +23,7 @@ from tests.api.hostile import (
     Case,
     Expect,
     Seeded,
+    anyio_backend,  # noqa: F401  (a module-scoped fixture: one loop for the module)
     basic,
     case,
     check,
@@ -481,11 +482,6 @@ def _token_request_cases() -> list[Case]:
 
 BASIC_CASES = _basic_cases()
 TOKEN_CASES = _token_cases() + _token_request_cases()
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def basic_sign_in(client: httpx.AsyncClient) -> None:

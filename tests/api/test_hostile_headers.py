@@ -4,11 +4,19 @@ headers, Accept values, Content-Length lies, methods a route does not have. The 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from tests.api.hostile import ANY_CODE, Case, Expect, Seeded, case, check, module_settings, params, seeded_registry
+from tests.api.hostile import (
+    ANY_CODE,
+    Case,
+    Expect,
+    Seeded,
+    anyio_backend,  # noqa: F401  (a module-scoped fixture: one loop for the module)
+    case,
+    check,
+    params,
+    seeded_fixture,
+)
 from tests.support import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, digest_of
 
 pytestmark = pytest.mark.anyio
@@ -204,15 +212,7 @@ def _method_cases() -> list[Case]:
 CASES = _host_cases() + _accept_cases() + _size_cases() + _method_cases()
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def seeded(request, tmp_path_factory) -> AsyncIterator[Seeded]:
-    async with seeded_registry(module_settings(request, tmp_path_factory, "disk+sqlite")) as registry:
-        yield registry
+seeded = seeded_fixture()
 
 
 @pytest.mark.parametrize("hostile", params(CASES))

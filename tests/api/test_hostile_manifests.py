@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.api.hostile import Case, Expect, Seeded, case, check, module_settings, params, seeded_registry
+from tests.api.hostile import (
+    Case,
+    Expect,
+    Seeded,
+    anyio_backend,  # noqa: F401  (a module-scoped fixture: one loop for the module)
+    case,
+    check,
+    params,
+    seeded_fixture,
+)
 from tests.support import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, descriptor, digest_of
 
 pytestmark = pytest.mark.anyio
@@ -638,15 +647,7 @@ def _content_cases() -> list[Case]:
 CASES = _type_cases() + _content_cases()
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def seeded(request, tmp_path_factory) -> AsyncIterator[Seeded]:
-    async with seeded_registry(module_settings(request, tmp_path_factory, "disk+sqlite")) as registry:
-        yield registry
+seeded = seeded_fixture()
 
 
 @pytest.mark.parametrize("hostile", params(CASES))

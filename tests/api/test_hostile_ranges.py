@@ -3,11 +3,18 @@ full or partial body, a listing, or a clean 4xx), never a 5xx, and nothing store
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from tests.api.hostile import Case, Expect, Seeded, case, check, module_settings, params, seeded_registry
+from tests.api.hostile import (
+    Case,
+    Expect,
+    Seeded,
+    anyio_backend,  # noqa: F401  (a module-scoped fixture: one loop for the module)
+    case,
+    check,
+    params,
+    seeded_fixture,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -281,15 +288,7 @@ def _pagination_cases() -> list[Case]:
 CASES = _range_cases() + _content_range_cases() + _pagination_cases()
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def seeded(request, tmp_path_factory) -> AsyncIterator[Seeded]:
-    async with seeded_registry(module_settings(request, tmp_path_factory, "disk+sqlite")) as registry:
-        yield registry
+seeded = seeded_fixture()
 
 
 @pytest.mark.parametrize("hostile", params(CASES))

@@ -18,6 +18,7 @@ from tests.api.hostile import (
     Case,
     Scenario,
     Seeded,
+    anyio_backend,  # noqa: F401  (a module-scoped fixture: one loop for the module)
     check,
     check_scenario,
     module_settings,
@@ -52,11 +53,6 @@ AUTH_WORDS = ("nul", "utf8", "latin1", "10000", "1000-chars", "unicode", "xff")
 BASIC_CASES = [c for c in test_hostile_auth.BASIC_CASES if any(word in c.id for word in AUTH_WORDS)]
 TOKEN_CASES = [c for c in test_hostile_auth.TOKEN_CASES if any(word in c.id for word in AUTH_WORDS)]
 SEQUENCES: list[Scenario] = test_hostile_uploads.SEQUENCES
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")

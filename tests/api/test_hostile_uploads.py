@@ -16,6 +16,7 @@ from tests.api.hostile import (
     Expect,
     Scenario,
     Seeded,
+    anyio_backend,  # noqa: F401  (a module-scoped fixture: one loop for the module)
     case,
     check,
     check_scenario,
@@ -443,11 +444,6 @@ def _sequences() -> list[Scenario]:
 
 CASES = _id_cases()
 SEQUENCES = _sequences()
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
