@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from storage.index.index import DELETING, PRESENT
+from storage.index.index import DELETING, PRESENT, placeholders
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +106,6 @@ def _finishing(c, size: int) -> bool:
     return c.execute("SELECT 1 FROM uploads WHERE size = ? LIMIT 1", (size,)).fetchone() is not None
 
 
-def _placeholders(count: int) -> str:
-    return ", ".join("?" * count)
-
-
 class Collection:
     """Queries of the garbage collector over a database (see sqlite.py)."""
 
@@ -162,7 +158,7 @@ class Collection:
         """Those of `digests` that have a row (in any state)."""
         if not digests:
             return set()
-        sql = f"SELECT digest FROM blobs WHERE digest IN ({_placeholders(len(digests))})"
+        sql = f"SELECT digest FROM blobs WHERE digest IN ({placeholders(len(digests))})"
         return await self.db.read(lambda c: {row[0] for row in c.execute(sql, digests).fetchall()})
 
     async def mark_orphans(self, blobs: list[tuple[str, int]]) -> list[str]:
@@ -205,7 +201,7 @@ class Collection:
         """Those of `upload_ids` that name no upload."""
         if not upload_ids:
             return []
-        sql = f"SELECT id FROM uploads WHERE id IN ({_placeholders(len(upload_ids))})"
+        sql = f"SELECT id FROM uploads WHERE id IN ({placeholders(len(upload_ids))})"
         known = await self.db.read(lambda c: {row[0] for row in c.execute(sql, upload_ids).fetchall()})
         return [i for i in upload_ids if i not in known]
 

@@ -59,7 +59,8 @@ class BlobCollecting(Exception):
     """The garbage collector is deleting this blob's bytes; try again once it is done."""
 
 
-def _placeholders(n: int) -> str:
+def placeholders(n: int) -> str:
+    """`?, ?, ...` for an `IN (...)` of `n` values (for this package's queries)."""
     return ",".join("?" * n)
 
 
@@ -99,7 +100,7 @@ def _check_references(c, repository: str, blobs: dict[str, int], children: dict[
         found = dict(
             c.execute(
                 "SELECT b.digest, b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
-                f"WHERE r.repository = ? AND b.state = ? AND r.digest IN ({_placeholders(len(blobs))})",
+                f"WHERE r.repository = ? AND b.state = ? AND r.digest IN ({placeholders(len(blobs))})",
                 (repository, PRESENT, *blobs),
             ).fetchall()
         )
@@ -108,7 +109,7 @@ def _check_references(c, repository: str, blobs: dict[str, int], children: dict[
         known = dict(
             c.execute(
                 "SELECT digest, size FROM manifests "
-                f"WHERE repository = ? AND digest IN ({_placeholders(len(children))})",
+                f"WHERE repository = ? AND digest IN ({placeholders(len(children))})",
                 (repository, *children),
             ).fetchall()
         )
