@@ -23,8 +23,8 @@ from pathlib import Path
 from registry.gc import Collector
 from registry.layout import blob_key
 from storage.drivers.local import LocalDriver
-from storage.index import Index
-from storage.index.sqlite import SQLiteDatabase
+from storage.metadata import Metadata
+from storage.metadata.sqlite import SQLiteDatabase
 
 LAYERS_PER_IMAGE = 3  # with the config and the manifest's own bytes: five blobs per manifest
 IMAGES_PER_REPOSITORY = 100
@@ -55,10 +55,10 @@ def generate(manifests: int, seed: int = 1) -> tuple[list, list, list, list, dic
     return manifest_rows, reference_rows, tag_rows, [(d, len(b), now) for d, b in blobs.items()], blobs
 
 
-async def build(root: Path, manifests: int) -> tuple[Index, LocalDriver]:
+async def build(root: Path, manifests: int) -> tuple[Metadata, LocalDriver]:
     manifest_rows, reference_rows, tag_rows, blob_rows, blobs = generate(manifests)
-    index = Index(SQLiteDatabase(str(root / "index.db")))
-    await index.open()
+    metadata = Metadata(SQLiteDatabase(str(root / "index.db")))
+    await metadata.open()
     repositories = sorted({row[0] for row in manifest_rows})
 
     def insert(c) -> None:
@@ -80,20 +80,20 @@ async def build(root: Path, manifests: int) -> tuple[Index, LocalDriver]:
         )
         c.executemany("INSERT INTO tags (repository, name, digest, updated_at) VALUES (?, ?, ?, ?)", tag_rows)
 
-    await index.db.write(insert)
+    await metadata.db.write(insert)
     driver = LocalDriver(str(root / "storage"))
     for d, data in blobs.items():
         path = Path(driver.root) / blob_key(d)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    return index, driver
+    return metadata, driver
 
 
 async def measure(manifests: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="gc-bench-") as tmp:
-        index, driver = await build(Path(tmp), manifests)
+        metadata, driver = await build(Path(tmp), manifests)
         try:
-            collector = Collector(index, driver, grace_s=3600, purge_after_s=86400)
+            collector = Collector(metadata, driver, grace_s=3600, purge_after_s=86400)
             started = time.perf_counter()
             dry = await collector.run(dry_run=True, delete_untagged=True)
             planned = time.perf_counter() - started
@@ -101,7 +101,7 @@ async def measure(manifests: int) -> dict:
             report = await collector.run(delete_untagged=True)
             collected = time.perf_counter() - started
         finally:
-            await index.close()
+            await metadata.close()
     blobs = report.blobs_kept + report.blobs_removed
     return {
         "manifests": manifests,

@@ -21,14 +21,14 @@ from registry.auth.setup import build_auth
 from registry.config import Settings, parse_duration
 from registry.edge import Edge, printable
 from registry.errors import BlobUploadInvalid, RegistryError, Unavailable, Unsupported
+from registry.facade import Registry
 from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, token, uploads
-from registry.service import Registry
 from storage.drivers import Driver
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
 from storage.errors import BackendUnavailable
-from storage.index import Index, open_index
+from storage.metadata import Metadata, open_metadata
 
 log = logging.getLogger("registry")
 
@@ -92,7 +92,7 @@ def _routes(settings: Settings) -> list[Route]:
 
 async def health(request: Request) -> Response:
     """Liveness and readiness: answers 200 once the index answers."""
-    await base.registry(request).index.repository_exists("")
+    await base.registry(request).metadata.repository_exists("")
     return base.json_response({"status": "ok"})
 
 
@@ -153,15 +153,15 @@ def make_driver(settings: Settings) -> Driver:
     return LocalDriver(settings.storage_root)
 
 
-def create_app(settings: Settings, *, index: Index | None = None, driver: Driver | None = None) -> Starlette:
+def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: Driver | None = None) -> Starlette:
     """The registry app; `index` and `driver` default to those the settings describe.
 
     The index is opened and closed by the app's lifespan.
     """
-    index = index or open_index(settings.index_url)
+    metadata = metadata or open_metadata(settings.index_url)
     driver = driver or make_driver(settings)
     registry = Registry(
-        index,
+        metadata,
         driver,
         delete_enabled=settings.storage.delete_enabled,
         manifest_max_bytes=settings.manifests.max_bytes,
@@ -169,11 +169,11 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
     )
 
-    collector = Collector.configured(index, driver, settings)
+    collector = Collector.configured(metadata, driver, settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await index.open()
+        await metadata.open()
         interval = parse_duration(settings.gc.interval)
         schedule = asyncio.create_task(collect_every(collector, interval)) if interval else None
         try:
@@ -183,9 +183,9 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
                 schedule.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await schedule
-            await index.close()
+            await metadata.close()
 
-    auth = build_auth(settings, index)
+    auth = build_auth(settings, metadata)
     app = Starlette(
         routes=_routes(settings),
         middleware=[Middleware(Edge, access_log=settings.log.access)],
@@ -201,6 +201,6 @@ def create_app(settings: Settings, *, index: Index | None = None, driver: Driver
     app.state.registry = registry
     app.state.collector = collector
     app.state.gate = auth.gate
-    app.state.token_service = auth.token_service
+    app.state.token_server = auth.token_server
     app.state.settings = settings
     return app

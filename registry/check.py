@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from registry.layout import blob_key
 from registry.names import parse_digest
 from storage.drivers import Driver, NotFound
-from storage.index import Index
-from storage.index.collection import Collection
-from storage.index.index import PRESENT
+from storage.metadata import Metadata
+from storage.metadata.garbage import GarbageQueries
+from storage.metadata.store import PRESENT
 
 CONCURRENCY = 32
 
@@ -29,13 +29,13 @@ class CheckReport:
         return not self.problems
 
 
-async def check(index: Index, driver: Driver, verify_digests: bool = False) -> CheckReport:
+async def check(metadata: Metadata, driver: Driver, verify_digests: bool = False) -> CheckReport:
     """Every present blob has its bytes at the recorded size (and, with `verify_digests`, content
     that hashes to its digest); every manifest's bytes and every blob a manifest refers to are
     present; every stored blob and upload folder is known to the index. Also lists the driver's
     leftovers of writes abandoned mid-way (on S3 that includes writes in progress that have not
     sent a part for a while: see `Driver.abandoned`)."""
-    queries = Collection(index.db)
+    queries = GarbageQueries(metadata.db)
     snapshot = await queries.snapshot()
     report = CheckReport(manifests=len(snapshot.manifests))
     present = {b.digest: b.size for b in snapshot.blobs if b.state == PRESENT}

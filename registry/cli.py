@@ -84,11 +84,11 @@ def serve(args: argparse.Namespace) -> None:
 
 async def _prepare_index(settings: Settings) -> None:
     """Create or migrate the index once, before the workers open it."""
-    from storage.index import open_index
+    from storage.metadata import open_metadata
 
-    index = open_index(settings.index_url)
-    await index.open()
-    await index.close()
+    metadata = open_metadata(settings.index_url)
+    await metadata.open()
+    await metadata.close()
 
 
 def raise_open_file_limit() -> int:
@@ -231,14 +231,14 @@ def user_list(args: argparse.Namespace) -> None:
 async def _with_storage(settings: Settings, work):
     """Run `work(index, driver)` with the index open."""
     from registry.app import make_driver
-    from storage.index import open_index
+    from storage.metadata import open_metadata
 
-    index = open_index(settings.index_url)
-    await index.open()
+    metadata = open_metadata(settings.index_url)
+    await metadata.open()
     try:
-        return await work(index, make_driver(settings))
+        return await work(metadata, make_driver(settings))
     finally:
-        await index.close()
+        await metadata.close()
 
 
 def gc(args: argparse.Namespace) -> None:
@@ -246,8 +246,8 @@ def gc(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
 
-    async def collect(index, driver):
-        collector = Collector.configured(index, driver, settings)
+    async def collect(metadata, driver):
+        collector = Collector.configured(metadata, driver, settings)
         return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
 
     try:
@@ -262,8 +262,8 @@ def check(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
 
-    async def run(index, driver):
-        return await check_storage(index, driver, verify_digests=args.verify_digests)
+    async def run(metadata, driver):
+        return await check_storage(metadata, driver, verify_digests=args.verify_digests)
 
     report = asyncio.run(_with_storage(settings, run))
     for problem in report.problems:
@@ -280,8 +280,8 @@ def check(args: argparse.Namespace) -> None:
     if args.repair:
         from registry.gc import Collector, CollectorBusy
 
-        async def repair(index, driver):
-            return await Collector.configured(index, driver, settings).run(storage_only=True)
+        async def repair(metadata, driver):
+            return await Collector.configured(metadata, driver, settings).run(storage_only=True)
 
         try:
             repaired = asyncio.run(_with_storage(settings, repair))
@@ -298,8 +298,8 @@ def repo_remove(args: argparse.Namespace) -> None:
     settings = _settings(args)
     name = parse_name(args.name)
 
-    async def remove(index, driver):
-        removed = await index.delete_repository(name)
+    async def remove(metadata, driver):
+        removed = await metadata.delete_repository(name)
         if removed is not None:
             from registry.layout import upload_prefix
 

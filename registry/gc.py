@@ -34,8 +34,8 @@ from registry.errors import DigestInvalid
 from registry.layout import blob_key, upload_prefix
 from registry.names import parse_digest
 from storage.drivers import Driver, Entry
-from storage.index import Index
-from storage.index.collection import Collection, Snapshot
+from storage.metadata import Metadata
+from storage.metadata.garbage import GarbageQueries, Snapshot
 
 log = logging.getLogger("registry.gc")
 
@@ -136,15 +136,15 @@ class Collector:
     """Collects garbage of one index and driver; one collection at a time across every process
     sharing the index."""
 
-    def __init__(self, index: Index, driver: Driver, grace_s: float, purge_after_s: float):
-        self.index, self.driver = index, driver
-        self.queries = Collection(index.db)
+    def __init__(self, metadata: Metadata, driver: Driver, grace_s: float, purge_after_s: float):
+        self.metadata, self.driver = metadata, driver
+        self.queries = GarbageQueries(metadata.db)
         self.grace_s, self.purge_after_s = grace_s, purge_after_s
 
     @classmethod
-    def configured(cls, index: Index, driver: Driver, settings: Settings) -> Collector:
+    def configured(cls, metadata: Metadata, driver: Driver, settings: Settings) -> Collector:
         """The collector `settings` describe (`gc.grace`, `uploads.purge_after`)."""
-        return cls(index, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after))
+        return cls(metadata, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after))
 
     async def run(self, *, dry_run: bool = False, delete_untagged: bool = False, storage_only: bool = False) -> Report:
         """Collect (or, dry, only plan); with `storage_only`, only what storage holds and the index
@@ -244,7 +244,7 @@ class Collector:
 
     async def _orphan_blobs(self, entries: list[Entry], report: Report) -> None:
         """Remove those of `entries` (under `blobs/`) that no blob row knows and no upload may be
-        finishing into (see `Collection.mark_orphans`), in two steps: a `deleting` row first (a push
+        finishing into (see `GarbageQueries.mark_orphans`), in two steps: a `deleting` row first (a push
         of the digest meanwhile waits, or fails and uploads again), then the bytes, then the row."""
         by_digest = {digest: entry for entry in entries if (digest := _digest_of(entry.key)) is not None}
         known = await self.queries.known_blobs(list(by_digest))

@@ -12,7 +12,7 @@ from starlette.applications import Starlette
 
 from registry.config import Settings, load_settings
 from storage.drivers import Driver
-from storage.index import Index, open_index
+from storage.metadata import Metadata, open_metadata
 from tests.services import Postgres, SeaweedS3, start_service
 from tests.support import running_app
 
@@ -62,16 +62,16 @@ def fresh_schema(pg: Postgres) -> tuple[str, str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def index(request, tmp_path) -> AsyncIterator[Index]:
+async def metadata(request, tmp_path) -> AsyncIterator[Metadata]:
     """An open, empty index on SQLite, then on PostgreSQL (a fresh schema)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/index.db"
     else:
         _, url = fresh_schema(request.getfixturevalue("postgres"))
-    index = open_index(url)
-    await index.open()
-    yield index
-    await index.close()
+    metadata = open_metadata(url)
+    await metadata.open()
+    yield metadata
+    await metadata.close()
 
 
 def use_s3_and_postgres(settings: Settings, s3: SeaweedS3, pg: Postgres) -> Settings:

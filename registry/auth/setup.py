@@ -11,22 +11,22 @@ from registry.auth.limiter import LoginLimiter
 from registry.auth.rules import Rules, make_rule
 from registry.auth.users import Htpasswd
 from registry.config import Settings
-from storage.index import Index
-from storage.index.logins import Limits, Logins
+from storage.metadata import Metadata
+from storage.metadata.logins import Limits, Logins
 
 
 @dataclass
 class Auth:
     gate: OpenGate | BasicGate | TokenGate
-    token_service: TokenService | None  # None unless mode is `token`
+    token_server: TokenServer | None  # None unless mode is `token`
 
 
 if TYPE_CHECKING:
     from registry.auth.token_gate import TokenGate
-    from registry.auth.token_service import TokenService
+    from registry.auth.token_server import TokenServer
 
 
-def build_auth(settings: Settings, index: Index) -> Auth:
+def build_auth(settings: Settings, metadata: Metadata) -> Auth:
     """The auth parts for `settings`, counting failed logins in `index`; reads (or, for tokens,
     creates) key files."""
     config = settings.auth
@@ -37,12 +37,14 @@ def build_auth(settings: Settings, index: Index) -> Auth:
         config.login_attempts, config.login_attempts_per_address, config.login_attempts_per_user, config.login_window_s
     )
     users = Htpasswd(settings.htpasswd_path, config.password_threads, config.password_queue)
-    passwords = Passwords(users, LoginLimiter(Logins(index.db), limits), ClientAddresses(settings.http.trusted_proxies))
+    passwords = Passwords(
+        users, LoginLimiter(Logins(metadata.db), limits), ClientAddresses(settings.http.trusted_proxies)
+    )
     if config.mode == "htpasswd":
         return Auth(BasicGate(passwords, rules, config.realm), None)
     # Imported here: the JWT and crypto libraries cost about 10 MiB a process, only worth it for tokens.
     from registry.auth.token_gate import TokenGate
-    from registry.auth.token_service import TokenService
+    from registry.auth.token_server import TokenServer
     from registry.auth.tokens import TokenIssuer, TokenVerifier, certificate_keys, jwks_keys, load_or_create_key
 
     token = config.token
@@ -55,4 +57,4 @@ def build_auth(settings: Settings, index: Index) -> Auth:
         if external.jwks:
             trusted += jwks_keys(external.jwks, external.issuer)
     gate = TokenGate(TokenVerifier(trusted, token.service), rules, token.issuer, token.realm, token.path, users)
-    return Auth(gate, TokenService(issuer, rules, passwords, config.realm))
+    return Auth(gate, TokenServer(issuer, rules, passwords, config.realm))

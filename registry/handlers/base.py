@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.errors import PaginationNumberInvalid
+from registry.facade import Registry
 from registry.names import Digest, parse_digest, parse_name
 from registry.numbers import NumberInvalid, parse_number
-from registry.service import Registry
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 

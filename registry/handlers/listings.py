@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from registry.auth.access import PULL
 from registry.handlers.base import json_response, next_link, pagination, path_digest, registry, repository
-from registry.manifests import OCI_INDEX
+from registry.oci import OCI_INDEX
 
 CATALOG_PAGE = 100
 CATALOG_PAGE_MAX = 1000

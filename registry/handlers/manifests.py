@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from registry.errors import ManifestTooLarge, ManifestUnknown
 from registry.handlers.base import empty_response, read_body, registry, repository
-from storage.index import ManifestRecord
+from storage.metadata import ManifestRecord
 
 
 def _acceptable(media_type: str, request: Request) -> bool:

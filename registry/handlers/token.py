@@ -13,16 +13,16 @@ from registry.auth.gate import MalformedCredentials, parse_basic
 from registry.handlers.base import json_response, read_body
 
 if TYPE_CHECKING:
-    from registry.auth.token_service import TokenService
+    from registry.auth.token_server import TokenServer
 
 FORM_MAX_BYTES = 64 << 10
 
 
-def _service(request: Request) -> TokenService:
-    return request.app.state.token_service
+def _service(request: Request) -> TokenServer:
+    return request.app.state.token_server
 
 
-def _check_audience(service: TokenService, asked: str | None) -> None:
+def _check_audience(service: TokenServer, asked: str | None) -> None:
     if asked and asked != service.issuer.service:
         raise TokenRequestInvalid(
             {"service": asked[:100]}, message=f"this token service serves {service.issuer.service!r}"

@@ -10,9 +10,9 @@ from starlette.responses import Response
 from registry.auth.access import PULL
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.handlers.base import empty_response, registry, repository
+from registry.ingest import ByteRange, location, range_header
 from registry.names import Digest, parse_digest, parse_name
 from registry.numbers import NumberInvalid, parse_number
-from registry.uploads import ByteRange, location, range_header
 
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
 

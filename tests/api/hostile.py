@@ -36,7 +36,7 @@ from tests.support import (
 )
 
 ANY_CODE = "*"  # an error body is required, whatever its code
-# The index's content tables: what a request may change. (Login counters and collector leases are not content.)
+# The metadata content tables: what a request may change. (Login counters and collector leases are not content.)
 CONTENT_TABLES = (
     "repositories",
     "blobs",
@@ -303,7 +303,7 @@ Snapshot = dict[str, list[str]]
 
 
 async def snapshot(app: Starlette) -> Snapshot:
-    """Every row of the index's content tables and every stored object (key and size)."""
+    """Every row of the metadata content tables and every stored object (key and size)."""
     registry = app.state.registry
 
     def read(conn) -> Snapshot:
@@ -311,7 +311,7 @@ async def snapshot(app: Starlette) -> Snapshot:
             t: sorted(repr(tuple(r)) for r in conn.execute(f"SELECT * FROM {t}").fetchall()) for t in CONTENT_TABLES
         }
 
-    tables = await registry.index.db.read(read)
+    tables = await registry.metadata.db.read(read)
     tables["objects"] = sorted([f"{e.key} {e.size}" async for e in registry.driver.list("")])
     return tables
 

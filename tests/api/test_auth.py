@@ -388,7 +388,7 @@ async def test_too_many_scopes_in_one_request_are_refused(token_client: httpx.As
 
 async def test_an_oversized_bearer_token_is_refused_even_when_signed(settings: Settings, htpasswd_file: bytes) -> None:
     async with running_app(configure(settings, "token", htpasswd_file)) as (app, client):
-        issuer = app.state.token_service.issuer
+        issuer = app.state.token_server.issuer
         wanted = [access("repository", f"alice/{'r' * 200}{i}", ["pull"]) for i in range(40)]
         huge = issuer.issue("alice", [*wanted, access("repository", "alice/app", ["pull"])]).token
         assert len(huge) > 8 << 10

@@ -136,7 +136,7 @@ def _alice() -> tuple[str, str]:
 
 
 def _issuer(seeded: Seeded) -> Any:
-    return seeded.app.state.token_service.issuer
+    return seeded.app.state.token_server.issuer
 
 
 def _claims(seeded: Seeded, **changes: Any) -> dict:

@@ -388,12 +388,12 @@ class _CountingConnection:
         return _CountingCursor(self._conn.executemany(*args), self._seen)
 
 
-def count_index_rows(monkeypatch, index) -> list[int]:
+def count_index_rows(monkeypatch, metadata) -> list[int]:
     """From now on, count the rows every index read and write fetches from the database (in [0])."""
     seen = [0]
     for name in ("read", "write"):
-        run = getattr(index.db, name)
-        monkeypatch.setattr(index.db, name, lambda fn, run=run: run(lambda c: fn(_CountingConnection(c, seen))))
+        run = getattr(metadata.db, name)
+        monkeypatch.setattr(metadata.db, name, lambda fn, run=run: run(lambda c: fn(_CountingConnection(c, seen))))
     return seen
 
 
@@ -401,7 +401,7 @@ async def test_a_chunk_costs_the_same_however_many_came_before(served, monkeypat
     """A PATCH, and the upload's status, read a fixed number of index rows, not one per earlier chunk."""
     app, client = served
     location = await start(client)
-    seen = count_index_rows(monkeypatch, app.state.registry.index)
+    seen = count_index_rows(monkeypatch, app.state.registry.metadata)
 
     async def rows_read(request) -> int:
         before = seen[0]

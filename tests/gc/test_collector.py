@@ -19,7 +19,7 @@ from storage.drivers import Driver, NotFound
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
 from storage.drivers.s3 import S3Driver
-from storage.index import open_index
+from storage.metadata import open_metadata
 from tests.support import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -41,7 +41,7 @@ SIGNATURE = "application/vnd.example.signature"
 
 def collector(app: Starlette, grace_s: float = 0.0, purge_after_s: float = 3600.0) -> Collector:
     state = app.state
-    return Collector(state.registry.index, state.registry.driver, grace_s, purge_after_s)
+    return Collector(state.registry.metadata, state.registry.driver, grace_s, purge_after_s)
 
 
 async def blob_ok(client: httpx.AsyncClient, repository: str, data: bytes) -> bool:
@@ -165,7 +165,7 @@ async def test_deleted_repository_feeds_the_collector(served) -> None:
     app, client = served
     image = make_image()
     await push_image(client, "team/gone", image, "v1")
-    assert await app.state.registry.index.delete_repository("team/gone") == (1, 1, [])
+    assert await app.state.registry.metadata.delete_repository("team/gone") == (1, 1, [])
     assert (await client.get("/v2/team/gone/tags/list")).status_code == 404
     report = await collector(app).run()
     assert report.blobs_removed == 3
@@ -263,7 +263,7 @@ async def test_leftovers_of_a_push_killed_mid_write_are_purged_once_older_than_t
     report = await collector(app).run()
     assert (report.leftovers_removed, report.leftover_bytes_removed) == (1, 12000)
     assert [e async for e in driver.abandoned(time.time() + 60)] == []
-    assert (await check(app.state.registry.index, driver)).leftovers == []
+    assert (await check(app.state.registry.metadata, driver)).leftovers == []
     assert (await client.get("/v2/team/app/manifests/v1")).status_code == 200
 
 
@@ -278,16 +278,16 @@ async def test_storage_orphans_are_removed_once_older_than_the_grace(served) -> 
     stray = b"stored, then the process died before its row"
     await driver.put(blob_key(digest_of(stray)), stray)
     await driver.put(f"uploads/{uuid.uuid4()}/data", b"forgotten upload")
-    assert len((await check(app.state.registry.index, driver)).orphans) == 2
+    assert len((await check(app.state.registry.metadata, driver)).orphans) == 2
 
     report = await collector(app, grace_s=3600).run()
-    assert report.orphans_removed == 0 and len((await check(app.state.registry.index, driver)).orphans) == 2
+    assert report.orphans_removed == 0 and len((await check(app.state.registry.metadata, driver)).orphans) == 2
     await asyncio.sleep(1.1)  # S3 keeps times to the second
     planned = await collector(app).run(dry_run=True)
     assert (planned.orphans_removed, planned.orphan_bytes_removed) == (2, len(stray) + len(b"forgotten upload"))
     report = await collector(app).run()
     assert (report.orphans_removed, report.orphan_bytes_removed) == (2, len(stray) + len(b"forgotten upload"))
-    after = await check(app.state.registry.index, driver, verify_digests=True)
+    after = await check(app.state.registry.metadata, driver, verify_digests=True)
     assert after.ok and after.orphans == []
     assert await blob_ok(client, "team/app", image.layers[0])
     assert (await client.get(location)).status_code == 204  # the upload in progress is untouched
@@ -334,7 +334,7 @@ async def test_an_orphan_an_upload_was_finishing_into_is_kept_for_the_retried_pu
     assert (await collector(app).run()).orphans_removed == 0
     assert (await client.put(location, params={"digest": digest_of(data)})).status_code == 201
     assert await blob_ok(client, "team/app", data)
-    assert (await check(app.state.registry.index, driver)).orphans == []
+    assert (await check(app.state.registry.metadata, driver)).orphans == []
 
 
 class TaskCountingDriver(MemoryDriver):
@@ -354,7 +354,7 @@ async def test_deleting_many_keys_runs_a_bounded_number_of_tasks(tmp_path) -> No
     keys = [f"blobs/k{i}" for i in range(3000)]
     for key in keys:
         await driver.put(key, b"x")
-    collector = Collector(open_index(f"sqlite:///{tmp_path}/index.db"), driver, 0, 0)
+    collector = Collector(open_metadata(f"sqlite:///{tmp_path}/index.db"), driver, 0, 0)
     await collector._delete_all(keys)
     assert await stored_keys(driver, "blobs/") == []
     assert max(driver.tasks_at_delete) <= DELETE_CONCURRENCY + 4

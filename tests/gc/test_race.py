@@ -108,8 +108,8 @@ async def test_pushes_racing_a_looping_collector_never_lose_a_referenced_blob(se
     async with running_app(settings) as (app, client):
         for layer in old_layers:
             await push_blob_like_docker(client, "seed/base", layer)
-        index, driver = app.state.registry.index, app.state.registry.driver
-        collector = Collector(index, driver, grace_s=GRACE_S, purge_after_s=60)
+        metadata, driver = app.state.registry.metadata, app.state.registry.driver
+        collector = Collector(metadata, driver, grace_s=GRACE_S, purge_after_s=60)
         stop = asyncio.Event()
         reports, refused, violations = [], [], []
 

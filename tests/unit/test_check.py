@@ -20,8 +20,8 @@ async def test_check_reports_missing_resized_corrupt_and_orphaned_bytes(settings
     async with running_app(settings) as (app, client):
         image = make_image(layers=3)
         await push_image(client, "team/app", image, "v1")
-        index, driver = app.state.registry.index, app.state.registry.driver
-        report = await check(index, driver, verify_digests=True)
+        metadata, driver = app.state.registry.metadata, app.state.registry.driver
+        report = await check(metadata, driver, verify_digests=True)
         assert report.ok and report.blobs == 5 and report.manifests == 1 and report.orphans == []
 
         root = settings.storage_root
@@ -36,11 +36,11 @@ async def test_check_reports_missing_resized_corrupt_and_orphaned_bytes(settings
         await driver.put(blob_key(digest_of(b"stray")), b"stray")
         await driver.put("uploads/not-an-upload/0", b"x")
 
-        quick = await check(index, driver)
+        quick = await check(metadata, driver)
         assert quick.problems == sorted(
             [f"blob {missing}: no bytes in storage", f"blob {resized}: 69 bytes stored, 64 recorded"]
         )
-        thorough = await check(index, driver, verify_digests=True)
+        thorough = await check(metadata, driver, verify_digests=True)
         assert f"blob {corrupt}: the stored bytes hash to another digest" in thorough.problems
         assert sorted(thorough.orphans) == [blob_key(digest_of(b"stray")), "uploads/not-an-upload/0"]
         assert (await client.get("/v2/team/app/tags/list")).json()["tags"] == ["v1"]  # nothing changed
@@ -49,12 +49,12 @@ async def test_check_reports_missing_resized_corrupt_and_orphaned_bytes(settings
 async def test_check_lists_the_leftovers_of_writes_killed_mid_way(settings: Settings) -> None:
     async with running_app(settings) as (app, client):
         await push_image(client, "team/app", make_image(), "v1")
-        index, driver = app.state.registry.index, app.state.registry.driver
+        metadata, driver = app.state.registry.metadata, app.state.registry.driver
         writer = await driver.writer(blob_key(digest_of(b"in progress")))  # alive: not a leftover
         await writer.write(b"in progress")
         with open(os.path.join(settings.storage_root, ".tmp", "killed-mid-write"), "wb") as f:
             f.write(b"half of a layer")  # a temp file no process holds: its writer died
-        report = await check(index, driver)
+        report = await check(metadata, driver)
         assert report.ok and report.orphans == [] and report.leftovers == [".tmp/killed-mid-write"]
         await writer.cancel()
 

@@ -18,7 +18,9 @@ from registry.auth.access import Access, access, parse_scope, parse_scopes
 from registry.errors import DigestInvalid, NameInvalid, RangeInvalid, RegistryError, TagInvalid
 from registry.handlers.blobs import parse_range
 from registry.handlers.uploads import _content_range
-from registry.manifests import (
+from registry.names import NAME_MAX_LENGTH, TAG_RE, parse_digest, parse_name, parse_tag
+from registry.numbers import INT64_MAX, NumberInvalid, parse_number
+from registry.oci import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     DOCKER_SCHEMA1,
@@ -26,8 +28,6 @@ from registry.manifests import (
     OCI_MANIFEST,
     parse_manifest,
 )
-from registry.names import NAME_MAX_LENGTH, TAG_RE, parse_digest, parse_name, parse_tag
-from registry.numbers import INT64_MAX, NumberInvalid, parse_number
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 STRUCTURED = settings(PROPERTY, max_examples=100)  # whole documents: fewer, each costs more to draw

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from storage.index.schema import migrate
+from storage.metadata.schema import migrate
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0

@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from storage.index import Chunk, Index, ManifestRecord, MissingReferences, Upload
-from storage.index.schema import MIGRATIONS, SCHEMA_VERSION
-from storage.index.sqlite import SQLiteDatabase
+from storage.metadata import Chunk, ManifestRecord, Metadata, MissingReferences, Upload
+from storage.metadata.schema import MIGRATIONS, SCHEMA_VERSION
+from storage.metadata.sqlite import SQLiteDatabase
 
 pytestmark = pytest.mark.anyio
 
@@ -17,9 +17,9 @@ D = ["sha256:" + str(i) * 64 for i in range(1, 6)]
 
 async def test_opening_twice_applies_the_schema_once(tmp_path) -> None:
     for _ in range(2):
-        index = Index(SQLiteDatabase(str(tmp_path / "i.db")))
-        await index.open()
-        await index.close()
+        metadata = Metadata(SQLiteDatabase(str(tmp_path / "i.db")))
+        await metadata.open()
+        await metadata.close()
     versions = sqlite3.connect(tmp_path / "i.db").execute("SELECT version FROM schema_version").fetchall()
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
@@ -30,57 +30,61 @@ async def test_a_newer_schema_is_refused(tmp_path) -> None:
     conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     conn.commit()
     with pytest.raises(RuntimeError, match="schema version"):
-        await Index(SQLiteDatabase(str(tmp_path / "i.db"))).open()
+        await Metadata(SQLiteDatabase(str(tmp_path / "i.db"))).open()
 
 
-async def test_put_manifest_with_missing_references_changes_nothing(index: Index) -> None:
-    await index.link_blob("r", D[0], 10)
+async def test_put_manifest_with_missing_references_changes_nothing(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
     record = ManifestRecord(D[2], "application/vnd.oci.image.manifest.v1+json", 100)
     with pytest.raises(MissingReferences) as e:
-        await index.put_manifest("r", record, {D[0]: 10, D[1]: 5}, {D[3]: 7}, "v1")
+        await metadata.put_manifest("r", record, {D[0]: 10, D[1]: 5}, {D[3]: 7}, "v1")
     assert e.value.missing == [D[1], D[3]]
-    assert await index.get_manifest("r", D[2]) is None
-    assert await index.list_tags("r", "", None) == []
-    assert await index.blob_size("r", D[2]) is None
+    assert await metadata.get_manifest("r", D[2]) is None
+    assert await metadata.list_tags("r", "", None) == []
+    assert await metadata.blob_size("r", D[2]) is None
 
 
-async def test_put_manifest_reports_wrong_sizes(index: Index) -> None:
-    await index.link_blob("r", D[0], 10)
+async def test_put_manifest_reports_wrong_sizes(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
     record = ManifestRecord(D[2], "application/vnd.oci.image.manifest.v1+json", 100)
     with pytest.raises(MissingReferences) as e:
-        await index.put_manifest("r", record, {D[0]: 11}, {}, None)
+        await metadata.put_manifest("r", record, {D[0]: 11}, {}, None)
     assert (e.value.missing, e.value.wrong_size) == ([], [D[0]])
 
 
-async def test_put_manifest_reports_children_listed_with_another_size(index: Index) -> None:
-    await index.put_manifest("r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, {}, None)
+async def test_put_manifest_reports_children_listed_with_another_size(metadata: Metadata) -> None:
+    await metadata.put_manifest(
+        "r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, {}, None
+    )
     record = ManifestRecord(D[2], "application/vnd.oci.image.index.v1+json", 100)
     with pytest.raises(MissingReferences) as e:
-        await index.put_manifest("r", record, {}, {D[4]: 10}, None)
+        await metadata.put_manifest("r", record, {}, {D[4]: 10}, None)
     assert (e.value.missing, e.value.wrong_size) == ([], [D[4]])
-    assert await index.get_manifest("r", D[2]) is None
+    assert await metadata.get_manifest("r", D[2]) is None
 
 
-async def test_check_references_refuses_what_put_manifest_would_without_writing(index: Index) -> None:
-    await index.link_blob("r", D[0], 10)
-    await index.put_manifest("r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, {}, None)
+async def test_check_references_refuses_what_put_manifest_would_without_writing(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
+    await metadata.put_manifest(
+        "r", ManifestRecord(D[4], "application/vnd.oci.image.manifest.v1+json", 9), {}, {}, None
+    )
     with pytest.raises(MissingReferences) as e:
-        await index.check_references("r", {D[0]: 11, D[1]: 5}, {D[3]: 1, D[4]: 9})
+        await metadata.check_references("r", {D[0]: 11, D[1]: 5}, {D[3]: 1, D[4]: 9})
     assert (e.value.missing, e.value.wrong_size) == ([D[1], D[3]], [D[0]])
-    await index.check_references("r", {D[0]: 10}, {D[4]: 9})
-    assert await index.list_repositories("", None) == ["r"]
+    await metadata.check_references("r", {D[0]: 10}, {D[4]: 9})
+    assert await metadata.list_repositories("", None) == ["r"]
 
 
-async def test_chunks_append_only_at_the_current_size(index: Index) -> None:
-    await index.create_upload("u1", "r")
-    assert await index.add_chunk("u1", Chunk(0, 10, "k0", D[0]))
-    assert not await index.add_chunk("u1", Chunk(0, 10, "k0b", D[0]))
-    assert not await index.add_chunk("u1", Chunk(20, 10, "k2", D[0]))
-    assert await index.add_chunk("u1", Chunk(10, 5, "k1", D[1]))
-    upload = await index.get_upload("u1")
+async def test_chunks_append_only_at_the_current_size(metadata: Metadata) -> None:
+    await metadata.create_upload("u1", "r")
+    assert await metadata.add_chunk("u1", Chunk(0, 10, "k0", D[0]))
+    assert not await metadata.add_chunk("u1", Chunk(0, 10, "k0b", D[0]))
+    assert not await metadata.add_chunk("u1", Chunk(20, 10, "k2", D[0]))
+    assert await metadata.add_chunk("u1", Chunk(10, 5, "k1", D[1]))
+    upload = await metadata.get_upload("u1")
     assert upload is not None and (upload.size, upload.hash_state) == (15, D[1])
-    assert [c.key for c in await index.upload_chunks("u1")] == ["k0", "k1"]
-    assert not await index.add_chunk("missing", Chunk(0, 1, "k", D[0]))
+    assert [c.key for c in await metadata.upload_chunks("u1")] == ["k0", "k1"]
+    assert not await metadata.add_chunk("missing", Chunk(0, 1, "k", D[0]))
 
 
 async def test_uploads_started_before_schema_5_keep_their_last_hash_state(tmp_path) -> None:
@@ -97,28 +101,28 @@ async def test_uploads_started_before_schema_5_keep_their_last_hash_state(tmp_pa
     conn.executemany("INSERT INTO upload_chunks VALUES ('u1', ?, ?, ?, ?)", [(10, 5, "k1", D[1]), (0, 10, "k0", D[0])])
     conn.commit()
     conn.close()
-    index = Index(SQLiteDatabase(path))
-    await index.open()
+    metadata = Metadata(SQLiteDatabase(path))
+    await metadata.open()
     try:
-        assert await index.get_upload("u1") == Upload("u1", "r", 15, 0, 0, D[1])
-        assert await index.get_upload("u2") == Upload("u2", "r", 0, 0, 0, "")
+        assert await metadata.get_upload("u1") == Upload("u1", "r", 15, 0, 0, D[1])
+        assert await metadata.get_upload("u2") == Upload("u2", "r", 0, 0, 0, "")
     finally:
-        await index.close()
+        await metadata.close()
 
 
-async def test_finish_upload_links_the_blob_and_forgets_the_upload(index: Index) -> None:
-    await index.create_upload("u1", "r")
-    await index.add_chunk("u1", Chunk(0, 10, "k0", D[0]))
-    await index.finish_upload("u1", "r", D[0], 10)
-    assert await index.get_upload("u1") is None
-    assert await index.blob_size("r", D[0]) == 10
-    assert await index.list_repositories("", None) == ["r"]
+async def test_finish_upload_links_the_blob_and_forgets_the_upload(metadata: Metadata) -> None:
+    await metadata.create_upload("u1", "r")
+    await metadata.add_chunk("u1", Chunk(0, 10, "k0", D[0]))
+    await metadata.finish_upload("u1", "r", D[0], 10)
+    assert await metadata.get_upload("u1") is None
+    assert await metadata.blob_size("r", D[0]) == 10
+    assert await metadata.list_repositories("", None) == ["r"]
 
 
-async def test_listings_are_in_byte_order_whatever_the_locale(index: Index) -> None:
+async def test_listings_are_in_byte_order_whatever_the_locale(metadata: Metadata) -> None:
     for name in ["b/x", "B/x", "a-b/x", "a_b/x", "a/x", "ab/x"]:
-        await index.link_blob(name.lower(), "sha256:" + "1" * 64, 1)
-    names = await index.list_repositories("", None)
+        await metadata.link_blob(name.lower(), "sha256:" + "1" * 64, 1)
+    names = await metadata.list_repositories("", None)
     assert names == sorted(names) and names == sorted(set(n.lower() for n in ["b/x", "a-b/x", "a_b/x", "a/x", "ab/x"]))
 
 
@@ -205,7 +209,7 @@ async def test_an_existing_index_file_is_made_private(tmp_path) -> None:
     path = tmp_path / "old.db"
     sqlite3.connect(path).close()
     os.chmod(path, 0o644)
-    index = Index(SQLiteDatabase(str(path)))
-    await index.open()
-    await index.close()
+    metadata = Metadata(SQLiteDatabase(str(path)))
+    await metadata.open()
+    await metadata.close()
     assert [os.stat(p).st_mode & 0o777 for p in (path, f"{path}.write-lock")] == [0o600, 0o600]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from registry.errors import ManifestInvalid
-from registry.manifests import (
+from registry.oci import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,

@@ -22,12 +22,12 @@ from registry.errors import (
     NameUnknown,
     Unsupported,
 )
+from registry.ingest import Uploads, collecting
 from registry.layout import blob_key
-from registry.manifests import OCI_INDEX, is_type_name, parse_manifest
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
-from registry.uploads import Uploads, collecting
+from registry.oci import OCI_INDEX, is_type_name, parse_manifest
 from storage.drivers import Driver, NotFound
-from storage.index import BlobCollecting, Index, ManifestRecord, MissingReferences
+from storage.metadata import BlobCollecting, ManifestRecord, Metadata, MissingReferences
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
 
@@ -51,7 +51,7 @@ class Registry:
 
     def __init__(
         self,
-        index: Index,
+        metadata: Metadata,
         driver: Driver,
         *,
         delete_enabled: bool = True,
@@ -59,9 +59,9 @@ class Registry:
         manifest_cache_bytes: int = DEFAULT_CACHE_BYTES,
         redirect_expiry_s: int | None = None,
     ):
-        self.index, self.driver = index, driver
+        self.metadata, self.driver = metadata, driver
         self.redirect_expiry_s = redirect_expiry_s
-        self.uploads = Uploads(index, driver)
+        self.uploads = Uploads(metadata, driver)
         self.manifest_cache = DigestCache(manifest_cache_bytes)
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
@@ -74,7 +74,7 @@ class Registry:
 
     async def blob(self, repository: str, digest: Digest) -> BlobInfo:
         """The blob if it is visible in `repository`; raises BlobUnknown."""
-        size = await self.index.blob_size(repository, str(digest))
+        size = await self.metadata.blob_size(repository, str(digest))
         if size is None:
             raise BlobUnknown({"digest": str(digest)})
         return BlobInfo(str(digest), size)
@@ -93,7 +93,7 @@ class Registry:
     async def delete_blob(self, repository: str, digest: Digest) -> None:
         """Remove the blob from `repository` (its bytes go when the collector finds them unused)."""
         self._require_delete()
-        if not await self.index.unlink_blob(repository, str(digest)):
+        if not await self.metadata.unlink_blob(repository, str(digest)):
             raise BlobUnknown({"digest": str(digest)})
 
     # -- manifests ------------------------------------------------------------------------------
@@ -131,10 +131,10 @@ class Registry:
         try:
             # Checked before the bytes are stored, so that a refused manifest leaves nothing behind;
             # the index checks again in the transaction that records it.
-            await self.index.check_references(repository, blobs, children)
+            await self.metadata.check_references(repository, blobs, children)
             if not await self.uploads.stored(record.digest):
                 await self.driver.put(blob_key(record.digest), body)
-            await self.index.put_manifest(repository, record, blobs, children, tag)
+            await self.metadata.put_manifest(repository, record, blobs, children, tag)
         except BlobCollecting:
             raise collecting(record.digest) from None
         except MissingReferences as e:
@@ -147,9 +147,9 @@ class Registry:
         target = lookup_reference(reference)
         record = None
         if isinstance(target, Digest):
-            record = await self.index.get_manifest(repository, str(target))
+            record = await self.metadata.get_manifest(repository, str(target))
         elif target is not None:
-            record = await self.index.get_tagged_manifest(repository, target)
+            record = await self.metadata.get_tagged_manifest(repository, target)
         if record is None:
             raise ManifestUnknown({"reference": reference[:300]})
         return record
@@ -171,9 +171,9 @@ class Registry:
         target = lookup_reference(reference)
         deleted = False
         if isinstance(target, Digest):
-            deleted = await self.index.delete_manifest(repository, str(target))
+            deleted = await self.metadata.delete_manifest(repository, str(target))
         elif target is not None:
-            deleted = await self.index.delete_tag(repository, target)
+            deleted = await self.metadata.delete_tag(repository, target)
         if not deleted:
             raise ManifestUnknown({"reference": reference[:300]})
 
@@ -181,10 +181,10 @@ class Registry:
 
     async def tags(self, repository: str, last: str, limit: int | None) -> Page:
         """Tags of `repository` after `last`, lexically; raises NameUnknown for an unknown repository."""
-        if not await self.index.repository_exists(repository):
+        if not await self.metadata.repository_exists(repository):
             raise NameUnknown({"name": repository})
         last = _without_nul(last)
-        return _page(await self.index.list_tags(repository, last, None if limit is None else limit + 1), limit)
+        return _page(await self.metadata.list_tags(repository, last, None if limit is None else limit + 1), limit)
 
     async def repositories(self, last: str, limit: int | None, visible: Callable[[str], bool]) -> Page:
         """Repository names after `last`, lexically, leaving out those `visible` rejects."""
@@ -192,7 +192,7 @@ class Registry:
         last = _without_nul(last)
         found: list[str] = []
         while True:
-            names = await self.index.list_repositories(last, batch)
+            names = await self.metadata.list_repositories(last, batch)
             found += [n for n in names if visible(n)]
             if len(names) < batch or (limit is not None and len(found) > limit):
                 return _page(found, limit)
@@ -203,7 +203,7 @@ class Registry:
         descriptors = []
         if artifact_type is not None and not is_type_name(artifact_type):
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}  # no manifest has one
-        for record in await self.index.referrers(repository, str(subject), artifact_type):
+        for record in await self.metadata.referrers(repository, str(subject), artifact_type):
             descriptor = {"mediaType": record.media_type, "digest": record.digest, "size": record.size}
             if record.artifact_type:
                 descriptor["artifactType"] = record.artifact_type

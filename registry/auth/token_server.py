@@ -9,7 +9,7 @@ from registry.auth.tokens import TOKEN_MAX_BYTES, InvalidToken, TokenIssuer
 from registry.errors import Unauthorized
 
 
-class TokenService:
+class TokenServer:
     def __init__(self, issuer: TokenIssuer, rules: Rules, passwords: Passwords, realm: str):
         self.issuer, self.rules, self.passwords = issuer, rules, passwords
         self.challenge = {"WWW-Authenticate": f'Basic realm="{realm}"'}

@@ -31,8 +31,8 @@ from registry.layout import blob_key, chunk_key, upload_data_key, upload_prefix
 from registry.names import Digest
 from registry.resumable import Sha256
 from storage.drivers import Busy, Driver, NotFound, Writer
-from storage.index import BlobCollecting, Chunk, Index, Upload
-from storage.index.index import DELETING
+from storage.metadata import BlobCollecting, Chunk, Metadata, Upload
+from storage.metadata.store import DELETING
 
 Body = AsyncIterator[bytes]
 COLLECTION_WAIT_S = 30.0
@@ -107,13 +107,13 @@ def _check_contiguous(upload: Upload, chunks: list[Chunk]) -> None:
 class Uploads:
     """Upload sessions over an index and a driver."""
 
-    def __init__(self, index: Index, driver: Driver):
-        self.index, self.driver = index, driver
+    def __init__(self, metadata: Metadata, driver: Driver):
+        self.metadata, self.driver = metadata, driver
 
     async def start(self, repository: str) -> str:
         """Open an upload session in `repository`; returns its id."""
         upload_id = str(uuid.uuid4())
-        await self.index.create_upload(upload_id, repository)
+        await self.metadata.create_upload(upload_id, repository)
         return upload_id
 
     async def status(self, repository: str, upload_id: str) -> Upload:
@@ -123,7 +123,7 @@ class Uploads:
             uuid.UUID(upload_id)
         except ValueError:
             raise BlobUploadUnknown({"upload": upload_id[:100]}) from None
-        upload = await self.index.get_upload(upload_id)
+        upload = await self.metadata.get_upload(upload_id)
         if upload is None or upload.repository != repository:
             raise BlobUploadUnknown({"upload": upload_id})
         return upload
@@ -131,7 +131,7 @@ class Uploads:
     async def cancel(self, repository: str, upload_id: str) -> None:
         """Abandon an upload and delete its bytes."""
         await self.status(repository, upload_id)
-        await self.index.delete_upload(upload_id)
+        await self.metadata.delete_upload(upload_id)
         await self.driver.delete(upload_prefix(upload_id))
 
     async def mount(self, repository: str, digest: Digest, source: str | None, may_pull: Callable[[str], bool]) -> bool:
@@ -144,12 +144,12 @@ class Uploads:
         if source is not None:
             sources = [source] if may_pull(source) else []
         else:
-            sources = [r for r in await self.index.repositories_with_blob(str(digest)) if may_pull(r)]
+            sources = [r for r in await self.metadata.repositories_with_blob(str(digest)) if may_pull(r)]
         for candidate in sources:
-            size = await self.index.blob_size(candidate, str(digest))
+            size = await self.metadata.blob_size(candidate, str(digest))
             if size is not None:
                 try:
-                    await self.index.link_blob(repository, str(digest), size)
+                    await self.metadata.link_blob(repository, str(digest), size)
                 except BlobCollecting:
                     return False
                 return True
@@ -160,7 +160,7 @@ class Uploads:
         least. While the collector is deleting them this waits, so that new bytes are never written
         under a key that is being deleted."""
         deadline = time.monotonic() + COLLECTION_WAIT_S
-        while (state := await self.index.reserve_blob(digest)) == DELETING:
+        while (state := await self.metadata.reserve_blob(digest)) == DELETING:
             if time.monotonic() > deadline:
                 raise collecting(digest)
             await asyncio.sleep(0.1)
@@ -169,9 +169,9 @@ class Uploads:
     async def _link(self, repository: str, digest: str, size: int, upload_id: str | None = None) -> None:
         try:
             if upload_id is None:
-                await self.index.link_blob(repository, digest, size)
+                await self.metadata.link_blob(repository, digest, size)
             else:
-                await self.index.finish_upload(upload_id, repository, digest, size)
+                await self.metadata.finish_upload(upload_id, repository, digest, size)
         except BlobCollecting:
             raise collecting(digest) from None
 
@@ -245,7 +245,7 @@ class Uploads:
         finally:
             await writer.cancel()
         state = "" if hasher is None else hasher.state().hex()
-        if not await self.index.add_chunk(upload.id, Chunk(upload.size, size, key, state)):
+        if not await self.metadata.add_chunk(upload.id, Chunk(upload.size, size, key, state)):
             if not self.driver.appends:
                 await self.driver.delete(key)
             current = await self.status(upload.repository, upload.id)
@@ -282,7 +282,7 @@ class Uploads:
             await self.append(repository, upload_id, body, content_range)
             upload = await self.status(repository, upload_id)
         # Where each chunk is an object, the chunks are joined: their list is read, once.
-        chunks = None if self.driver.appends else await self.index.upload_chunks(upload_id)
+        chunks = None if self.driver.appends else await self.metadata.upload_chunks(upload_id)
         if chunks is not None:
             _check_contiguous(upload, chunks)
         try:

@@ -22,7 +22,7 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.errors import BackendUnavailable
-from storage.index.schema import migrate
+from storage.metadata.schema import migrate
 
 T = TypeVar("T")
 MIGRATION_LOCK = 0x72656769  # pg_advisory_xact_lock key: one migrating replica at a time

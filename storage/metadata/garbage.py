@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from storage.index.index import DELETING, PRESENT, placeholders
+from storage.metadata.store import DELETING, PRESENT, placeholders
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ def _finishing(c, size: int) -> bool:
     return c.execute("SELECT 1 FROM uploads WHERE size = ? LIMIT 1", (size,)).fetchone() is not None
 
 
-class Collection:
+class GarbageQueries:
     """Queries of the garbage collector over a database (see sqlite.py)."""
 
     def __init__(self, db):

@@ -120,7 +120,7 @@ def _check_references(c, repository: str, blobs: dict[str, int], children: dict[
         raise MissingReferences(missing, wrong_size)
 
 
-class Index:
+class Metadata:
     """Queries over a database; holds no state of its own besides the database."""
 
     def __init__(self, db):
