@@ -11,14 +11,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from storage.errors import Busy, NotFound
 
-class NotFound(Exception):
-    """The key does not exist."""
-
-
-class Busy(Exception):
-    """Another writer (of any process) holds the object."""
-
+__all__ = ["Appender", "Busy", "Driver", "Entry", "NotFound", "Writer"]
 
 # Every method may also raise storage.errors.BackendUnavailable when the store cannot be reached.
 

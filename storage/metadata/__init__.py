@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from storage.errors import BlobCollecting, MissingReferences
 from storage.metadata.sqlite import SQLiteDatabase
-from storage.metadata.store import BlobCollecting, Chunk, ManifestRecord, Metadata, MissingReferences, Upload
+from storage.metadata.store import Chunk, ManifestRecord, Metadata, Upload
 
 __all__ = ["BlobCollecting", "Chunk", "ManifestRecord", "Metadata", "MissingReferences", "Upload", "open_metadata"]
 

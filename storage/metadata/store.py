@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from storage.errors import BlobCollecting, MissingReferences
+
 PRESENT = "present"
 DELETING = "deleting"
 TOUCH_INTERVAL_S = 1.0  # a blob used this recently is not marked used again (saves a write per push)
@@ -45,18 +47,6 @@ class Upload:
     started_at: float
     updated_at: float
     hash_state: str = ""
-
-
-class MissingReferences(Exception):
-    """A manifest refers to blobs or manifests the repository lacks (or has with another size)."""
-
-    def __init__(self, missing: list[str], wrong_size: list[str]):
-        super().__init__(f"missing {missing}, wrong size {wrong_size}")
-        self.missing, self.wrong_size = missing, wrong_size
-
-
-class BlobCollecting(Exception):
-    """The garbage collector is deleting this blob's bytes; try again once it is done."""
 
 
 def placeholders(n: int) -> str:
