@@ -24,11 +24,13 @@ test: $(VENV)/.test-installed
 	scripts/test-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy registry storage
 	$(BIN)/pytest
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy registry storage
 
 format: $(VENV)/.test-installed
 	$(BIN)/ruff check --fix .
