@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from registry.auth.rules import make_rule
+from registry.rule_syntax import make_rule
 
 
 class ConfigError(ValueError):
@@ -79,7 +79,7 @@ class ManifestSettings:
 
 @dataclass
 class RuleSettings:
-    """One access rule; see registry/auth/rules.py for the meaning of each field."""
+    """One access rule; see registry/rule_syntax.py for the meaning of each field."""
 
     who: list[str] = field(default_factory=list)
     repository: str = ""

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from registry.errors import RegistryError
 from registry.names import NAME_MAX_LENGTH, NAME_RE
-
-PULL, PUSH, DELETE = "pull", "push", "delete"
-REPOSITORY_ACTIONS = frozenset({PULL, PUSH, DELETE})
+from registry.rule_syntax import DELETE as DELETE  # the actions of the token spec are those rules grant
+from registry.rule_syntax import PULL as PULL
+from registry.rule_syntax import PUSH as PUSH
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 from registry.auth.clients import ClientAddresses
 from registry.auth.gate import BasicGate, OpenGate, Passwords
 from registry.auth.limiter import LoginLimiter
-from registry.auth.rules import Rules, make_rule
+from registry.auth.rules import Rules
 from registry.auth.users import Htpasswd
 from registry.config import Settings
+from registry.rule_syntax import make_rule
 from storage.metadata import Metadata
 from storage.metadata.logins import Limits, Logins
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from registry.config import ConfigError, load_settings
@@ -95,3 +98,10 @@ def test_bad_auth_settings_are_named(tmp_path, text: str, message: str) -> None:
 def test_connection_limits_that_cannot_work_are_named(variable: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(env={variable: value})
+
+
+def test_config_depends_on_no_other_part_of_the_registry() -> None:
+    """Settings are read before anything is built from them: `registry.config` imports only the rule syntax."""
+    code = "import sys, registry.config; print(sorted(m for m in sys.modules if m.startswith(('registry', 'storage'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['registry', 'registry.config', 'registry.rule_syntax']"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry.auth.rules import Rules, make_rule
+from registry.auth.rules import Rules
+from registry.rule_syntax import make_rule
 
 ALL = {"pull", "push", "delete"}
 
