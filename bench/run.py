@@ -1130,7 +1130,7 @@ class S3Storage(Workload):
         """SeaweedFS, started on first use."""
         if self.s3 is None:
             sys.path.insert(0, str(dpp.BENCH_DIR.parent))
-            from tests.services import SeaweedS3
+            from tests.support.services import SeaweedS3
 
             self.s3 = SeaweedS3(self.bench.tmp / "seaweed")
             self.s3.start()

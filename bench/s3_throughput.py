@@ -24,7 +24,8 @@ import docker_push_pull as dpp  # bench/ is sys.path[0] when this file runs as a
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.services import SeaweedS3, free_port
+from tests.support.processes import free_port
+from tests.support.services import SeaweedS3
 
 RESULTS = Path(__file__).parent / "results" / "s3_throughput.json"
 REGISTRY = Path(sys.executable).with_name("registry")

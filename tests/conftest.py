@@ -1,23 +1,20 @@
-"""Shared fixtures: settings of a fresh registry (on disk and SQLite, or on S3 and PostgreSQL), a
-client of its app through httpx's ASGI transport, and the real S3 and PostgreSQL servers."""
+"""Shared fixtures: settings of a fresh registry (on disk and SQLite, or on S3 and PostgreSQL), a client of
+its app through httpx's ASGI transport, and the real S3 and PostgreSQL servers. Helpers are in tests/support/."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.config import Settings, load_settings
+from registry.config import Settings
 from storage.drivers import Driver
 from storage.metadata import Metadata, open_metadata
-from tests.services import Postgres, SeaweedS3, start_service
-from tests.support import running_app
-
-S3_BUCKET = "registry-tests"
-BACKENDS = ["disk+sqlite", "s3+postgresql"]
+from tests.support.app import running_app
+from tests.support.backends import BACKENDS, DATABASE, S3_BUCKET, backend_settings, disk_and_sqlite, fresh_schema
+from tests.support.services import Postgres, SeaweedS3, start_service
 
 
 @pytest.fixture
@@ -27,7 +24,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedS3]:
-    """SeaweedFS serving S3, with a bucket for the tests; its credentials in the AWS_* variables."""
+    """SeaweedFS serving S3, with the bucket `S3_BUCKET`; its credentials in the AWS_* variables."""
     s3 = start_service(SeaweedS3, "SeaweedFS (the S3 server)")
     s3.create_bucket(S3_BUCKET)
     with pytest.MonkeyPatch.context() as environment:
@@ -37,33 +34,18 @@ def seaweed() -> Iterator[SeaweedS3]:
     s3.close()
 
 
-def registry_postgres() -> Iterator[Postgres]:
-    """A throw-away PostgreSQL cluster with a database `registry`, closed after use (for fixtures)."""
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster with the database `DATABASE` (`registry`)."""
     pg = start_service(Postgres, "PostgreSQL")
-    pg.create_database("registry")
+    pg.create_database(DATABASE)
     yield pg
     pg.close()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """A throw-away PostgreSQL cluster with a database `registry`."""
-    yield from registry_postgres()
-
-
-def fresh_schema(pg: Postgres) -> tuple[str, str]:
-    """A new, empty schema in the database `registry`: its name, and the index URL that uses it."""
-    import psycopg
-
-    name = "t" + uuid.uuid4().hex[:16]
-    with psycopg.connect(pg.dsn("registry"), autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {name}")
-    return name, f"{pg.dsn('registry')}?options=-csearch_path%3D{name}"
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def metadata(request, tmp_path) -> AsyncIterator[Metadata]:
-    """An open, empty index on SQLite, then on PostgreSQL (a fresh schema)."""
+    """An open, empty metadata store on SQLite, then on PostgreSQL (a fresh schema)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/index.db"
     else:
@@ -74,32 +56,16 @@ async def metadata(request, tmp_path) -> AsyncIterator[Metadata]:
     await metadata.close()
 
 
-def use_s3_and_postgres(settings: Settings, s3: SeaweedS3, pg: Postgres) -> Settings:
-    """Point `settings` at a fresh key prefix in the bucket and a fresh schema in the database."""
-    name, settings.index.url = fresh_schema(pg)
-    s3_settings = settings.storage.s3
-    s3_settings.bucket, s3_settings.endpoint, s3_settings.region = S3_BUCKET, s3.endpoint, s3.region
-    s3_settings.prefix = f"{name}/"
-    return settings
-
-
-def base_settings(tmp_path) -> Settings:
-    return load_settings(env={}, overrides={"data_dir": str(tmp_path / "data"), "log": {"access": False}})
-
-
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     """A registry on local disk and SQLite under a temp dir."""
-    return base_settings(tmp_path)
+    return disk_and_sqlite(tmp_path)
 
 
 @pytest.fixture(params=BACKENDS)
 def any_backend_settings(request, tmp_path) -> Settings:
     """The same registry settings on each backend in turn: disk and SQLite, then S3 and PostgreSQL."""
-    settings = base_settings(tmp_path)
-    if request.param == "s3+postgresql":
-        use_s3_and_postgres(settings, request.getfixturevalue("seaweed"), request.getfixturevalue("postgres"))
-    return settings
+    return backend_settings(request.param, tmp_path, request)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from psycopg import IsolationLevel
 from psycopg_pool import ConnectionPool
 
-from tests.services import Postgres, SeaweedS3, start_service
+from tests.support.services import Postgres, SeaweedS3, start_service
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum size of every part but the last

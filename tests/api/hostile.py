@@ -23,16 +23,17 @@ import pytest
 from starlette.applications import Starlette
 
 from registry.config import Settings
-from tests.conftest import base_settings, use_s3_and_postgres
-from tests.support import (
+from tests.support.app import running_app
+from tests.support.backends import backend_settings
+from tests.support.content import (
     OCI_INDEX,
     Image,
+    digest_of,
     index_of,
     make_image,
     push_blob,
     push_image,
     push_referrer,
-    running_app,
 )
 
 ANY_CODE = "*"  # an error body is required, whatever its code
@@ -128,8 +129,6 @@ class Seeded:
         return self.image.layers[0]
 
     def placeholders(self) -> dict[str, str]:
-        from tests.support import digest_of
-
         return {
             "<repo>": REPO,
             "<other>": OTHER,
@@ -152,10 +151,7 @@ class Seeded:
 
 def module_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str) -> Settings:
     """Settings of a registry for one test module, on `backend` (disk+sqlite or s3+postgresql)."""
-    settings = base_settings(tmp_path_factory.mktemp("hostile"))
-    if backend == "s3+postgresql":
-        use_s3_and_postgres(settings, request.getfixturevalue("seaweed"), request.getfixturevalue("postgres"))
-    return settings
+    return backend_settings(backend, tmp_path_factory.mktemp("hostile"), request)
 
 
 @asynccontextmanager

@@ -16,7 +16,8 @@ from starlette.applications import Starlette
 from registry.auth.access import access
 from registry.auth.users import Htpasswd
 from registry.config import RuleSettings, Settings
-from tests.support import app_client, digest_of, error_codes, make_image, push_blob, push_image, running_app
+from tests.support.app import app_client, running_app
+from tests.support.content import digest_of, error_codes, make_image, push_blob, push_image
 
 pytestmark = pytest.mark.anyio
 

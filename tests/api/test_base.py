@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from registry.config import Settings
-from tests.support import app_client, error_codes
+from tests.support.app import app_client
+from tests.support.content import error_codes
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,8 @@ import pytest
 
 from registry.config import Settings
 from registry.layout import blob_key
-from tests.support import app_client, digest_of, error_codes, make_image, push_blob, stored_keys
+from tests.support.app import app_client, stored_keys
+from tests.support.content import digest_of, error_codes, make_image, push_blob
 
 pytestmark = pytest.mark.anyio
 

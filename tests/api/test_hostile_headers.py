@@ -17,7 +17,7 @@ from tests.api.hostile import (
     params,
     seeded_fixture,
 )
-from tests.support import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, digest_of
+from tests.support.content import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, digest_of
 
 pytestmark = pytest.mark.anyio
 

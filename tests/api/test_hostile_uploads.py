@@ -25,7 +25,7 @@ from tests.api.hostile import (
     seeded_registry,
     step,
 )
-from tests.support import digest_of
+from tests.support.content import digest_of
 
 pytestmark = pytest.mark.anyio
 

@@ -7,15 +7,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from tests.support import (
-    OCI_MANIFEST,
-    digest_of,
-    error_codes,
-    make_image,
-    push_blob,
-    push_image,
-    push_referrer,
-)
+from tests.support.content import OCI_MANIFEST, digest_of, error_codes, make_image, push_blob, push_image, push_referrer
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,8 @@ import json
 import httpx
 import pytest
 
-from tests.support import (
+from tests.support.app import stored_keys
+from tests.support.content import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
     OCI_INDEX,
@@ -19,7 +20,6 @@ from tests.support import (
     make_image,
     push_blob,
     push_image,
-    stored_keys,
 )
 
 pytestmark = pytest.mark.anyio

@@ -13,16 +13,8 @@ from registry.layout import blob_key
 from registry.resumable import Sha256
 from storage.drivers.local import LocalDriver
 from storage.drivers.s3 import PART_SIZE
-from tests.support import (
-    digest_of,
-    error_codes,
-    make_image,
-    open_to_others,
-    push_blob,
-    push_image,
-    running_app,
-    stored_keys,
-)
+from tests.support.app import open_to_others, running_app, stored_keys
+from tests.support.content import digest_of, error_codes, make_image, push_blob, push_image
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.services import free_port, log_tail_of, port_is_free, require_service
+from tests.support.processes import free_port, log_tail_of, port_is_free
+from tests.support.services import require_service
 
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "sha256sum", "wc", "head", "stat", "test", "true", "du", "env")

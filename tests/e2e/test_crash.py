@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from registry.layout import blob_key
-from tests.conftest import BACKENDS, base_settings, use_s3_and_postgres
 from tests.e2e.conftest import RegistryServer, registry_command
+from tests.support.backends import BACKENDS, config_yaml, s3_and_postgres
 
 pytestmark = pytest.mark.e2e
 
@@ -185,13 +185,10 @@ def crash_backend(request, tmp_path: Path) -> Iterator[tuple[RegistryServer, Bac
     backend = Backend(request.param, data_dir)
     if request.param == "s3+postgresql":
         seaweed, postgres = request.getfixturevalue("seaweed"), request.getfixturevalue("postgres")
-        settings = use_s3_and_postgres(base_settings(tmp_path), seaweed, postgres)
+        settings = s3_and_postgres(tmp_path, seaweed, postgres)
         s3 = settings.storage.s3
         backend.config = tmp_path / "config.yaml"
-        backend.config.write_text(
-            f"storage:\n  s3: {{bucket: {s3.bucket}, endpoint: '{s3.endpoint}', region: {s3.region}, "
-            f"prefix: '{s3.prefix}'}}\nindex:\n  url: '{settings.index.url}'\n"
-        )
+        backend.config.write_text(config_yaml(settings))
         backend.s3, backend.bucket, backend.prefix = seaweed.client(), s3.bucket, s3.prefix
     server = RegistryServer(data_dir, tmp_path / "registry.log", config=backend.config)
     server.start()

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from registry.config import Settings
-from tests.conftest import base_settings, use_s3_and_postgres
 from tests.e2e.conftest import Docker, RegistryServer
-from tests.services import Postgres, SeaweedS3, free_port, require_service
+from tests.support.backends import config_yaml, s3_and_postgres
+from tests.support.processes import free_port
+from tests.support.services import Postgres, SeaweedS3, require_service
 
 pytestmark = pytest.mark.e2e
 
@@ -53,15 +53,6 @@ http {{
 """
 
 
-def config_yaml(settings: Settings, redirect: bool) -> str:
-    s3 = settings.storage.s3
-    return (
-        f"storage:\n  s3: {{bucket: {s3.bucket}, endpoint: '{s3.endpoint}', region: {s3.region}, "
-        f"prefix: '{s3.prefix}', redirect: {str(redirect).lower()}}}\n"
-        f"index:\n  url: '{settings.index.url}'\n"
-    )
-
-
 class Proxy:
     """nginx sending each request to the next replica."""
 
@@ -87,9 +78,9 @@ def cluster(
     request, tmp_path: Path, seaweed: SeaweedS3, postgres: Postgres
 ) -> Iterator[tuple[Proxy, list[RegistryServer]]]:
     require_service(shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists(), "nginx")
-    settings = use_s3_and_postgres(base_settings(tmp_path), seaweed, postgres)
+    settings = s3_and_postgres(tmp_path, seaweed, postgres)
     config = tmp_path / "config.yaml"
-    config.write_text(config_yaml(settings, request.param))
+    config.write_text(config_yaml(settings, redirect=request.param))
     replicas = []
     for n in range(3):
         replica = RegistryServer(tmp_path / f"replica{n}", tmp_path / f"replica{n}.log", config=config)

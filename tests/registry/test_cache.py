@@ -9,7 +9,8 @@ import pytest
 
 from registry.cache import DigestCache
 from registry.config import Settings
-from tests.support import make_image, push_image, running_app
+from tests.support.app import running_app
+from tests.support.content import make_image, push_image
 
 
 def digest_of(i: int) -> str:

@@ -11,7 +11,8 @@ from registry.check import check
 from registry.cli import main
 from registry.config import Settings
 from registry.layout import blob_key
-from tests.support import digest_of, make_image, push_image, running_app
+from tests.support.app import running_app
+from tests.support.content import digest_of, make_image, push_image
 
 pytestmark = pytest.mark.anyio
 

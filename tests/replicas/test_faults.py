@@ -12,9 +12,10 @@ import httpx
 import pytest
 
 from registry.config import Settings
-from tests.conftest import S3_BUCKET, base_settings, registry_postgres, use_s3_and_postgres
-from tests.services import Postgres, SeaweedS3, start_service
-from tests.support import OCI_MANIFEST, digest_of, error_codes, make_image, push_blob, push_image, running_app
+from tests.support.app import running_app
+from tests.support.backends import DATABASE, S3_BUCKET, s3_and_postgres
+from tests.support.content import OCI_MANIFEST, digest_of, error_codes, make_image, push_blob, push_image
+from tests.support.services import Postgres, SeaweedS3, start_service
 
 pytestmark = pytest.mark.anyio
 
@@ -31,12 +32,15 @@ def own_seaweed(seaweed: SeaweedS3) -> Iterator[SeaweedS3]:
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[Postgres]:
     """A PostgreSQL cluster of this module's own, to restart."""
-    yield from registry_postgres()
+    pg = start_service(Postgres, "PostgreSQL")
+    pg.create_database(DATABASE)
+    yield pg
+    pg.close()
 
 
 @pytest.fixture
 def fault_settings(tmp_path, own_seaweed: SeaweedS3, own_postgres: Postgres) -> Settings:
-    return use_s3_and_postgres(base_settings(tmp_path), own_seaweed, own_postgres)
+    return s3_and_postgres(tmp_path, own_seaweed, own_postgres)
 
 
 def assert_unavailable(response: httpx.Response) -> None:

@@ -13,8 +13,9 @@ import pytest
 from starlette.applications import Starlette
 
 from registry.config import Settings
-from tests.conftest import base_settings, use_s3_and_postgres
-from tests.support import OCI_MANIFEST, digest_of, make_image, push_image, running_app
+from tests.support.app import running_app
+from tests.support.backends import s3_and_postgres
+from tests.support.content import OCI_MANIFEST, digest_of, make_image, push_image
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +37,7 @@ class RoundRobin(httpx.AsyncBaseTransport):
 
 @pytest.fixture
 def shared_settings(tmp_path, seaweed, postgres) -> Settings:
-    return use_s3_and_postgres(base_settings(tmp_path), seaweed, postgres)
+    return s3_and_postgres(tmp_path, seaweed, postgres)
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
 from storage.drivers.s3 import S3Driver
 from storage.metadata import open_metadata
-from tests.support import (
+from tests.support.app import running_app, stored_keys
+from tests.support.content import (
     OCI_INDEX,
     OCI_MANIFEST,
     digest_of,
@@ -30,8 +31,6 @@ from tests.support import (
     push_blob,
     push_image,
     push_referrer,
-    running_app,
-    stored_keys,
 )
 
 pytestmark = pytest.mark.anyio

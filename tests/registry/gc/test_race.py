@@ -15,7 +15,8 @@ import pytest
 
 from registry.config import Settings
 from registry.gc import Collector
-from tests.support import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, digest_of, running_app
+from tests.support.app import running_app
+from tests.support.content import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, digest_of
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from storage.drivers import Driver, NotFound
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
 from storage.drivers.s3 import PART_SIZE, S3Driver
-from tests.conftest import S3_BUCKET
+from tests.support.backends import S3_BUCKET
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ import pytest
 
 from storage.drivers import Busy, NotFound
 from storage.drivers.local import ALIGN, PIECE, LocalDriver
-from tests.support import open_to_others, stored_keys
+from tests.support.app import open_to_others, stored_keys
 
 pytestmark = pytest.mark.anyio
 

