@@ -1,4 +1,4 @@
-"""`registry check`: do the index and the storage agree? Reads both, changes nothing."""
+"""`registry check`: do the metadata and the storage agree? Reads both, changes nothing."""
 
 from __future__ import annotations
 
@@ -9,33 +9,34 @@ from dataclasses import dataclass, field
 from registry.layout import blob_key
 from registry.names import parse_digest
 from storage.drivers import Driver, NotFound
-from storage.metadata import Metadata
-from storage.metadata.garbage import GarbageQueries
-from storage.metadata.store import PRESENT
+from storage.metadata import PRESENT, Metadata
 
 CONCURRENCY = 32
 
 
 @dataclass
 class CheckReport:
+    """What `check` found: counts, and the problems, orphans and leftovers by key or description."""
+
     blobs: int = 0
     manifests: int = 0
-    problems: list[str] = field(default_factory=list)  # the index promises what storage lacks
-    orphans: list[str] = field(default_factory=list)  # bytes in storage the index does not know
+    problems: list[str] = field(default_factory=list)  # the metadata promises what storage lacks
+    orphans: list[str] = field(default_factory=list)  # bytes in storage the metadata does not know
     leftovers: list[str] = field(default_factory=list)  # the driver's own, of writes abandoned mid-way
 
     @property
     def ok(self) -> bool:
+        """No problems (orphans and leftovers are not)."""
         return not self.problems
 
 
 async def check(metadata: Metadata, driver: Driver, verify_digests: bool = False) -> CheckReport:
     """Every present blob has its bytes at the recorded size (and, with `verify_digests`, content
     that hashes to its digest); every manifest's bytes and every blob a manifest refers to are
-    present; every stored blob and upload folder is known to the index. Also lists the driver's
+    present; every stored blob and upload folder is known to the metadata. Also lists the driver's
     leftovers of writes abandoned mid-way (on S3 that includes writes in progress that have not
     sent a part for a while: see `Driver.abandoned`)."""
-    queries = GarbageQueries(metadata.db)
+    queries = metadata.garbage
     snapshot = await queries.snapshot()
     report = CheckReport(manifests=len(snapshot.manifests))
     present = {b.digest: b.size for b in snapshot.blobs if b.state == PRESENT}
@@ -43,9 +44,11 @@ async def check(metadata: Metadata, driver: Driver, verify_digests: bool = False
     for m in snapshot.manifests:
         if m.digest not in present:
             report.problems.append(f"manifest {m.repository}@{m.digest}: its bytes are not a present blob")
-    for repository, manifest, blob in snapshot.blob_refs:
-        if blob not in present:
-            report.problems.append(f"manifest {repository}@{manifest} refers to {blob}, which is not present")
+    for ref in snapshot.blob_refs:
+        if ref.child not in present:
+            report.problems.append(
+                f"manifest {ref.repository}@{ref.manifest} refers to {ref.child}, which is not present"
+            )
 
     gate = asyncio.Semaphore(CONCURRENCY)
 

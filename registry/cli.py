@@ -303,15 +303,14 @@ def repo_remove(args: argparse.Namespace) -> None:
         if removed is not None:
             from registry.layout import upload_prefix
 
-            for upload_id in removed[2]:
+            for upload_id in removed.uploads:
                 await driver.delete(upload_prefix(upload_id))
         return removed
 
     removed = asyncio.run(_with_storage(settings, remove))
     if removed is None:
         sys.exit(f"registry: no repository {name!r}")
-    tags, manifests, uploads = removed
-    print(f"removed {name}: {tags} tags, {manifests} manifests, {len(uploads)} uploads")
+    print(f"removed {name}: {removed.tags} tags, {removed.manifests} manifests, {len(removed.uploads)} uploads")
     print("its blobs are freed by the next garbage collection (`registry gc`)")
 
 

@@ -191,9 +191,7 @@ def parse_duration(value: str) -> float:
 def _leaf_type(hint: Any) -> type:
     """The concrete type of a leaf field (`int | None` -> int)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    if not isinstance(hint, type):
-        raise TypeError(f"not a type a setting can have: {hint!r}")
+        return next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
 
 
@@ -212,7 +210,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping")
         return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping")
         target = hint()

@@ -1,4 +1,4 @@
-"""Online garbage collection from the metadata index: what nothing refers to any more is deleted
+"""Online garbage collection from the metadata: what nothing refers to any more is deleted
 while pushes and pulls go on.
 
 Kept: every tagged manifest and, without `delete_untagged`, every manifest; the children of kept
@@ -9,7 +9,7 @@ nothing refers to; uploads untouched for `purge_after`. Blobs go in two steps (m
 bytes deleted, rows dropped), so a concurrent push either keeps a blob or sees it gone and uploads
 it again; a manifest is never accepted with a reference to a blob being deleted.
 
-Then what storage holds and the index does not know, older than the grace period: orphans (bytes
+Then what storage holds and the metadata does not know, older than the grace period: orphans (bytes
 under `blobs/` without a row, from a crash between storing a blob and linking it; upload folders
 without an upload), deleted with the same two steps (an orphan blob stays while an upload of its
 size exists: a final PUT killed between placing the bytes and their row links them when retried),
@@ -34,14 +34,13 @@ from registry.errors import DigestInvalid
 from registry.layout import blob_key, upload_prefix
 from registry.names import parse_digest
 from storage.drivers import Driver, Entry
-from storage.metadata import Metadata
-from storage.metadata.garbage import GarbageQueries, Snapshot
+from storage.metadata import PRESENT, Blob, ManifestNode, Metadata, Snapshot
 
 log = logging.getLogger("registry.gc")
 
 LOCK_TTL_S = 600.0
 DELETE_CONCURRENCY = 16
-ORPHAN_BATCH = 500  # stored keys checked against the index at once
+ORPHAN_BATCH = 500  # stored keys checked against the metadata at once
 
 
 class CollectorBusy(Exception):
@@ -60,7 +59,7 @@ class Report:
     blob_bytes_removed: int = 0
     uploads_purged: int = 0
     upload_bytes_purged: int = 0
-    orphans_removed: int = 0  # blobs and upload folders in storage the index did not know
+    orphans_removed: int = 0  # blobs and upload folders in storage the metadata did not know
     orphan_bytes_removed: int = 0
     leftovers_removed: int = 0  # the driver's leftovers of writes killed mid-way
     leftover_bytes_removed: int = 0
@@ -94,14 +93,14 @@ def kept_manifests(snapshot: Snapshot, cutoff: float, delete_untagged: bool) -> 
     children and referrers of what is kept."""
     present = {(m.repository, m.digest) for m in snapshot.manifests}
     children: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for repository, parent, child in snapshot.children:
-        children[(repository, parent)].append(child)
+    for ref in snapshot.children:
+        children[(ref.repository, ref.manifest)].append(ref.child)
     referrers: dict[tuple[str, str], list[str]] = defaultdict(list)
     for m in snapshot.manifests:
         if m.subject:
             referrers[(m.repository, m.subject)].append(m.digest)
 
-    def is_root(m) -> bool:
+    def is_root(m: ManifestNode) -> bool:
         if m.tagged or m.created_at >= cutoff:
             return True
         if delete_untagged:
@@ -121,24 +120,24 @@ def kept_manifests(snapshot: Snapshot, cutoff: float, delete_untagged: bool) -> 
     return kept
 
 
-def garbage_blobs(snapshot: Snapshot, kept: set[tuple[str, str]], cutoff: float) -> list[tuple[str, int]]:
-    """(digest, size) of the blobs a collection keeping `kept` would delete."""
+def garbage_blobs(snapshot: Snapshot, kept: set[tuple[str, str]], cutoff: float) -> list[Blob]:
+    """The blobs a collection keeping `kept` would delete."""
     referenced = {digest for _, digest in kept}
-    referenced |= {blob for repository, manifest, blob in snapshot.blob_refs if (repository, manifest) in kept}
+    referenced |= {ref.child for ref in snapshot.blob_refs if (ref.repository, ref.manifest) in kept}
     return [
-        (b.digest, b.size)
+        Blob(b.digest, b.size)
         for b in snapshot.blobs
-        if b.digest not in referenced and (b.state != "present" or b.last_used_at < cutoff)
+        if b.digest not in referenced and (b.state != PRESENT or b.last_used_at < cutoff)
     ]
 
 
 class Collector:
-    """Collects garbage of one index and driver; one collection at a time across every process
-    sharing the index."""
+    """Collects garbage of one metadata store and driver; one collection at a time across every
+    process sharing the metadata."""
 
     def __init__(self, metadata: Metadata, driver: Driver, grace_s: float, purge_after_s: float):
         self.metadata, self.driver = metadata, driver
-        self.queries = GarbageQueries(metadata.db)
+        self.queries = metadata.garbage
         self.grace_s, self.purge_after_s = grace_s, purge_after_s
 
     @classmethod
@@ -147,7 +146,7 @@ class Collector:
         return cls(metadata, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after))
 
     async def run(self, *, dry_run: bool = False, delete_untagged: bool = False, storage_only: bool = False) -> Report:
-        """Collect (or, dry, only plan); with `storage_only`, only what storage holds and the index
+        """Collect (or, dry, only plan); with `storage_only`, only what storage holds and the metadata
         does not know (see `_sweep_storage`). Raises CollectorBusy when another collection is running."""
         holder = uuid.uuid4().hex
         if not await self.queries.lock(holder, LOCK_TTL_S):
@@ -159,10 +158,10 @@ class Collector:
                 await self._sweep_storage(report, started - self.grace_s, holder)
             else:
                 await (self._plan(report, started, holder) if dry_run else self._collect(report, started, holder))
-            manifests, blobs, size = await self.queries.totals()
-            report.manifests_kept = manifests - (report.manifests_removed if dry_run else 0)
-            report.blobs_kept = blobs - (report.blobs_removed if dry_run else 0)
-            report.blob_bytes_kept = size - (report.blob_bytes_removed if dry_run else 0)
+            totals = await self.queries.totals()
+            report.manifests_kept = totals.manifests - (report.manifests_removed if dry_run else 0)
+            report.blobs_kept = totals.blobs - (report.blobs_removed if dry_run else 0)
+            report.blob_bytes_kept = totals.blob_bytes - (report.blob_bytes_removed if dry_run else 0)
             report.seconds = time.time() - started
             if not dry_run:
                 await self.queries.record_run(started, report.to_json())
@@ -180,38 +179,38 @@ class Collector:
         report.manifest_bytes_removed = sum(m.size for m in removed)
         garbage = garbage_blobs(snapshot, kept, cutoff)
         report.blobs_removed = len(garbage)
-        report.blob_bytes_removed = sum(size for _, size in garbage)
+        report.blob_bytes_removed = sum(b.size for b in garbage)
         stale = await self.queries.stale_upload_totals(started - self.purge_after_s)
-        report.uploads_purged, report.upload_bytes_purged = stale
+        report.uploads_purged, report.upload_bytes_purged = stale.uploads, stale.size
         await self._sweep_storage(report, cutoff, holder)
 
     async def _collect(self, report: Report, started: float, holder: str) -> None:
         cutoff = started - self.grace_s
         snapshot = await self.queries.snapshot()
         kept = kept_manifests(snapshot, cutoff, report.delete_untagged)
-        candidates = [(m.repository, m.digest) for m in snapshot.manifests if (m.repository, m.digest) not in kept]
+        candidates = [m for m in snapshot.manifests if (m.repository, m.digest) not in kept]
         removed = await self.queries.remove_manifests(candidates, cutoff)
         report.manifests_removed = len(removed)
-        report.manifest_bytes_removed = sum(size for _, _, size in removed)
+        report.manifest_bytes_removed = sum(m.size for m in removed)
 
         await self.queries.lock(holder, LOCK_TTL_S)
         doomed = await self.queries.mark_blobs(cutoff)
-        await self._delete_all([blob_key(digest) for digest, _ in doomed])
-        await self.queries.forget_blobs([digest for digest, _ in doomed])
+        await self._delete_all([blob_key(b.digest) for b in doomed])
+        await self.queries.forget_blobs([b.digest for b in doomed])
         report.blobs_removed = len(doomed)
-        report.blob_bytes_removed = sum(size for _, size in doomed)
+        report.blob_bytes_removed = sum(b.size for b in doomed)
 
         await self.queries.lock(holder, LOCK_TTL_S)
         stale = await self.queries.stale_uploads(started - self.purge_after_s)
-        await self._delete_all([upload_prefix(upload_id) for upload_id, _ in stale])
+        await self._delete_all([upload_prefix(u.id) for u in stale])
         report.uploads_purged = len(stale)
-        report.upload_bytes_purged = sum(size for _, size in stale)
+        report.upload_bytes_purged = sum(u.size for u in stale)
 
         await self._sweep_storage(report, cutoff, holder)
 
     async def _sweep_storage(self, report: Report, cutoff: float, holder: str) -> None:
         """Remove (unless `report.dry_run`: count) what storage holds, unchanged since `cutoff`, that
-        the index does not know: orphan blobs and upload folders, and the driver's leftovers of
+        the metadata does not know: orphan blobs and upload folders, and the driver's leftovers of
         abandoned writes. Streams the storage listing, holds one batch of keys at a time, and renews
         the lease of `holder` for each (raises CollectorBusy once it lost it)."""
         batch: list[Entry] = []
@@ -248,7 +247,7 @@ class Collector:
         of the digest meanwhile waits, or fails and uploads again), then the bytes, then the row."""
         by_digest = {digest: entry for entry in entries if (digest := _digest_of(entry.key)) is not None}
         known = await self.queries.known_blobs(list(by_digest))
-        orphans = [(d, e.size) for d, e in by_digest.items() if d not in known]
+        orphans = [Blob(d, e.size) for d, e in by_digest.items() if d not in known]
         strays = [entry for entry in entries if _digest_of(entry.key) is None]  # not a blob's key: no push writes it
         if report.dry_run:
             gone = [by_digest[d] for d in await self.queries.markable_orphans(orphans)] + strays
@@ -282,7 +281,7 @@ class Collector:
         await asyncio.gather(*(deleter() for _ in range(DELETE_CONCURRENCY)))
 
     async def last_report(self) -> Report | None:
-        """The report of the last collection of this index (by any process), if any."""
+        """The report of the last collection of this metadata store (by any process), if any."""
         text = await self.queries.last_run()
         return None if text is None else Report(**json.loads(text))
 

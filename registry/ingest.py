@@ -31,8 +31,7 @@ from registry.layout import blob_key, chunk_key, upload_data_key, upload_prefix
 from registry.names import Digest
 from registry.resumable import Sha256
 from storage.drivers import Busy, Driver, NotFound, Writer
-from storage.metadata import BlobCollecting, Chunk, Metadata, Upload
-from storage.metadata.store import DELETING
+from storage.metadata import DELETING, BlobCollecting, Chunk, Metadata, Upload
 
 Body = AsyncIterator[bytes]
 COLLECTION_WAIT_S = 30.0

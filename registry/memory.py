@@ -24,5 +24,4 @@ def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    done: int = mallopt(_M_ARENA_MAX, arenas)
-    return done == 1
+    return mallopt(_M_ARENA_MAX, arenas) == 1

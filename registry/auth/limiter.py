@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from registry.errors import TooManyRequests
-from storage.metadata.logins import Limits, Logins
+from storage.metadata import Limits, Logins
 
 KEY_MAX_LENGTH = 128
 

@@ -12,8 +12,7 @@ from registry.auth.rules import Rules
 from registry.auth.users import Htpasswd
 from registry.config import Settings
 from registry.rule_syntax import make_rule
-from storage.metadata import Metadata
-from storage.metadata.logins import Limits, Logins
+from storage.metadata import Limits, Metadata
 
 
 @dataclass
@@ -38,9 +37,7 @@ def build_auth(settings: Settings, metadata: Metadata) -> Auth:
         config.login_attempts, config.login_attempts_per_address, config.login_attempts_per_user, config.login_window_s
     )
     users = Htpasswd(settings.htpasswd_path, config.password_threads, config.password_queue)
-    passwords = Passwords(
-        users, LoginLimiter(Logins(metadata.db), limits), ClientAddresses(settings.http.trusted_proxies)
-    )
+    passwords = Passwords(users, LoginLimiter(metadata.logins, limits), ClientAddresses(settings.http.trusted_proxies))
     if config.mode == "htpasswd":
         return Auth(BasicGate(passwords, rules, config.realm), None)
     # Imported here: the JWT and crypto libraries cost about 10 MiB a process, only worth it for tokens.

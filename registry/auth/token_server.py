@@ -10,16 +10,9 @@ from registry.errors import Unauthorized
 
 
 class TokenServer:
-    """Answers token requests for `issuer.audience`, signing in users with `passwords`."""
-
     def __init__(self, issuer: TokenIssuer, rules: Rules, passwords: Passwords, realm: str):
         self.issuer, self.rules, self.passwords = issuer, rules, passwords
         self.challenge = {"WWW-Authenticate": f'Basic realm="{realm}"'}
-
-    @property
-    def audience(self) -> str:
-        """The audience of the tokens served: a request's `service` parameter, when given, must name it."""
-        return self.issuer.audience
 
     def refuse(self, message: str, detail: object = None) -> Unauthorized:
         """401 with a Basic challenge, as an answer to credentials the service cannot accept."""
@@ -54,7 +47,7 @@ class TokenServer:
                 granted.append(access("registry", "catalog", ["*"]))  # the listing itself is filtered
         return granted
 
-    def respond(self, user: str | None, requested: list[Access], offline: bool) -> dict[str, object]:
+    def respond(self, user: str | None, requested: list[Access], offline: bool) -> dict:
         """The token response: `token` and `access_token` (the same JWT), its lifetime, and a
         `refresh_token` when a signed-in user asked for offline access. Raises TokenRequestInvalid
         when the token would be larger than the registry accepts (TOKEN_MAX_BYTES)."""
@@ -64,14 +57,14 @@ class TokenServer:
             raise TokenRequestInvalid(
                 {"token_bytes": len(issued.token)}, message="the scopes asked for do not fit in one token"
             )
-        body: dict[str, object] = {
+        body = {
             "token": issued.token,
             "access_token": issued.token,
             "expires_in": issued.expires_in,
             "issued_at": issued.issued_at,
             "scope": " ".join(str(a) for a in granted),
         }
-        fingerprint = self.passwords.htpasswd.fingerprint(user) if offline and user else None
-        if user and fingerprint is not None:
+        fingerprint = self.passwords.htpasswd.fingerprint(user) if user else None
+        if offline and fingerprint is not None:
             body["refresh_token"] = self.issuer.issue_refresh(user, fingerprint)
         return body

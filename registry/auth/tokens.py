@@ -15,7 +15,6 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from registry.auth.access import Access, from_claim
 from registry.files import write_private_file
@@ -29,15 +28,12 @@ TOKEN_MAX_BYTES = 8 << 10  # larger Bearer tokens are refused unread
 CACHE_MAX_BYTES = 8 << 20  # verified tokens kept, counted by their size (see _cost)
 CACHE_ENTRY_OVERHEAD = 512  # bytes per cache entry besides the token: key, claims, list entries
 
-SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey  # what we sign with (ES256, RS256)
-VerifyingKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey  # what we verify with (ES*, RS*, PS*)
-
 
 class InvalidToken(Exception):
     """The token is not one to honour; the message says why."""
 
 
-def key_id(public_key: PublicKeyTypes) -> str:
+def key_id(public_key) -> str:
     """The libtrust key id Distribution uses: base32 of the first 30 bytes of the SHA-256 of the
     DER public key, in groups of four joined by `:`."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -45,7 +41,7 @@ def key_id(public_key: PublicKeyTypes) -> str:
     return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
-def load_or_create_key(path: str, algorithm: str) -> SigningKey:
+def load_or_create_key(path: str, algorithm: str):
     """The private key in PEM file `path`, generated there (P-256 for ES256, RSA 3072 for RS256)
     when the file does not exist."""
     if algorithm not in SIGNING_ALGORITHMS:
@@ -70,8 +66,7 @@ def load_or_create_key(path: str, algorithm: str) -> SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class TrustedKey:
-    """A public key whose tokens we accept from `issuer` (any a certificate or JWKS holds; only a
-    `VerifyingKey` is ever used)."""
+    """A public key whose tokens we accept from `issuer`."""
 
     key: object
     kid: str | None
@@ -115,28 +110,26 @@ class Claims:
 
 
 class TokenIssuer:
-    """Signs access tokens for `audience` (the token spec's `service`) and long-lived refresh tokens."""
+    """Signs access tokens for `service` (the audience) and long-lived refresh tokens."""
 
-    def __init__(
-        self, private_key: SigningKey, algorithm: str, issuer: str, audience: str, expiry_s: int, refresh_expiry_s: int
-    ):
+    def __init__(self, private_key, algorithm: str, issuer: str, service: str, expiry_s: int, refresh_expiry_s: int):
         self.private_key, self.algorithm = private_key, algorithm
-        self.issuer, self.audience = issuer, audience
+        self.issuer, self.service = issuer, service
         self.expiry_s, self.refresh_expiry_s = expiry_s, refresh_expiry_s
         self.kid = key_id(private_key.public_key())
 
     def trusted_key(self) -> TrustedKey:
         return TrustedKey(self.private_key.public_key(), self.kid, self.issuer)
 
-    def _sign(self, claims: dict[str, object]) -> str:
+    def _sign(self, claims: dict) -> str:
         return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers={"kid": self.kid})
 
     def issue(self, subject: str | None, access: list[Access]) -> IssuedToken:
         now = int(time.time())
-        claims: dict[str, object] = {
+        claims = {
             "iss": self.issuer,
             "sub": subject or "",
-            "aud": self.audience,
+            "aud": self.service,
             "exp": now + self.expiry_s,
             "nbf": now - 1,
             "iat": now,
@@ -149,10 +142,10 @@ class TokenIssuer:
     def issue_refresh(self, subject: str, fingerprint: str) -> str:
         """A refresh token for `subject`, void once their password (`fingerprint`) changes."""
         now = int(time.time())
-        claims: dict[str, object] = {
+        claims = {
             "iss": self.issuer,
             "sub": subject,
-            "aud": self.audience,
+            "aud": self.service,
             "exp": now + self.refresh_expiry_s,
             "iat": now,
             "jti": secrets.token_urlsafe(16),
@@ -168,7 +161,7 @@ class TokenIssuer:
                 token,
                 self.private_key.public_key(),
                 algorithms=[self.algorithm],
-                audience=self.audience,
+                audience=self.service,
                 issuer=self.issuer,
                 leeway=LEEWAY_S,
                 options={"require": ["exp", "iss", "aud", "sub"]},
@@ -180,11 +173,10 @@ class TokenIssuer:
         return claims["sub"], claims["fp"]
 
 
-def _verifying_key(key: object, algorithm: str) -> VerifyingKey | None:
-    """`key` when it can check `algorithm` (EC keys ES*, RSA keys RS* and PS*), else None."""
+def _suits(key: object, algorithm: str) -> bool:
     if algorithm.startswith("ES"):
-        return key if isinstance(key, ec.EllipticCurvePublicKey) else None
-    return key if isinstance(key, rsa.RSAPublicKey) else None
+        return isinstance(key, ec.EllipticCurvePublicKey)
+    return isinstance(key, rsa.RSAPublicKey)
 
 
 def _cost(token: str, claims: Claims) -> int:
@@ -237,22 +229,18 @@ class TokenVerifier:
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
             raise InvalidToken(f"algorithm {algorithm!r} is not accepted")
-        candidates = [
-            (key, k.issuer)
-            for k in self.keys
-            if (key := _verifying_key(k.key, algorithm)) is not None and (kid is None or k.kid in (None, kid))
-        ]
+        candidates = [k for k in self.keys if _suits(k.key, algorithm) and (kid is None or k.kid in (None, kid))]
         if not candidates:
             raise InvalidToken("no trusted key matches the token")
         error = "no trusted key matches the token"
-        for key, issuer in candidates:
+        for candidate in candidates:
             try:
                 claims = jwt.decode(
                     token,
-                    key,
+                    candidate.key,
                     algorithms=[algorithm],
                     audience=self.audience,
-                    issuer=issuer,
+                    issuer=candidate.issuer,
                     leeway=LEEWAY_S,
                     options={"require": ["exp", "iss", "aud"]},
                 )
@@ -263,5 +251,5 @@ class TokenVerifier:
                 continue
             if claims.get("typ") == REFRESH_TYPE:
                 raise InvalidToken("a refresh token is not an access token")
-            return Claims(claims.get("sub") or None, issuer, from_claim(claims.get("access")), claims["exp"])
+            return Claims(claims.get("sub") or None, candidate.issuer, from_claim(claims.get("access")), claims["exp"])
         raise InvalidToken(error)

@@ -1,21 +1,66 @@
-"""The metadata index (SQL): what exists where, kept in transactions instead of storage walks."""
+"""The metadata store (SQL): what exists where, kept in transactions instead of storage walks.
+
+Callers import from here only; the modules behind it are the package's own.
+"""
 
 from __future__ import annotations
 
 from storage.errors import BlobCollecting, MissingReferences
+from storage.metadata.database import Connection, Cursor, Database, Row
+from storage.metadata.garbage import (
+    Blob,
+    BlobRow,
+    GarbageQueries,
+    ManifestNode,
+    PurgedUpload,
+    Reference,
+    Snapshot,
+    Totals,
+    UploadTotals,
+)
+from storage.metadata.logins import Limits, Logins, Reservation
+from storage.metadata.schema import DELETING, PRESENT
 from storage.metadata.sqlite import SQLiteDatabase
-from storage.metadata.store import Chunk, ManifestRecord, Metadata, Upload
+from storage.metadata.store import Chunk, ManifestRecord, Metadata, RemovedRepository, Upload
 
-__all__ = ["BlobCollecting", "Chunk", "ManifestRecord", "Metadata", "MissingReferences", "Upload", "open_metadata"]
+__all__ = [
+    "DELETING",
+    "PRESENT",
+    "Blob",
+    "BlobCollecting",
+    "BlobRow",
+    "Chunk",
+    "Connection",
+    "Cursor",
+    "Database",
+    "GarbageQueries",
+    "Limits",
+    "Logins",
+    "ManifestNode",
+    "ManifestRecord",
+    "Metadata",
+    "MissingReferences",
+    "PurgedUpload",
+    "Reference",
+    "RemovedRepository",
+    "Reservation",
+    "Row",
+    "SQLiteDatabase",
+    "Snapshot",
+    "Totals",
+    "Upload",
+    "UploadTotals",
+    "open_metadata",
+]
 
 
 def open_metadata(url: str) -> Metadata:
-    """An (unopened) index for `url`: `sqlite:///PATH` (relative), `sqlite:////abs/path`, or
+    """An (unopened) metadata store for `url`: `sqlite:///PATH` (relative), `sqlite:////abs/path`, or
     `postgresql://user:password@host:port/database`."""
     if url.startswith("sqlite:///"):
         return Metadata(SQLiteDatabase(url.removeprefix("sqlite:///")))
     if url.startswith(("postgresql://", "postgres://")):
-        from storage.metadata.postgres import PostgresDatabase
+        from storage.metadata.postgres import PostgresDatabase  # psycopg only where it is used
 
         return Metadata(PostgresDatabase(url))
     raise ValueError(f"unsupported index url {url!r} (sqlite:///PATH or postgresql://...)")

@@ -8,13 +8,17 @@ transaction, so a push that lands meanwhile is never undone: it either happened 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from storage.metadata.store import DELETING, PRESENT, placeholders
+from storage.metadata.database import Connection, Database, one, placeholders
+from storage.metadata.schema import DELETING, PRESENT
 
 
 @dataclass(frozen=True, slots=True)
 class ManifestNode:
+    """A manifest of the snapshot: `tagged` when a tag of its repository points at it."""
+
     repository: str
     digest: str
     subject: str | None
@@ -24,24 +28,69 @@ class ManifestNode:
 
 
 @dataclass(frozen=True, slots=True)
+class Reference:
+    """Manifest `manifest` of `repository` refers to `child`: a blob it uses, or (from an index) a
+    manifest it lists."""
+
+    repository: str
+    manifest: str
+    child: str
+
+
+@dataclass(frozen=True, slots=True)
 class BlobRow:
+    """A blob of the snapshot, in state PRESENT or DELETING."""
+
     digest: str
     size: int
     state: str
     last_used_at: float
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """What refers to what, read in one transaction."""
 
     manifests: list[ManifestNode]
-    children: list[tuple[str, str, str]]  # (repository, index, child manifest)
-    blob_refs: list[tuple[str, str, str]]  # (repository, manifest, blob)
+    children: list[Reference]  # an index to a manifest it lists
+    blob_refs: list[Reference]  # a manifest to a blob it uses
     blobs: list[BlobRow]
 
 
-def _snapshot(c) -> Snapshot:
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A blob's digest and size in bytes."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PurgedUpload:
+    """An upload forgotten by `stale_uploads`; its bytes remain, for the caller to delete."""
+
+    id: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadTotals:
+    """How many uploads, and their bytes."""
+
+    uploads: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """How many manifests and present blobs the metadata holds, and the bytes of those blobs."""
+
+    manifests: int
+    blobs: int
+    blob_bytes: int
+
+
+def _snapshot(c: Connection) -> Snapshot:
     tagged = set(c.execute("SELECT DISTINCT repository, digest FROM tags").fetchall())
     manifests = [
         ManifestNode(repo, digest, subject, created, size, (repo, digest) in tagged)
@@ -53,43 +102,43 @@ def _snapshot(c) -> Snapshot:
     blobs = [BlobRow(*row) for row in c.execute("SELECT digest, size, state, last_used_at FROM blobs").fetchall()]
     return Snapshot(
         manifests,
-        [(r, m, child) for r, m, child, kind in references if kind == "manifest"],
-        [(r, m, child) for r, m, child, kind in references if kind == "blob"],
+        [Reference(r, m, child) for r, m, child, kind in references if kind == "manifest"],
+        [Reference(r, m, child) for r, m, child, kind in references if kind == "blob"],
         blobs,
     )
 
 
-def _remove_manifests(c, candidates: list[tuple[str, str]], cutoff: float) -> list[tuple[str, str, int]]:
+def _remove_manifests(c: Connection, candidates: Sequence[ManifestNode], cutoff: float) -> list[ManifestNode]:
     """Delete the candidates that are still old, untagged, no kept index's child, and whose subject
     (if any) is untagged. Parents go before their children, so this loops until nothing changes."""
-    removed: list[tuple[str, str, int]] = []
+    removed: list[ManifestNode] = []
     pending = list(candidates)
     while pending:
         left = []
-        for repository, digest in pending:
+        for m in pending:
             row = c.execute(
-                "SELECT size FROM manifests m WHERE repository = ? AND digest = ? AND created_at < ? "
+                "SELECT 1 FROM manifests m WHERE repository = ? AND digest = ? AND created_at < ? "
                 "AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest) "
                 "AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository = m.repository "
                 "AND r.child = m.digest AND r.kind = 'manifest') "
                 "AND (m.subject IS NULL OR NOT EXISTS "
                 "(SELECT 1 FROM tags s WHERE s.repository = m.repository AND s.digest = m.subject))",
-                (repository, digest, cutoff),
+                (m.repository, m.digest, cutoff),
             ).fetchone()
             if row is None:
-                left.append((repository, digest))
+                left.append(m)
                 continue
-            c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
-            c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
-            c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
-            removed.append((repository, digest, row[0]))
+            c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (m.repository, m.digest))
+            c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (m.repository, m.digest))
+            c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (m.repository, m.digest))
+            removed.append(m)
         if len(left) == len(pending):
             break
         pending = left
     return removed
 
 
-def _mark_blobs(c, cutoff: float, now: float) -> list[tuple[str, int]]:
+def _mark_blobs(c: Connection, cutoff: float, now: float) -> list[Blob]:
     """Mark `deleting` every present blob unused since `cutoff` that no manifest refers to; returns
     every blob in that state (with those a crashed run left)."""
     c.execute(
@@ -98,25 +147,26 @@ def _mark_blobs(c, cutoff: float, now: float) -> list[tuple[str, int]]:
         "AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = blobs.digest)",
         (DELETING, now, PRESENT, cutoff),
     )
-    return c.execute("SELECT digest, size FROM blobs WHERE state = ? ORDER BY digest", (DELETING,)).fetchall()
+    rows = c.execute("SELECT digest, size FROM blobs WHERE state = ? ORDER BY digest", (DELETING,)).fetchall()
+    return [Blob(*row) for row in rows]
 
 
-def _finishing(c, size: int) -> bool:
+def _finishing(c: Connection, size: int) -> bool:
     """Whether an upload of `size` bytes exists, which may be finishing into a blob of that size."""
     return c.execute("SELECT 1 FROM uploads WHERE size = ? LIMIT 1", (size,)).fetchone() is not None
 
 
 class GarbageQueries:
-    """Queries of the garbage collector over a database (see sqlite.py)."""
+    """Queries of the garbage collector over `db` (`Metadata.garbage` gives those of its database)."""
 
-    def __init__(self, db):
+    def __init__(self, db: Database):
         self.db = db
 
     async def lock(self, holder: str, ttl_s: float) -> bool:
         """Take or renew the collector's lease for `holder`; False while another holder has it."""
         now = time.time()
 
-        def take(c) -> bool:
+        def take(c: Connection) -> bool:
             row = c.execute("SELECT holder, expires_at FROM locks WHERE name = 'gc'").fetchone()
             if row is None:
                 c.execute("INSERT INTO locks (name, holder, expires_at) VALUES ('gc', ?, ?)", (holder, now + ttl_s))
@@ -129,26 +179,29 @@ class GarbageQueries:
         return await self.db.write(take)
 
     async def unlock(self, holder: str) -> None:
+        """Give up the lease if `holder` has it."""
         await self.db.write(lambda c: c.execute("DELETE FROM locks WHERE name = 'gc' AND holder = ?", (holder,)))
 
     async def snapshot(self) -> Snapshot:
+        """Every manifest, reference and blob, read in one transaction."""
         return await self.db.scan(_snapshot)
 
-    async def remove_manifests(self, candidates: list[tuple[str, str]], cutoff: float) -> list[tuple[str, str, int]]:
-        """Delete those of `candidates` that still qualify (see _remove_manifests); returns
-        (repository, digest, size) of each deleted."""
+    async def remove_manifests(self, candidates: Sequence[ManifestNode], cutoff: float) -> list[ManifestNode]:
+        """Delete those of `candidates` (from a snapshot) that still qualify, each with its references,
+        tags and blob link: created before `cutoff`, untagged, listed by no index, and whose subject
+        (if any) is untagged. Returns those deleted."""
         return await self.db.write(lambda c: _remove_manifests(c, candidates, cutoff))
 
-    async def mark_blobs(self, cutoff: float) -> list[tuple[str, int]]:
-        """Mark unreferenced blobs unused since `cutoff` as `deleting`; returns (digest, size) of
-        every blob in that state."""
+    async def mark_blobs(self, cutoff: float) -> list[Blob]:
+        """Mark unreferenced blobs unused since `cutoff` as `deleting`; returns every blob in that
+        state (with those a crashed collection left), by digest."""
         now = time.time()
         return await self.db.write(lambda c: _mark_blobs(c, cutoff, now))
 
     async def forget_blobs(self, digests: list[str]) -> None:
         """Drop the rows of `deleting` blobs whose bytes are gone."""
 
-        def forget(c) -> None:
+        def forget(c: Connection) -> None:
             c.executemany("DELETE FROM repository_blobs WHERE digest = ?", [(d,) for d in digests])
             c.executemany("DELETE FROM blobs WHERE digest = ? AND state = ?", [(d, DELETING) for d in digests])
 
@@ -161,8 +214,8 @@ class GarbageQueries:
         sql = f"SELECT digest FROM blobs WHERE digest IN ({placeholders(len(digests))})"
         return await self.db.read(lambda c: {row[0] for row in c.execute(sql, digests).fetchall()})
 
-    async def mark_orphans(self, blobs: list[tuple[str, int]]) -> list[str]:
-        """Give each of `blobs` (digest, size of its stored bytes) that still has no row a row in state
+    async def mark_orphans(self, blobs: Sequence[Blob]) -> list[str]:
+        """Give each of `blobs` (the size of its stored bytes) that still has no row a row in state
         `deleting`, as `mark_blobs` does, so that a push of it meanwhile waits or fails and uploads
         again; returns the digests marked. A blob a push linked meanwhile keeps its row and bytes, and
         so does one an upload of its size may be finishing into (its bytes are placed before its row
@@ -170,30 +223,30 @@ class GarbageQueries:
         finished or purged."""
         now = time.time()
 
-        def mark(c) -> list[str]:
+        def mark(c: Connection) -> list[str]:
             marked = []
-            for digest, size in blobs:
-                if _finishing(c, size):
+            for blob in blobs:
+                if _finishing(c, blob.size):
                     continue
                 cursor = c.execute(
                     "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (digest) DO NOTHING",
-                    (digest, size, DELETING, now, now),
+                    (blob.digest, blob.size, DELETING, now, now),
                 )
                 if cursor.rowcount == 1:
-                    marked.append(digest)
+                    marked.append(blob.digest)
             return marked
 
         return await self.db.write(mark)
 
-    async def markable_orphans(self, blobs: list[tuple[str, int]]) -> list[str]:
+    async def markable_orphans(self, blobs: Sequence[Blob]) -> list[str]:
         """The digests of `blobs` that `mark_orphans` would mark now (for a dry run)."""
 
-        def markable(c) -> list[str]:
+        def markable(c: Connection) -> list[str]:
             unknown = [
-                (d, size) for d, size in blobs if not c.execute("SELECT 1 FROM blobs WHERE digest = ?", (d,)).fetchone()
+                b for b in blobs if c.execute("SELECT 1 FROM blobs WHERE digest = ?", (b.digest,)).fetchone() is None
             ]
-            return [d for d, size in unknown if not _finishing(c, size)]
+            return [b.digest for b in unknown if not _finishing(c, b.size)]
 
         return await self.db.scan(markable)
 
@@ -205,45 +258,55 @@ class GarbageQueries:
         known = await self.db.read(lambda c: {row[0] for row in c.execute(sql, upload_ids).fetchall()})
         return [i for i in upload_ids if i not in known]
 
-    async def stale_uploads(self, cutoff: float) -> list[tuple[str, int]]:
-        """Forget uploads untouched since `cutoff`; returns (id, size) of each, whose bytes remain
-        for the caller to delete."""
+    async def stale_uploads(self, cutoff: float) -> list[PurgedUpload]:
+        """Forget uploads untouched since `cutoff`, with their chunks; their bytes remain for the
+        caller to delete."""
 
-        def purge(c) -> list[tuple[str, int]]:
-            stale = c.execute("SELECT id, size FROM uploads WHERE updated_at < ?", (cutoff,)).fetchall()
-            c.executemany("DELETE FROM upload_chunks WHERE upload = ?", [(i,) for i, _ in stale])
-            c.executemany("DELETE FROM uploads WHERE id = ?", [(i,) for i, _ in stale])
+        def purge(c: Connection) -> list[PurgedUpload]:
+            stale = [
+                PurgedUpload(*row)
+                for row in c.execute("SELECT id, size FROM uploads WHERE updated_at < ?", (cutoff,)).fetchall()
+            ]
+            c.executemany("DELETE FROM upload_chunks WHERE upload = ?", [(u.id,) for u in stale])
+            c.executemany("DELETE FROM uploads WHERE id = ?", [(u.id,) for u in stale])
             return stale
 
         return await self.db.write(purge)
 
-    async def stale_upload_totals(self, cutoff: float) -> tuple[int, int]:
-        """(count, bytes) of the uploads untouched since `cutoff`."""
-        return await self.db.scan(
-            lambda c: c.execute(
-                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM uploads WHERE updated_at < ?", (cutoff,)
-            ).fetchone()
+    async def stale_upload_totals(self, cutoff: float) -> UploadTotals:
+        """The uploads untouched since `cutoff`: how many, and their bytes."""
+        row = await self.db.scan(
+            lambda c: one(
+                c.execute(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM uploads WHERE updated_at < ?",
+                    (cutoff,),
+                )
+            )
         )
+        return UploadTotals(*row)
 
     async def upload_ids(self) -> list[str]:
+        """The id of every upload."""
         return await self.db.scan(lambda c: [row[0] for row in c.execute("SELECT id FROM uploads").fetchall()])
 
-    async def totals(self) -> tuple[int, int, int]:
-        """(manifests, present blobs, bytes of present blobs)."""
+    async def totals(self) -> Totals:
+        """How many manifests and present blobs there are, and the bytes of those blobs."""
 
-        def count(c) -> tuple[int, int, int]:
-            manifests = c.execute("SELECT COUNT(*) FROM manifests").fetchone()[0]
-            blobs, size = c.execute(
-                "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE state = ?", (PRESENT,)
-            ).fetchone()
-            return manifests, blobs, size
+        def count(c: Connection) -> Totals:
+            manifests = one(c.execute("SELECT COUNT(*) FROM manifests"))[0]
+            blobs, size = one(
+                c.execute(
+                    "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM blobs WHERE state = ?", (PRESENT,)
+                )
+            )
+            return Totals(manifests, blobs, size)
 
         return await self.db.scan(count)
 
     async def record_run(self, started_at: float, report: str, keep: int = 100) -> None:
         """Store a run's report (JSON), keeping the newest `keep`."""
 
-        def record(c) -> None:
+        def record(c: Connection) -> None:
             c.execute("INSERT INTO gc_runs (started_at, report) VALUES (?, ?)", (started_at, report))
             c.execute(
                 "DELETE FROM gc_runs WHERE started_at < (SELECT MIN(started_at) FROM "
@@ -254,7 +317,11 @@ class GarbageQueries:
         await self.db.write(record)
 
     async def last_run(self) -> str | None:
+        """The report of the newest run, if any."""
         row = await self.db.read(
             lambda c: c.execute("SELECT report FROM gc_runs ORDER BY started_at DESC LIMIT 1").fetchone()
         )
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        report: str = row[0]
+        return report

@@ -12,6 +12,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from storage.metadata.database import Connection, Database, one
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -37,14 +39,14 @@ def _wait(oldest: float | None, window_s: float, now: float) -> int:
     return max(1, int((oldest if oldest is not None else now) + window_s - now + 1))
 
 
-def _reserve(c, user: str, address: str, limits: Limits, now: float) -> Reservation:
+def _reserve(c: Connection, user: str, address: str, limits: Limits, now: float) -> Reservation:
     c.execute("DELETE FROM login_failures WHERE at <= ?", (now - limits.window_s,))
-    count, oldest = c.execute(
-        "SELECT COUNT(*), MIN(at) FROM login_failures WHERE username = ? AND address = ?", (user, address)
-    ).fetchone()
+    count, oldest = one(
+        c.execute("SELECT COUNT(*), MIN(at) FROM login_failures WHERE username = ? AND address = ?", (user, address))
+    )
     if count >= limits.per_pair:
         return Reservation(None, _wait(oldest, limits.window_s, now))
-    count, oldest = c.execute("SELECT COUNT(*), MIN(at) FROM login_failures WHERE address = ?", (address,)).fetchone()
+    count, oldest = one(c.execute("SELECT COUNT(*), MIN(at) FROM login_failures WHERE address = ?", (address,)))
     if count >= limits.per_address:
         return Reservation(None, _wait(oldest, limits.window_s, now))
     rows = c.execute(
@@ -60,9 +62,9 @@ def _reserve(c, user: str, address: str, limits: Limits, now: float) -> Reservat
 
 
 class Logins:
-    """Queries of the login limiter over a database (see sqlite.py)."""
+    """Queries of the login limiter over `db` (`Metadata.logins` gives those of its database)."""
 
-    def __init__(self, db):
+    def __init__(self, db: Database):
         self.db = db
 
     async def reserve(self, user: str, address: str, limits: Limits) -> Reservation:
@@ -75,7 +77,7 @@ class Logins:
     async def release(self, attempt: str, user: str, address: str) -> None:
         """The reserved attempt succeeded: forget it and the earlier failures of `user` from `address`."""
 
-        def forget(c) -> None:
+        def forget(c: Connection) -> None:
             c.execute("DELETE FROM login_failures WHERE id = ?", (attempt,))
             c.execute("DELETE FROM login_failures WHERE username = ? AND address = ?", (user, address))
 

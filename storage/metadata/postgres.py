@@ -1,4 +1,4 @@
-"""PostgreSQL behind the index, for replicas sharing one database: psycopg 3 in a thread pool.
+"""PostgreSQL behind the metadata, for replicas sharing one database: psycopg 3 in a thread pool.
 
 Writes run as SERIALIZABLE transactions, retried on serialization failures, so each behaves as if
 it ran alone, as it does on SQLite. Connections come from a pool that replaces broken ones, so the
@@ -12,16 +12,18 @@ import asyncio
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.errors import BackendUnavailable
+from storage.metadata.database import Connection
 from storage.metadata.schema import migrate
 
 T = TypeVar("T")
@@ -32,27 +34,27 @@ CONNECT_TIMEOUT_S = 10.0
 
 @lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
-    """The index's `?` placeholders as psycopg's `%s`."""
+    """The queries' `?` placeholders as psycopg's `%s`."""
     return re.sub(r"\?", "%s", sql)
 
 
 class _Connection:
-    """A psycopg connection that speaks the DB-API dialect the index's SQL is written in."""
+    """A psycopg connection as a `Connection`: it takes the queries' `?` placeholders."""
 
-    def __init__(self, conn: psycopg.Connection):
+    def __init__(self, conn: psycopg.Connection[TupleRow]):
         self._conn = conn
 
-    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor:
-        return self._conn.execute(_pg_sql(sql), params)
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> psycopg.Cursor[TupleRow]:
+        return self._conn.execute(_pg_sql(sql), parameters)
 
-    def executemany(self, sql: str, params: Any) -> psycopg.Cursor:
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> psycopg.Cursor[TupleRow]:
         cursor = self._conn.cursor()
-        cursor.executemany(_pg_sql(sql), list(params))
+        cursor.executemany(_pg_sql(sql), list(parameters))
         return cursor
 
 
 class PostgresDatabase:
-    """The database at `url` (postgresql://user:password@host:port/name?options)."""
+    """The database at `url` (postgresql://user:password@host:port/name?options); a `Database`."""
 
     dialect = "postgresql"
 
@@ -67,7 +69,7 @@ class PostgresDatabase:
             check=ConnectionPool.check_connection,
             reconnect_timeout=3600,
         )
-        self._threads = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="index-pg")
+        self._threads = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="metadata-pg")
 
     async def _run(self, fn: Callable[[], T]) -> T:
         """Run `fn` in the pool's threads; once more on a fresh connection if the first one broke (as
@@ -77,10 +79,10 @@ class PostgresDatabase:
             try:
                 return await loop.run_in_executor(self._threads, fn)
             except PoolTimeout as e:
-                raise BackendUnavailable(f"the index database is unavailable: {e}") from e
+                raise BackendUnavailable(f"the metadata database is unavailable: {e}") from e
             except psycopg.OperationalError as e:
                 if attempt == 1:
-                    raise BackendUnavailable(f"the index database is unavailable: {e}") from e
+                    raise BackendUnavailable(f"the metadata database is unavailable: {e}") from e
         raise AssertionError("unreachable")
 
     async def open(self) -> None:
@@ -94,7 +96,7 @@ class PostgresDatabase:
 
         await self._run(start)
 
-    async def read(self, fn: Callable[[Any], T]) -> T:
+    async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` with each statement in its own snapshot (autocommit)."""
 
         def run() -> T:
@@ -103,7 +105,7 @@ class PostgresDatabase:
 
         return await self._run(run)
 
-    async def scan(self, fn: Callable[[Any], T]) -> T:
+    async def scan(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` in one read-only snapshot."""
 
         def run() -> T:
@@ -113,7 +115,7 @@ class PostgresDatabase:
 
         return await self._run(run)
 
-    async def write(self, fn: Callable[[Any], T]) -> T:
+    async def write(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` in one SERIALIZABLE transaction, again from scratch when it conflicts with
         another; committed when it returns, rolled back if it raises. `fn` must only touch the
         database."""
@@ -133,5 +135,6 @@ class PostgresDatabase:
         return await self._run(run)
 
     async def close(self) -> None:
+        """Close the pool's connections and stop its threads."""
         await asyncio.get_running_loop().run_in_executor(self._threads, self._pool.close)
         self._threads.shutdown(wait=False)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from storage.metadata.database import Connection, one
+
+# The states of a blob's row (`blobs.state`).
+PRESENT = "present"
+DELETING = "deleting"  # the collector is deleting its bytes; it never becomes present again
+
 # Each entry is one schema version; a database at version N has applied entries 1..N. Never edit a
 # released entry: append a new one. A statement is SQL for every database, or (dialect, SQL) for one.
 Statement = str | tuple[str, str]
@@ -113,14 +119,15 @@ MIGRATIONS: list[list[Statement]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def migrate(conn, dialect: str = "sqlite") -> int:
-    """Bring the schema of DB-API connection `conn` (of `dialect`: sqlite or postgresql) up to
-    SCHEMA_VERSION, inside the caller's transaction; returns the version found before. Raises
-    RuntimeError for a newer schema."""
+def migrate(conn: Connection, dialect: str = "sqlite") -> int:
+    """Bring the schema of `conn` (of `dialect`: sqlite or postgresql) up to SCHEMA_VERSION, inside
+    the caller's transaction; returns the version found before. Raises RuntimeError for a newer schema."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    found = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0
+    found: int = one(conn.execute("SELECT MAX(version) FROM schema_version"))[0] or 0
     if found > SCHEMA_VERSION:
-        raise RuntimeError(f"the index has schema version {found}; this registry knows up to {SCHEMA_VERSION}")
+        raise RuntimeError(
+            f"the metadata database has schema version {found}; this registry knows up to {SCHEMA_VERSION}"
+        )
     for version in range(found + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[version - 1]:
             if isinstance(statement, tuple):

@@ -1,4 +1,4 @@
-"""The embedded SQLite database behind the index: WAL mode, one writer thread, reads on the loop.
+"""The embedded SQLite database behind the metadata: WAL mode, one writer thread, reads on the loop.
 
 Reads are single short statements on an indexed table, so they run directly on the event loop on a
 read-only connection (WAL readers never wait for the writer). Writes run one at a time on a
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from storage.metadata.database import Connection
 from storage.metadata.schema import migrate
 
 T = TypeVar("T")
@@ -66,7 +67,7 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
         return
     if ok:
@@ -76,17 +77,17 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
 
 
 class SQLiteDatabase:
-    """A database file at `path` (created with its directory when missing)."""
+    """A database file at `path` (created with its directory when missing); a `Database`."""
 
     dialect = "sqlite"
 
     def __init__(self, path: str):
         self.path = path
-        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-writer")
         self._write_conn: sqlite3.Connection | None = None
         self._write_lock: int | None = None  # fd of the file whose lock the writing process holds
         self._read_conn: sqlite3.Connection | None = None
-        self._queued: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future]] = []
+        self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -114,7 +115,7 @@ class SQLiteDatabase:
         batch, self._queued = self._queued, []  # taken once the lock is ours: writes queued meanwhile join
         if not batch:
             return
-        outcomes: list[tuple[asyncio.Future, bool, Any]] = []
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
@@ -133,9 +134,9 @@ class SQLiteDatabase:
         for future, ok, value in outcomes:
             future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(conn)` atomically in a write transaction; committed when this returns, rolled
-        back if `fn` raises. Writes queued meanwhile share one commit."""
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` atomically in a write transaction on the writer thread; committed when this
+        returns, rolled back if `fn` raises. Writes queued meanwhile share one commit."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queued.append((fn, future))
@@ -143,12 +144,12 @@ class SQLiteDatabase:
             loop.run_in_executor(self._writer_thread, self._commit_batch)
         return await future
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` on a read-only connection; `fn` must be short (it runs on the loop)."""
         assert self._read_conn is not None, "database not open"
         return fn(self._read_conn)
 
-    async def scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def scan(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` in one read transaction (a consistent snapshot) in a worker thread, for
         reads too long for the event loop."""
 
@@ -166,6 +167,7 @@ class SQLiteDatabase:
         return await asyncio.to_thread(run)
 
     async def close(self) -> None:
+        """Close both connections and stop the writer thread."""
         if self._read_conn is not None:
             self._read_conn.close()
             self._read_conn = None

@@ -1,7 +1,7 @@
-"""The metadata index: repositories, blobs and their links, manifests, tags and uploads.
+"""The metadata store: repositories, blobs and their links, manifests, tags and uploads.
 
-Every public method is one transaction (or one read statement) against a database with `read` and
-`write` (see sqlite.py). The SQL is written once, with `?` placeholders, for SQLite and PostgreSQL.
+Every public method is one transaction (or one read statement) against a `Database` (database.py).
+The SQL is written once, with `?` placeholders, for SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,15 +10,17 @@ import time
 from dataclasses import dataclass
 
 from storage.errors import BlobCollecting, MissingReferences
+from storage.metadata.database import Connection, Database, placeholders
+from storage.metadata.garbage import GarbageQueries
+from storage.metadata.logins import Logins
+from storage.metadata.schema import PRESENT
 
-PRESENT = "present"
-DELETING = "deleting"
 TOUCH_INTERVAL_S = 1.0  # a blob used this recently is not marked used again (saves a write per push)
 
 
 @dataclass(frozen=True, slots=True)
 class ManifestRecord:
-    """What the index keeps of a manifest; its bytes are the blob `digest` in storage."""
+    """What the metadata keeps of a manifest; its bytes are the blob `digest` in storage."""
 
     digest: str
     media_type: str
@@ -49,19 +51,24 @@ class Upload:
     hash_state: str = ""
 
 
-def placeholders(n: int) -> str:
-    """`?, ?, ...` for an `IN (...)` of `n` values (for this package's queries)."""
-    return ",".join("?" * n)
+@dataclass(frozen=True, slots=True)
+class RemovedRepository:
+    """What `delete_repository` removed: how many tags and manifests, and the ids of the uploads
+    (whose bytes are the caller's to delete)."""
+
+    tags: int
+    manifests: int
+    uploads: tuple[str, ...]
 
 
-def _ensure_repository(conn, repository: str, now: float) -> None:
+def _ensure_repository(conn: Connection, repository: str, now: float) -> None:
     conn.execute(
         "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
         (repository, now),
     )
 
 
-def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> None:
+def _link_blob(conn: Connection, repository: str, digest: str, size: int, now: float) -> None:
     """Record the stored blob as present and visible in `repository`; raises BlobCollecting when the
     collector is deleting it (a blob never goes back from `deleting` to present)."""
     conn.execute(
@@ -69,10 +76,8 @@ def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> Non
         "ON CONFLICT (digest) DO NOTHING",
         (digest, size, PRESENT, now, now),
     )
-    touched = conn.execute(
-        "UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT)
-    ).rowcount
-    if touched == 0:
+    cursor = conn.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT))
+    if cursor.rowcount == 0:
         raise BlobCollecting(digest)
     _ensure_repository(conn, repository, now)
     conn.execute(
@@ -82,7 +87,7 @@ def _link_blob(conn, repository: str, digest: str, size: int, now: float) -> Non
     )
 
 
-def _check_references(c, repository: str, blobs: dict[str, int], children: dict[str, int]) -> None:
+def _check_references(c: Connection, repository: str, blobs: dict[str, int], children: dict[str, int]) -> None:
     """Raise MissingReferences unless every blob of `blobs` is present in `repository` and every
     manifest of `children` is there, each with the size stated (digest -> size)."""
     found: dict[str, int] = {}
@@ -111,20 +116,29 @@ def _check_references(c, repository: str, blobs: dict[str, int], children: dict[
 
 
 class Metadata:
-    """Queries over a database; holds no state of its own besides the database."""
+    """The registry's metadata over `db`; holds no state of its own besides the database.
 
-    def __init__(self, db):
+    `garbage` and `logins` are the garbage collector's and the login limiter's queries over the same
+    database. `db` is there for tests and tools that inspect rows; the registry uses the methods.
+    """
+
+    def __init__(self, db: Database):
         self.db = db
+        self.garbage = GarbageQueries(db)
+        self.logins = Logins(db)
 
     async def open(self) -> None:
+        """Connect, and bring the schema up to date."""
         await self.db.open()
 
     async def close(self) -> None:
+        """Release the database's connections."""
         await self.db.close()
 
     # -- repositories ---------------------------------------------------------------------------
 
     async def repository_exists(self, repository: str) -> bool:
+        """Whether `repository` exists (it does from its first blob link until it is deleted)."""
         return await self.db.read(
             lambda c: c.execute("SELECT 1 FROM repositories WHERE name = ?", (repository,)).fetchone() is not None
         )
@@ -132,27 +146,28 @@ class Metadata:
     async def list_repositories(self, last: str, limit: int | None) -> list[str]:
         """Names after `last` in lexical order, at most `limit` (all when None)."""
         sql = "SELECT name FROM repositories WHERE name > ? ORDER BY name"
-        params: tuple = (last,)
+        params: tuple[str | int, ...] = (last,)
         if limit is not None:
             sql, params = sql + " LIMIT ?", (last, limit)
         return await self.db.read(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
 
-    async def delete_repository(self, repository: str) -> tuple[int, int, list[str]] | None:
+    async def delete_repository(self, repository: str) -> RemovedRepository | None:
         """Delete a repository with its tags, manifests, blob links and uploads, in one transaction;
-        returns (tags, manifests, upload ids) removed, or None when it does not exist. The bytes are
-        left to the garbage collector (and the uploads' to the caller)."""
+        returns what was removed, or None when it does not exist. The bytes are left to the garbage
+        collector (and the uploads' to the caller)."""
 
-        def delete(c) -> tuple[int, int, list[str]] | None:
+        def delete(c: Connection) -> RemovedRepository | None:
             if c.execute("DELETE FROM repositories WHERE name = ?", (repository,)).rowcount == 0:
                 return None
             tags = c.execute("DELETE FROM tags WHERE repository = ?", (repository,)).rowcount
             manifests = c.execute("DELETE FROM manifests WHERE repository = ?", (repository,)).rowcount
             c.execute("DELETE FROM manifest_references WHERE repository = ?", (repository,))
             c.execute("DELETE FROM repository_blobs WHERE repository = ?", (repository,))
-            uploads = [row[0] for row in c.execute("SELECT id FROM uploads WHERE repository = ?", (repository,))]
+            rows = c.execute("SELECT id FROM uploads WHERE repository = ?", (repository,)).fetchall()
+            uploads = tuple(row[0] for row in rows)
             for upload_id in uploads:
                 _delete_upload(c, upload_id)
-            return tags, manifests, uploads
+            return RemovedRepository(tags, manifests, uploads)
 
         return await self.db.write(delete)
 
@@ -167,7 +182,10 @@ class Metadata:
                 (repository, digest, PRESENT),
             ).fetchone()
         )
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        size: int = row[0]
+        return size
 
     async def repositories_with_blob(self, digest: str) -> list[str]:
         """Repositories where `digest` is present, in lexical order."""
@@ -189,16 +207,22 @@ class Metadata:
         row = await self.db.read(
             lambda c: c.execute("SELECT state, last_used_at FROM blobs WHERE digest = ?", (digest,)).fetchone()
         )
-        if row is None or row[0] != PRESENT:
-            return None if row is None else row[0]
+        if row is None:
+            return None
+        state: str = row[0]
+        if state != PRESENT:
+            return state
         now = time.time()
         if row[1] >= now - TOUCH_INTERVAL_S:
             return PRESENT
 
-        def touch(c) -> str | None:
+        def touch(c: Connection) -> str | None:
             c.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT))
             row = c.execute("SELECT state FROM blobs WHERE digest = ?", (digest,)).fetchone()
-            return None if row is None else row[0]
+            if row is None:
+                return None
+            state: str = row[0]
+            return state
 
         return await self.db.write(touch)
 
@@ -211,7 +235,7 @@ class Metadata:
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         """Remove `digest` from `repository`; False when it was not linked there."""
 
-        def unlink(c) -> bool:
+        def unlink(c: Connection) -> bool:
             cursor = c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
             return cursor.rowcount > 0
 
@@ -255,7 +279,7 @@ class Metadata:
         upload's; False if the upload moved on or is gone."""
         now = time.time()
 
-        def append(c) -> bool:
+        def append(c: Connection) -> bool:
             cursor = c.execute(
                 "UPDATE uploads SET size = size + ?, hash_state = ?, updated_at = ? WHERE id = ? AND size = ?",
                 (chunk.size, chunk.hash_state, now, upload_id, chunk.start),
@@ -278,7 +302,7 @@ class Metadata:
         """In one transaction, link the blob into `repository` and forget the upload."""
         now = time.time()
 
-        def finish(c) -> None:
+        def finish(c: Connection) -> None:
             _link_blob(c, repository, digest, size, now)
             _delete_upload(c, upload_id)
 
@@ -302,7 +326,7 @@ class Metadata:
         """
         now = time.time()
 
-        def put(c) -> None:
+        def put(c: Connection) -> None:
             _check_references(c, repository, blobs, children)
             _link_blob(c, repository, manifest.digest, manifest.size, now)
             c.execute(
@@ -343,6 +367,7 @@ class Metadata:
         await self.db.read(lambda c: _check_references(c, repository, blobs, children))
 
     async def get_manifest(self, repository: str, digest: str) -> ManifestRecord | None:
+        """The manifest `digest` of `repository`, or None."""
         row = await self.db.read(
             lambda c: c.execute(
                 "SELECT digest, media_type, size, artifact_type, subject, annotations FROM manifests "
@@ -353,6 +378,7 @@ class Metadata:
         return None if row is None else ManifestRecord(*row)
 
     async def get_tagged_manifest(self, repository: str, tag: str) -> ManifestRecord | None:
+        """The manifest `tag` of `repository` points at, or None."""
         row = await self.db.read(
             lambda c: c.execute(
                 "SELECT m.digest, m.media_type, m.size, m.artifact_type, m.subject, m.annotations FROM tags t "
@@ -366,7 +392,7 @@ class Metadata:
     async def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete a manifest, its references and every tag pointing at it; False when unknown."""
 
-        def delete(c) -> bool:
+        def delete(c: Connection) -> bool:
             cursor = c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
             if cursor.rowcount == 0:
                 return False
@@ -386,7 +412,7 @@ class Metadata:
     async def list_tags(self, repository: str, last: str, limit: int | None) -> list[str]:
         """Tags of `repository` after `last` in lexical order, at most `limit` (all when None)."""
         sql = "SELECT name FROM tags WHERE repository = ? AND name > ? ORDER BY name"
-        params: tuple = (repository, last)
+        params: tuple[str | int, ...] = (repository, last)
         if limit is not None:
             sql, params = sql + " LIMIT ?", (*params, limit)
         return await self.db.read(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
@@ -397,13 +423,13 @@ class Metadata:
             "SELECT digest, media_type, size, artifact_type, subject, annotations FROM manifests "
             "WHERE repository = ? AND subject = ?"
         )
-        params: tuple = (repository, subject)
+        params: tuple[str, ...] = (repository, subject)
         if artifact_type is not None:
             sql, params = sql + " AND artifact_type = ?", (*params, artifact_type)
         rows = await self.db.read(lambda c: c.execute(sql + " ORDER BY digest", params).fetchall())
         return [ManifestRecord(*row) for row in rows]
 
 
-def _delete_upload(c, upload_id: str) -> None:
+def _delete_upload(c: Connection, upload_id: str) -> None:
     c.execute("DELETE FROM upload_chunks WHERE upload = ?", (upload_id,))
     c.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))

@@ -1,4 +1,4 @@
-"""`registry check` finds where index and storage disagree, and changes nothing."""
+"""`registry check` finds where metadata and storage disagree, and changes nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Garbage collection from the index: what is kept, what is removed, and races with pushes."""
+"""Garbage collection from the metadata: what is kept, what is removed, and races with pushes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from storage.drivers import Driver, NotFound
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
 from storage.drivers.s3 import S3Driver
-from storage.metadata import open_metadata
+from storage.metadata import Blob, RemovedRepository, open_metadata
 from tests.support.app import running_app, stored_keys
 from tests.support.content import (
     OCI_INDEX,
@@ -164,7 +164,7 @@ async def test_deleted_repository_feeds_the_collector(served) -> None:
     app, client = served
     image = make_image()
     await push_image(client, "team/gone", image, "v1")
-    assert await app.state.registry.metadata.delete_repository("team/gone") == (1, 1, [])
+    assert await app.state.registry.metadata.delete_repository("team/gone") == RemovedRepository(1, 1, ())
     assert (await client.get("/v2/team/gone/tags/list")).status_code == 404
     report = await collector(app).run()
     assert report.blobs_removed == 3
@@ -181,7 +181,7 @@ async def test_one_collection_at_a_time(served) -> None:
     await first.run()
 
 
-async def test_last_run_report_is_kept_in_the_index(served) -> None:
+async def test_last_run_report_is_kept_in_the_metadata(served) -> None:
     app, client = served
     await push_blob(client, "team/app", b"orphan")
     await collector(app).run()
@@ -196,7 +196,7 @@ async def test_manifest_referring_to_a_blob_being_deleted_is_refused(served) -> 
         await push_blob(client, "team/app", blob)
     queries = collector(app).queries
     marked = await queries.mark_blobs(time.time() + 1)  # as a collection does, mid-way
-    assert digest_of(image.layers[0]) in {d for d, _ in marked}
+    assert digest_of(image.layers[0]) in {b.digest for b in marked}
     r = await client.put("/v2/team/app/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error_codes(r) == ["MANIFEST_BLOB_UNKNOWN"]
     assert (await client.head(f"/v2/team/app/blobs/{digest_of(image.layers[0])}")).status_code == 404
@@ -211,7 +211,7 @@ async def test_upload_of_a_blob_being_deleted_waits_for_the_collector(served) ->
     await push_blob(client, "team/app", b"layer")
     c = collector(app)
     marked = await c.queries.mark_blobs(time.time() + 1)
-    assert [d for d, _ in marked] == [digest_of(b"layer")]
+    assert marked == [Blob(digest_of(b"layer"), len(b"layer"))]
 
     async def finish_collection() -> None:
         await asyncio.sleep(0.3)
@@ -273,7 +273,7 @@ async def test_storage_orphans_are_removed_once_older_than_the_grace(served) -> 
     await push_image(client, "team/app", image, "v1")
     location = (await client.post("/v2/team/app/blobs/uploads/")).headers["Location"]
     await client.patch(location, content=b"an upload in progress")
-    # Bytes the index does not know: a blob whose row was never written, an upload whose row is gone.
+    # Bytes the metadata does not know: a blob whose row was never written, an upload whose row is gone.
     stray = b"stored, then the process died before its row"
     await driver.put(blob_key(digest_of(stray)), stray)
     await driver.put(f"uploads/{uuid.uuid4()}/data", b"forgotten upload")
@@ -298,7 +298,7 @@ async def test_an_orphan_a_push_links_before_the_collector_marks_it_is_kept(serv
     data = b"orphan, then pushed"
     await app.state.registry.driver.put(blob_key(digest_of(data)), data)
     await push_blob(client, "team/app", data)  # links the digest (the bytes are written again)
-    assert await collector(app).queries.mark_orphans([(digest_of(data), len(data))]) == []
+    assert await collector(app).queries.mark_orphans([Blob(digest_of(data), len(data))]) == []
     assert (await collector(app, grace_s=3600).run()).orphans_removed == 0
     assert await blob_ok(client, "team/app", data)
 
@@ -309,7 +309,7 @@ async def test_a_push_of_an_orphan_being_deleted_waits_and_stores_it_anew(served
     driver = app.state.registry.driver
     await driver.put(blob_key(digest_of(data)), data)
     c = collector(app)
-    assert await c.queries.mark_orphans([(digest_of(data), len(data))]) == [digest_of(data)]
+    assert await c.queries.mark_orphans([Blob(digest_of(data), len(data))]) == [digest_of(data)]
 
     async def finish_collection() -> None:
         await asyncio.sleep(0.3)

@@ -1,4 +1,4 @@
-"""The metadata index on SQLite: transactions, conditional appends, schema versions."""
+"""The metadata store on SQLite: transactions, conditional appends, schema versions."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import sqlite3
 
 import pytest
 
-from storage.metadata import Chunk, ManifestRecord, Metadata, MissingReferences, Upload
+from storage.metadata import Chunk, ManifestRecord, Metadata, MissingReferences, SQLiteDatabase, Upload
 from storage.metadata.schema import MIGRATIONS, SCHEMA_VERSION
-from storage.metadata.sqlite import SQLiteDatabase
 
 pytestmark = pytest.mark.anyio
 
@@ -202,8 +201,8 @@ async def test_a_write_waits_while_another_process_holds_the_write_lock(tmp_path
     await db.close()
 
 
-async def test_an_existing_index_file_is_made_private(tmp_path) -> None:
-    """An index created by an earlier version (0644) is no longer readable by other local users."""
+async def test_an_existing_database_file_is_made_private(tmp_path) -> None:
+    """A database file created by an earlier version (0644) is no longer readable by other local users."""
     import os
 
     path = tmp_path / "old.db"

@@ -1,0 +1,85 @@
+"""The contract between the metadata queries and a SQL database (SQLite or PostgreSQL).
+
+The queries are functions of a `Connection`, written once in SQL with `?` placeholders that both
+databases accept; a `Database` runs them in transactions. `SQLiteDatabase` (sqlite.py) and
+`PostgresDatabase` (postgres.py) implement it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+class Cursor(Protocol):
+    """The result of one statement."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed (for INSERT, UPDATE, DELETE)."""
+        ...
+
+    def fetchone(self) -> Row | None:
+        """The next row (a tuple of the selected columns), or None when there is none."""
+        ...
+
+    def fetchall(self) -> list[Row]:
+        """The remaining rows, each a tuple of the selected columns."""
+        ...
+
+
+class Connection(Protocol):
+    """What a query function may do with the connection it is given: run statements (`?` placeholders,
+    positional parameters) inside the transaction the database opened for it. It must not commit,
+    roll back or keep the connection beyond the call."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
+
+
+class Database(Protocol):
+    """A SQL database holding the metadata schema. `fn` is a function of a `Connection`, run in a
+    worker thread or on the event loop (see each method); it must only touch the database, since it
+    may run more than once, and its result is returned as it is."""
+
+    dialect: str  # "sqlite" or "postgresql", for the migrations that differ
+
+    async def open(self) -> None:
+        """Connect, and bring the schema up to date (one process at a time)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; nothing may run afterwards."""
+        ...
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn`, a short read (a statement or two on indexed tables): it sees committed data, not
+        necessarily one snapshot across statements. On SQLite it runs on the event loop."""
+        ...
+
+    async def scan(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one read-only snapshot, in a worker thread: for reads too long for the loop."""
+        ...
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` as one transaction, as if alone: committed when this returns, rolled back (and the
+        exception raised again) when `fn` raises. PostgreSQL runs it SERIALIZABLE and runs it again
+        from scratch on a serialization conflict; SQLite runs writes one at a time on one thread, and
+        writes that queue meanwhile share one commit (each in a savepoint of its own)."""
+        ...
+
+
+def one(cursor: Cursor) -> Row:
+    """The row an aggregate query (`SELECT COUNT(*) ...`) always returns."""
+    row = cursor.fetchone()
+    assert row is not None, "an aggregate query returned no row"
+    return row
+
+
+def placeholders(n: int) -> str:
+    """`?, ?, ...` for an `IN (...)` of `n` values."""
+    return ",".join("?" * n)
