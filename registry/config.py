@@ -97,9 +97,9 @@ class IssuerSettings:
 
 @dataclass
 class TokenSettings:
-    path: str = "/auth/token"  # where the built-in token service answers
+    path: str = "/auth/token"  # where the built-in token server answers
     realm: str | None = None  # token URL in challenges; default this server's `path`
-    service: str = "registry"  # the audience of tokens
+    service: str = "registry"  # the audience of tokens (the token spec calls it service)
     issuer: str = "registry-token-issuer"
     algorithm: str = "ES256"  # ES256 or RS256
     key: str | None = None  # PEM private key; default <data_dir>/token-key.pem, generated
@@ -191,7 +191,9 @@ def parse_duration(value: str) -> float:
 def _leaf_type(hint: Any) -> type:
     """The concrete type of a leaf field (`int | None` -> int)."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        return next(a for a in typing.get_args(hint) if a is not type(None))
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if not isinstance(hint, type):
+        raise TypeError(f"not a type a setting can have: {hint!r}")
     return hint
 
 
@@ -210,7 +212,7 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping")
         return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping")
         target = hint()

@@ -1,4 +1,4 @@
-"""The built-in token service: signs in users and grants what the rules allow of what they ask."""
+"""The built-in token server: signs in users and grants what the rules allow of what they ask."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ from registry.errors import Unauthorized
 
 
 class TokenServer:
+    """Answers token requests for `issuer.audience`, signing in users with `passwords`."""
+
     def __init__(self, issuer: TokenIssuer, rules: Rules, passwords: Passwords, realm: str):
         self.issuer, self.rules, self.passwords = issuer, rules, passwords
         self.challenge = {"WWW-Authenticate": f'Basic realm="{realm}"'}
 
+    @property
+    def audience(self) -> str:
+        """The audience of the tokens served: a request's `service` parameter, when given, must name it."""
+        return self.issuer.audience
+
     def refuse(self, message: str, detail: object = None) -> Unauthorized:
-        """401 with a Basic challenge, as an answer to credentials the service cannot accept."""
+        """401 with a Basic challenge, as an answer to credentials the server cannot accept."""
         return Unauthorized(detail, message=message, headers=self.challenge)
 
     async def sign_in(self, user: str, password: str, address: str) -> str:
@@ -47,7 +54,7 @@ class TokenServer:
                 granted.append(access("registry", "catalog", ["*"]))  # the listing itself is filtered
         return granted
 
-    def respond(self, user: str | None, requested: list[Access], offline: bool) -> dict:
+    def respond(self, user: str | None, requested: list[Access], offline: bool) -> dict[str, object]:
         """The token response: `token` and `access_token` (the same JWT), its lifetime, and a
         `refresh_token` when a signed-in user asked for offline access. Raises TokenRequestInvalid
         when the token would be larger than the registry accepts (TOKEN_MAX_BYTES)."""
@@ -57,14 +64,14 @@ class TokenServer:
             raise TokenRequestInvalid(
                 {"token_bytes": len(issued.token)}, message="the scopes asked for do not fit in one token"
             )
-        body = {
+        body: dict[str, object] = {
             "token": issued.token,
             "access_token": issued.token,
             "expires_in": issued.expires_in,
             "issued_at": issued.issued_at,
             "scope": " ".join(str(a) for a in granted),
         }
-        fingerprint = self.passwords.htpasswd.fingerprint(user) if user else None
-        if offline and fingerprint is not None:
+        fingerprint = self.passwords.htpasswd.fingerprint(user) if offline and user else None
+        if user and fingerprint is not None:
             body["refresh_token"] = self.issuer.issue_refresh(user, fingerprint)
         return body
