@@ -30,7 +30,7 @@ class HttpSettings:
     tls_certificate: str | None = None  # PEM certificate chain: serve HTTPS
     tls_key: str | None = None  # its PEM private key
     workers: int = 0  # processes serving requests; 0: one per CPU core
-    server: str = "granian"  # the ASGI server: granian (faster here) or uvicorn
+    server: str = "granian"  # the ASGI server: granian or uvicorn (README, "How it serves")
     # Proxies (CIDRs) whose X-Forwarded-For names the client: the right-most address not one of them counts
     trusted_proxies: list[str] = field(default_factory=list)
     # Connection limits (README, "Connection limits"). Every open connection costs a file descriptor and up

@@ -6,9 +6,8 @@ import ctypes
 import ctypes.util
 
 # glibc gives each thread that allocates at once an arena of its own, up to 8 per core. A worker's
-# threads (the index writer, file I/O, password checks, the collector's scans) each left memory
-# stranded in one: ten arenas a worker in a 30-minute soak with collections, which then held
-# 54-55 MiB; with two, 51-52 MiB and flat (`make soak`).
+# threads (the metadata writer, file I/O, password checks, the collector's scans) each left memory
+# stranded in one; with two, a worker's memory levels off (README, the soak under "Speed").
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
 
@@ -24,4 +23,5 @@ def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(_M_ARENA_MAX, arenas) == 1
+    done: int = mallopt(_M_ARENA_MAX, arenas)
+    return done == 1
