@@ -105,7 +105,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     return Descriptor(media_type, digest, size, artifact_type, _annotations(value, where), tuple(urls))
 
 
-def _annotations(value: dict, where: str) -> dict[str, str] | None:
+def _annotations(value: dict[str, Any], where: str) -> dict[str, str] | None:
     annotations = value.get("annotations")
     if annotations is None:
         return None
@@ -114,14 +114,14 @@ def _annotations(value: dict, where: str) -> dict[str, str] | None:
     return annotations
 
 
-def _descriptors(doc: dict, field: str) -> tuple[Descriptor, ...]:
+def _descriptors(doc: dict[str, Any], field: str) -> tuple[Descriptor, ...]:
     values = doc.get(field)
     if not isinstance(values, list):
         raise _invalid(f"{field} must be a list")
     return tuple(_descriptor(v, f"{field}[{i}]") for i, v in enumerate(values))
 
 
-def _media_type(doc: dict, content_type: str | None) -> str:
+def _media_type(doc: dict[str, Any], content_type: str | None) -> str:
     declared = doc.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise _invalid("mediaType must be a string")
@@ -178,7 +178,7 @@ def _check_depth(doc: Any) -> None:
     raise _invalid(f"the document is nested more than {MAX_DEPTH} levels deep")
 
 
-def _dicts(level: list[Any]) -> list[dict]:
+def _dicts(level: list[Any]) -> list[dict[Any, Any]]:
     return [c for c in level if type(c) is dict]
 
 

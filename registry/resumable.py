@@ -43,9 +43,10 @@ class Sha256:
     def __init__(self, state: bytes | None = None):
         if _lib is None:
             raise RuntimeError("libcrypto's SHA256 functions are not available")
+        self._lib = _lib
         if state is None:
             self._ctx = ctypes.create_string_buffer(_CTX_SIZE)
-            _lib.SHA256_Init(self._ctx)
+            self._lib.SHA256_Init(self._ctx)
         elif len(state) == _CTX_SIZE:
             self._ctx = ctypes.create_string_buffer(state, _CTX_SIZE)
         else:
@@ -54,10 +55,10 @@ class Sha256:
     def update(self, data: bytes | bytearray | memoryview) -> None:
         """Hash `data`: bytes, or a writable buffer (bytearray, mmap, a memoryview of one)."""
         if isinstance(data, bytes):
-            _lib.SHA256_Update(self._ctx, data, len(data))
+            self._lib.SHA256_Update(self._ctx, data, len(data))
         else:
             view = memoryview(data)
-            _lib.SHA256_Update(self._ctx, (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes)
+            self._lib.SHA256_Update(self._ctx, (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes)
 
     def state(self) -> bytes:
         """The running state; `Sha256(state)` continues from it."""
@@ -67,5 +68,5 @@ class Sha256:
         """The digest of everything so far (the running state stays usable)."""
         ctx = ctypes.create_string_buffer(self._ctx.raw, _CTX_SIZE)
         out = ctypes.create_string_buffer(32)
-        _lib.SHA256_Final(out, ctx)
+        self._lib.SHA256_Final(out, ctx)
         return out.raw.hex()

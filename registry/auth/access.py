@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from registry.errors import RegistryError
@@ -23,12 +24,12 @@ class Access:
     def __str__(self) -> str:
         return f"{self.type}:{self.name}:{','.join(self.actions)}"
 
-    def claim(self) -> dict:
+    def claim(self) -> dict[str, object]:
         """The form of an entry of a token's `access` claim."""
         return {"type": self.type, "name": self.name, "actions": list(self.actions)}
 
 
-def access(type_: str, name: str, actions) -> Access:
+def access(type_: str, name: str, actions: Iterable[str]) -> Access:
     return Access(type_, name, tuple(sorted(set(actions))))
 
 
@@ -89,7 +90,7 @@ def parse_scopes(values: list[str]) -> list[Access]:
 
 def covers(granted: list[Access], needed: Access) -> bool:
     """Whether the `granted` entries together allow every action of `needed`."""
-    actions = set()
+    actions: set[str] = set()
     for entry in granted:
         if entry.type == needed.type and entry.name == needed.name:
             actions.update(entry.actions)

@@ -27,12 +27,12 @@ class TokenGate:
         users: Htpasswd,
     ):
         self.verifier, self.rules, self.own_issuer, self.users = verifier, rules, own_issuer, users
-        self.realm, self.token_path, self.service = realm, token_path, verifier.audience
+        self.realm, self.token_path, self.audience = realm, token_path, verifier.audience
 
     def _challenge(self, request: Request, needed: list[Access], error: str | None) -> Unauthorized:
         host = valid_host(request.headers.get("host")) or "localhost"  # the edge already refused any other
         realm = self.realm or f"{request.url.scheme}://{host}{self.token_path}"
-        params = [f'realm="{realm}"', f'service="{self.service}"']
+        params = [f'realm="{realm}"', f'service="{self.audience}"']  # the token spec calls the audience service
         if needed:
             params.append(f'scope="{" ".join(str(a) for a in needed)}"')
         if error:

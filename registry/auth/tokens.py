@@ -15,6 +15,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from registry.auth.access import Access, from_claim
 from registry.files import write_private_file
@@ -28,12 +29,15 @@ TOKEN_MAX_BYTES = 8 << 10  # larger Bearer tokens are refused unread
 CACHE_MAX_BYTES = 8 << 20  # verified tokens kept, counted by their size (see _cost)
 CACHE_ENTRY_OVERHEAD = 512  # bytes per cache entry besides the token: key, claims, list entries
 
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey  # what we sign with (ES256, RS256)
+VerifyingKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey  # what we verify with (ES*, RS*, PS*)
+
 
 class InvalidToken(Exception):
     """The token is not one to honour; the message says why."""
 
 
-def key_id(public_key) -> str:
+def key_id(public_key: PublicKeyTypes) -> str:
     """The libtrust key id Distribution uses: base32 of the first 30 bytes of the SHA-256 of the
     DER public key, in groups of four joined by `:`."""
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -41,7 +45,7 @@ def key_id(public_key) -> str:
     return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
-def load_or_create_key(path: str, algorithm: str):
+def load_or_create_key(path: str, algorithm: str) -> SigningKey:
     """The private key in PEM file `path`, generated there (P-256 for ES256, RSA 3072 for RS256)
     when the file does not exist."""
     if algorithm not in SIGNING_ALGORITHMS:
@@ -66,7 +70,8 @@ def load_or_create_key(path: str, algorithm: str):
 
 @dataclass(frozen=True, slots=True)
 class TrustedKey:
-    """A public key whose tokens we accept from `issuer`."""
+    """A public key whose tokens we accept from `issuer` (any a certificate or JWKS holds; only a
+    `VerifyingKey` is ever used)."""
 
     key: object
     kid: str | None
@@ -110,26 +115,28 @@ class Claims:
 
 
 class TokenIssuer:
-    """Signs access tokens for `service` (the audience) and long-lived refresh tokens."""
+    """Signs access tokens for `audience` (the token spec's `service`) and long-lived refresh tokens."""
 
-    def __init__(self, private_key, algorithm: str, issuer: str, service: str, expiry_s: int, refresh_expiry_s: int):
+    def __init__(
+        self, private_key: SigningKey, algorithm: str, issuer: str, audience: str, expiry_s: int, refresh_expiry_s: int
+    ):
         self.private_key, self.algorithm = private_key, algorithm
-        self.issuer, self.service = issuer, service
+        self.issuer, self.audience = issuer, audience
         self.expiry_s, self.refresh_expiry_s = expiry_s, refresh_expiry_s
         self.kid = key_id(private_key.public_key())
 
     def trusted_key(self) -> TrustedKey:
         return TrustedKey(self.private_key.public_key(), self.kid, self.issuer)
 
-    def _sign(self, claims: dict) -> str:
+    def _sign(self, claims: dict[str, object]) -> str:
         return jwt.encode(claims, self.private_key, algorithm=self.algorithm, headers={"kid": self.kid})
 
     def issue(self, subject: str | None, access: list[Access]) -> IssuedToken:
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
             "iss": self.issuer,
             "sub": subject or "",
-            "aud": self.service,
+            "aud": self.audience,
             "exp": now + self.expiry_s,
             "nbf": now - 1,
             "iat": now,
@@ -142,10 +149,10 @@ class TokenIssuer:
     def issue_refresh(self, subject: str, fingerprint: str) -> str:
         """A refresh token for `subject`, void once their password (`fingerprint`) changes."""
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
             "iss": self.issuer,
             "sub": subject,
-            "aud": self.service,
+            "aud": self.audience,
             "exp": now + self.refresh_expiry_s,
             "iat": now,
             "jti": secrets.token_urlsafe(16),
@@ -161,7 +168,7 @@ class TokenIssuer:
                 token,
                 self.private_key.public_key(),
                 algorithms=[self.algorithm],
-                audience=self.service,
+                audience=self.audience,
                 issuer=self.issuer,
                 leeway=LEEWAY_S,
                 options={"require": ["exp", "iss", "aud", "sub"]},
@@ -173,10 +180,11 @@ class TokenIssuer:
         return claims["sub"], claims["fp"]
 
 
-def _suits(key: object, algorithm: str) -> bool:
+def _verifying_key(key: object, algorithm: str) -> VerifyingKey | None:
+    """`key` when it can check `algorithm` (EC keys ES*, RSA keys RS* and PS*), else None."""
     if algorithm.startswith("ES"):
-        return isinstance(key, ec.EllipticCurvePublicKey)
-    return isinstance(key, rsa.RSAPublicKey)
+        return key if isinstance(key, ec.EllipticCurvePublicKey) else None
+    return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
 def _cost(token: str, claims: Claims) -> int:
@@ -229,18 +237,22 @@ class TokenVerifier:
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
             raise InvalidToken(f"algorithm {algorithm!r} is not accepted")
-        candidates = [k for k in self.keys if _suits(k.key, algorithm) and (kid is None or k.kid in (None, kid))]
+        candidates = [
+            (key, k.issuer)
+            for k in self.keys
+            if (key := _verifying_key(k.key, algorithm)) is not None and (kid is None or k.kid in (None, kid))
+        ]
         if not candidates:
             raise InvalidToken("no trusted key matches the token")
         error = "no trusted key matches the token"
-        for candidate in candidates:
+        for key, issuer in candidates:
             try:
                 claims = jwt.decode(
                     token,
-                    candidate.key,
+                    key,
                     algorithms=[algorithm],
                     audience=self.audience,
-                    issuer=candidate.issuer,
+                    issuer=issuer,
                     leeway=LEEWAY_S,
                     options={"require": ["exp", "iss", "aud"]},
                 )
@@ -251,5 +263,5 @@ class TokenVerifier:
                 continue
             if claims.get("typ") == REFRESH_TYPE:
                 raise InvalidToken("a refresh token is not an access token")
-            return Claims(claims.get("sub") or None, candidate.issuer, from_claim(claims.get("access")), claims["exp"])
+            return Claims(claims.get("sub") or None, issuer, from_claim(claims.get("access")), claims["exp"])
         raise InvalidToken(error)

@@ -16,7 +16,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import bcrypt
 
@@ -30,6 +32,8 @@ REMEMBER_S = 300.0
 REMEMBER_MAX = 4096
 BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; bcrypt 5 raises on longer passwords instead
 RESTAT_S = 1.0  # `has_user` looks at the file at most this often
+
+T = TypeVar("T")
 
 
 class UserError(ValueError):
@@ -99,7 +103,7 @@ class Htpasswd:
         """Whether `password` was found right for `user` within REMEMBER_S (and the file is unchanged)."""
         return user in self._current() and self._remembered.get(self._key(user, password), 0.0) > time.monotonic()
 
-    async def _hashing(self, fn, *args):
+    async def _hashing(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` on the password threads; TooManyRequests when too many already wait."""
         if self._running >= self._threads + self._queue:
             raise TooManyRequests(

@@ -23,10 +23,8 @@ def _service(request: Request) -> TokenServer:
 
 
 def _check_audience(service: TokenServer, asked: str | None) -> None:
-    if asked and asked != service.issuer.service:
-        raise TokenRequestInvalid(
-            {"service": asked[:100]}, message=f"this token service serves {service.issuer.service!r}"
-        )
+    if asked and asked != service.audience:
+        raise TokenRequestInvalid({"service": asked[:100]}, message=f"this token service serves {service.audience!r}")
 
 
 async def get_token(request: Request) -> Response:

@@ -146,7 +146,7 @@ def _claims(seeded: Seeded, **changes: Any) -> dict:
     claims = {
         "iss": issuer.issuer,
         "sub": "root",
-        "aud": issuer.service,
+        "aud": issuer.audience,
         "exp": now + 300,
         "nbf": now - 1,
         "iat": now,
