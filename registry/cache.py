@@ -1,5 +1,5 @@
 """A bounded in-memory cache of content-addressed bytes (manifests): a digest's bytes never change,
-so an entry is never stale; it only has to be found in the index first."""
+so an entry is never stale; it only has to be found in the metadata store first."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-INT64_MAX = 2**63 - 1  # the largest size or offset the index can hold
+INT64_MAX = 2**63 - 1  # the largest size or offset the metadata store can hold
 
 
 class NumberInvalid(ValueError):

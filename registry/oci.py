@@ -21,7 +21,7 @@ DOCKER_SCHEMA1 = (
 )
 
 # Real manifests nest four or five levels deep; anything past this is refused before it can cost
-# recursion anywhere (json, the index, a client).
+# recursion anywhere (json, the metadata store, a client).
 MAX_DEPTH = 64
 
 IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
@@ -71,7 +71,7 @@ class Manifest:
 
 def is_type_name(value: str) -> bool:
     """Whether `value` can be a media or artifact type: non-empty printable text (no control, format
-    or separator characters other than space; a NUL, for one, no index can store)."""
+    or separator characters other than space; a NUL, for one, PostgreSQL cannot store)."""
     return value != "" and value.isprintable()
 
 
@@ -184,7 +184,7 @@ def _dicts(level: list[Any]) -> list[dict[Any, Any]]:
 
 def _check_surrogates(doc: Any) -> None:
     """Refuse a document holding a lone surrogate (from an escape such as `\\udfff`) in any key or
-    string: no UTF-8 encoder, and so no index or client, accepts one. Re-encoding finds it in C."""
+    string: no UTF-8 encoder, and so no metadata store or client, accepts one. Re-encoding finds it in C."""
     try:
         json.dumps(doc, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as e:

@@ -1,7 +1,7 @@
 """A SHA-256 whose running state can be saved and resumed in another process.
 
 Chunks of one upload may reach different processes; each saves the hash state after its chunk (in
-the index, with the chunk) and the next one resumes from it, so that no byte is hashed twice. The
+the metadata store, with the chunk) and the next one resumes from it, so that no byte is hashed twice. The
 state is OpenSSL's `SHA256_CTX` (libcrypto, the library `hashlib` uses), driven through ctypes;
 ctypes releases the GIL while it hashes. Where libcrypto lacks those functions, `Sha256.available`
 is False and callers hash with `hashlib` (no resuming).

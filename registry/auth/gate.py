@@ -62,7 +62,7 @@ class Passwords:
 
     async def check(self, user: str, password: str, address: str) -> bool:
         """Whether the password is right; raises TooManyRequests after too many failures, or when
-        too many password checks are waiting. A password remembered as right costs no index write."""
+        too many password checks are waiting. A password remembered as right costs no metadata write."""
         if self.htpasswd.remembered(user, password):
             return True
         attempt = await self.limiter.reserve(user, address)
