@@ -1,4 +1,4 @@
-"""Failed-login limits, kept in the index so every worker and replica counts the same failures.
+"""Failed-login limits, kept in the metadata store so every worker and replica counts the same failures.
 
 Each password check is reserved (counted as a failure) before it runs and released when the password
 was right, so a burst of parallel attempts gets no more checks than the limit allows. Limits apply
@@ -17,8 +17,8 @@ KEY_MAX_LENGTH = 128
 
 
 def stored_key(value: str) -> str:
-    """`value` (a user name or an address, as the client sent it) as the index keeps it: itself when
-    it is short printable text, else `#` and its SHA-256, since the index cannot hold every string
+    """`value` (a user name or an address, as the client sent it) as the metadata store keeps it: itself when
+    it is short printable text, else `#` and its SHA-256, since the store cannot hold every string
     (PostgreSQL refuses a NUL) and an unbounded one would let a client grow it."""
     if len(value) <= KEY_MAX_LENGTH and value.isprintable() and not value.startswith("#"):
         return value

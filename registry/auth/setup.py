@@ -1,4 +1,4 @@
-"""Builds the gate and the token service that the settings describe."""
+"""Builds the gate and the token server that the settings describe."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def build_auth(settings: Settings, metadata: Metadata) -> Auth:
-    """The auth parts for `settings`, counting failed logins in `index`; reads (or, for tokens,
+    """The auth parts for `settings`, counting failed logins in `metadata`; reads (or, for tokens,
     creates) key files."""
     config = settings.auth
     if config.mode == "none":
