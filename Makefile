@@ -39,11 +39,11 @@ format: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[test,bench]'
 	bench/deps.sh
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 # The 30-minute soak alone (also the last workload of `make bench`): worker RSS under mixed load, judged flat.
 soak: $(VENV)/.test-installed
-	$(BIN)/python bench/soak.py
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) data

@@ -5,8 +5,8 @@ rows and files a push would leave, without the HTTP round trips), untags a fifth
 then times `registry gc --delete-untagged` in-process. Prints a table and writes
 bench/results/gc_scale.json.
 
-    .venv/bin/python bench/gc_scale.py                    # 1,250 / 2,500 / 5,000 / 10,000 / 20,000 manifests
-    .venv/bin/python bench/gc_scale.py --manifests 10000  # one size
+    .venv/bin/python -m bench.gc_scale                    # 1,250 / 2,500 / 5,000 / 10,000 / 20,000 manifests
+    .venv/bin/python -m bench.gc_scale --manifests 10000  # one size
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ send part of a request head and one more header line every `--dribble-s` seconds
 server closes is opened again at once. Samples the server's RSS from /proc every second. Loopback only; stops by
 itself; one client process on a shared machine: its own CPU can be what limits the rate.
 
-Run:  .venv/bin/python bench/load.py --port 5000 [--connections 2000 --slow 2000 --seconds 60 --pid SERVER_PID]
-As a workload of bench/run.py:  .venv/bin/python bench/run.py --only load
+Run from the project directory:
+      .venv/bin/python -m bench.load --port 5000 [--connections 2000 --slow 2000 --seconds 60 --pid SERVER_PID]
+As a workload of the suite:  .venv/bin/python -m bench.run --only load
 """
 
 from __future__ import annotations
@@ -15,26 +16,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
-import os
 import resource
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+from bench import HOST
+from bench.client import OCI_MANIFEST, Connection, parse_headers, push_image
+from bench.metrics import rss_kib, tree_pids
+
 CONNECT_TIMEOUT_S = 10.0
 ANSWER_TIMEOUT_S = 30.0  # an answer slower than this counts as an error
 WRONG_ANSWERS = ("HTTP", "short body")  # error kinds that are wrong answers, not slow or dropped ones
-
-
-class LoadError(RuntimeError):
-    """The image could not be pushed: the load numbers would not mean anything."""
 
 
 @dataclass
@@ -62,102 +58,14 @@ def raise_open_files() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def tree_pids(root: int) -> list[int]:
-    """`root` and its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def rss_kib(pids: list[int]) -> int:
-    """Summed VmRSS of `pids` (those gone count 0)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
-
-
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 response with a Content-Length: status, headers (lower-case names), body."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
+    headers = parse_headers(lines[1:])
     body = await reader.readexactly(int(headers.get("content-length", "0")))
     return status, headers, body
-
-
-async def exchange(
-    port: int, method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    """One request on its own connection."""
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {HOST}:{port}", f"Content-Length: {len(body)}"]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        return await asyncio.wait_for(read_answer(reader), ANSWER_TIMEOUT_S)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def push_blob(port: int, name: str, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    status, headers, _ = await exchange(port, "POST", f"/v2/{name}/blobs/uploads/")
-    if status != 202:
-        raise LoadError(f"POST upload: HTTP {status}")
-    location = headers["location"]
-    location = location.split(f"{port}", 1)[1] if location.startswith("http") else location
-    separator = "&" if "?" in location else "?"
-    status, _, _ = await exchange(port, "PUT", f"{location}{separator}digest={digest}", data)
-    if status != 201:
-        raise LoadError(f"PUT upload: HTTP {status}")
-    return digest
-
-
-async def push_image(port: int, name: str, layer_size: int) -> tuple[str, bytes, str, int]:
-    """Push a small image; return the manifest target, its bytes, the layer's blob target and size."""
-    layer = os.urandom(layer_size)
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
-    config_digest = await push_blob(port, name, config.encode())
-    layer_digest = await push_blob(port, name, layer)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}
-            ],
-        }
-    ).encode()
-    headers = {"Content-Type": OCI_MANIFEST}
-    status, _, _ = await exchange(port, "PUT", f"/v2/{name}/manifests/latest", manifest, headers)
-    if status != 201:
-        raise LoadError(f"PUT manifest: HTTP {status}")
-    return f"/v2/{name}/manifests/latest", manifest, f"/v2/{name}/blobs/{layer_digest}", layer_size
 
 
 async def puller(
@@ -244,11 +152,19 @@ async def run_load(
     port: int, *, connections: int, slow: int, seconds: float, dribble_s: float = 1.0, server_pid: int | None = None
 ) -> dict[str, Any]:
     """Push an image, hold the load for `seconds`, return the stats: rate (answers/s), p50/p99 (ms), errors, ..."""
-    manifest_target, manifest, blob_target, blob_size = await push_image(port, "bench/load", 16 << 10)
+    connection = Connection(port)
+    try:
+        image = await push_image(connection, "bench/load", "latest", 16 << 10)
+    finally:
+        await connection.close()
     host = f"Host: {HOST}:{port}\r\n"
+    manifest_target, blob_target = (
+        f"/v2/{image.name}/manifests/{image.tag}",
+        f"/v2/{image.name}/blobs/{image.layer_digest}",
+    )
     requests = [
-        (f"GET {manifest_target} HTTP/1.1\r\n{host}Accept: {OCI_MANIFEST}\r\n\r\n".encode(), len(manifest)),
-        (f"GET {blob_target} HTTP/1.1\r\n{host}\r\n".encode(), blob_size),
+        (f"GET {manifest_target} HTTP/1.1\r\n{host}Accept: {OCI_MANIFEST}\r\n\r\n".encode(), image.manifest_size),
+        (f"GET {blob_target} HTTP/1.1\r\n{host}\r\n".encode(), image.layer_size),
     ]
     tally = Tally()
     loop_started = time.monotonic()
@@ -305,7 +221,7 @@ def load(port: int, **options: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="the registry on 127.0.0.1")
     parser.add_argument("--connections", type=int, default=2000, help="keep-alive pulling connections")
     parser.add_argument("--slow", type=int, default=2000, help="sockets dribbling unfinished request heads")

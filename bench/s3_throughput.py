@@ -5,7 +5,7 @@ monolithic push (POST ?digest= with the body), a streamed push (POST, one PATCH,
 (GET, following the 307 to S3 when redirects are on). Prints MiB/s medians over --rounds and writes
 bench/results/s3_throughput.json.
 
-    .venv/bin/python bench/s3_throughput.py --size-mib 256 --rounds 3
+    .venv/bin/python -m bench.s3_throughput --size-mib 256 --rounds 3     (from the project directory)
 """
 
 from __future__ import annotations
@@ -16,19 +16,16 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-import docker_push_pull as dpp  # bench/ is sys.path[0] when this file runs as a script
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support.processes import free_port
+from bench import RESULTS_DIR
+from bench.servers import Server, start_ours, stop
 from tests.support.services import SeaweedS3
 
-RESULTS = Path(__file__).parent / "results" / "s3_throughput.json"
-REGISTRY = Path(sys.executable).with_name("registry")
+RESULTS = RESULTS_DIR / "s3_throughput.json"
 
 
 def curl(*args: str) -> float:
@@ -41,24 +38,16 @@ def curl(*args: str) -> float:
     return float(out.stdout)
 
 
-def start_registry(directory: Path, s3: SeaweedS3, bucket: str, redirect: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    config = directory / "config.yaml"
-    s3_settings = (
-        f"{{bucket: {bucket}, endpoint: '{s3.endpoint}', region: {s3.region}, redirect: {str(redirect).lower()}}}"
-    )
-    config.write_text(f"data_dir: {directory}\nlog: {{access: false}}\nstorage:\n  s3: {s3_settings}\n")
-    env = {**os.environ, **s3.env()}
-    with open(directory / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [str(REGISTRY), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    dpp.wait_ready(f"{url}/healthz", process)
-    return process, url
+def start_registry(tmp: Path, directory: str, s3: SeaweedS3, bucket: str, redirect: bool) -> Server:
+    """Our registry with its blobs in `bucket` (SQLite index under `tmp/directory`), redirecting blob GETs or not."""
+    env = {
+        **s3.env(),
+        "REGISTRY_STORAGE_S3_BUCKET": bucket,
+        "REGISTRY_STORAGE_S3_ENDPOINT": s3.endpoint,
+        "REGISTRY_STORAGE_S3_REGION": s3.region,
+        "REGISTRY_STORAGE_S3_REDIRECT": str(redirect).lower(),
+    }
+    return start_ours(tmp, env, directory, access_log=False)
 
 
 def round_trip(url: str, blob: Path, digest: str, repository: str) -> dict[str, float]:
@@ -94,13 +83,12 @@ def main() -> None:
         digest = f"sha256:{hasher.hexdigest()}"
         for n in range(args.rounds):
             for mode, redirect in (("streamed through the registry", False), ("redirected to S3", True)):
-                directory = Path(tempfile.mkdtemp(dir=tmp))
-                process, url = start_registry(directory, s3, "bench", redirect)
+                kind = "redirect" if redirect else "stream"
+                server = start_registry(Path(tmp), f"r{n}-{kind}", s3, "bench", redirect)
                 try:
-                    results[mode].append(round_trip(url, blob, digest, f"r{n}/{'redirect' if redirect else 'stream'}"))
+                    results[mode].append(round_trip(server.url(""), blob, digest, f"r{n}/{kind}"))
                 finally:
-                    process.terminate()
-                    process.wait()
+                    stop(server)
     summary = {
         mode: {k: round(statistics.median(r[k] for r in rounds), 1) for k in rounds[0]}
         for mode, rounds in results.items()

@@ -1,6 +1,6 @@
 """Soak: mixed registry traffic for `--minutes` against a 2-worker server, worker RSS sampled every 30 s, judged flat.
 
-Starts `registry serve` (through docker_push_pull's start_ours) with fresh disk storage, `--workers` workers, the
+Starts `registry serve` (through `bench.servers.start_ours`) with fresh disk storage, `--workers` workers, the
 server's own collector every `--gc-interval` (grace `--gc-grace`, abandoned uploads purged after `--purge-after`) and
 a manifest cache of `--cache-bytes` a worker (1 MiB, so that it is full within the warm-up), then runs `--clients`
 loopback client tasks at `--rate` operations a second in all (100, about 200 requests/s: a steady load, not the
@@ -18,8 +18,9 @@ samples exceeds that of the middle third by at most `--max-growth`, and the leas
 the second half is at most `--max-slope` MiB/min. The first third is warm-up (caches, allocator arenas, the index's
 page cache fill there). A worker that restarts, or errors above 0.1% of requests, also fail the run.
 
-Run:  .venv/bin/python bench/soak.py                  (30 minutes)
-      .venv/bin/python bench/soak.py --minutes 3      (a shake-out run)
+Run from the project directory:
+      .venv/bin/python -m bench.soak                  (30 minutes)
+      .venv/bin/python -m bench.soak --minutes 3      (a shake-out run)
       make soak                                       (the same as the first)
 Other users of the machine change the request rate, not whether RSS is flat.
 """
@@ -42,13 +43,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker_push_pull as dpp  # bench/ is sys.path[0] when this file runs as a script
-import run as bench  # the asyncio HTTP client and push helpers of the main benchmark
+from bench import RESULTS_DIR, BenchError, command_line
+from bench.client import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    OCTET,
+    Connection,
+    Reply,
+    expect,
+    run_async,
+    sha256_digest,
+    target_of,
+    with_query,
+)
+from bench.logs import read_new_log
+from bench.metrics import load_average, proc_status_kib, tree_pids
+from bench.servers import OURS_BIN, Server, env_pair, settle_workers, start_ours
+from bench.session import Run, cleanup
 
-RESULTS_DIR = dpp.BENCH_DIR / "results"
-MIB = dpp.MIB
-OCTET = bench.OCTET
-OCI_MANIFEST = bench.OCI_MANIFEST
 REPOSITORIES = 12
 SHARED_LAYERS = 6
 LIVE_PER_CLIENT = 30  # images a client keeps before it retires its oldest
@@ -97,7 +110,7 @@ class Tally:
 
 
 @dataclass
-class Sample:
+class RssSample:
     """One RSS sample: when (seconds since the load started), the machine's load, what was done so far, and the
     RSS and anonymous RSS (KiB) of the server process and of each worker by pid."""
 
@@ -115,31 +128,31 @@ class Client:
 
     def __init__(self, number: int, port: int, tally: Tally, rng: random.Random, shared: dict[str, bytes]):
         self.number, self.tally, self.rng, self.shared = number, tally, rng, shared
-        self.connection = bench.Connection(port)
+        self.connection = Connection(port)
         self.images: list[Image] = []
         self.pushed = 0
 
-    async def request(self, method: str, target: str, status: int, body: bytes = b"", **headers: str) -> bench.Reply:
+    async def request(self, method: str, target: str, status: int, body: bytes = b"", **headers: str) -> Reply:
         """One request that must answer `status` (BenchError otherwise)."""
         self.tally.requests += 1
         reply = await self.connection.request(
             method, target, body, {k.replace("_", "-"): v for k, v in headers.items()}
         )
-        return bench.expect(reply, status, f"{method} {target}")
+        return expect(reply, status, f"{method} {target}")
 
     # ----------------------------------------------------------------------------------------- pushes
 
     async def push_monolithic(self, repository: str, data: bytes) -> str:
         """One request: POST ?digest= with the body."""
-        digest = bench.sha256_digest(data)
+        digest = sha256_digest(data)
         await self.request("POST", f"/v2/{repository}/blobs/uploads/?digest={digest}", 201, data, Content_Type=OCTET)
         return digest
 
     async def push_chunked(self, repository: str, data: bytes) -> str:
         """POST, a PATCH per chunk with Content-Range, following each Location, then PUT ?digest=."""
-        digest = bench.sha256_digest(data)
+        digest = sha256_digest(data)
         reply = await self.request("POST", f"/v2/{repository}/blobs/uploads/", 202)
-        location = bench.target_of(reply.headers["location"])
+        location = target_of(reply.headers["location"])
         size = max(1, len(data) // self.rng.randint(2, 4))
         for start in range(0, len(data), size):
             piece = data[start : start + size]
@@ -151,20 +164,20 @@ class Client:
                 Content_Type=OCTET,
                 Content_Range=f"{start}-{start + len(piece) - 1}",
             )
-            location = bench.target_of(reply.headers["location"])
-        await self.request("PUT", bench.with_query(location, "digest", digest), 201, Content_Type=OCTET)
+            location = target_of(reply.headers["location"])
+        await self.request("PUT", with_query(location, "digest", digest), 201, Content_Type=OCTET)
         return digest
 
     async def mount_or_push(self, repository: str, data: bytes) -> str:
         """Mount a shared layer from another repository (201), or push it when it is not there yet (202)."""
-        digest = bench.sha256_digest(data)
+        digest = sha256_digest(data)
         source = f"soak/r{self.rng.randrange(REPOSITORIES)}"
         self.tally.requests += 1
         reply = await self.connection.request("POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}")
         if reply.status == 201:
             return digest
-        bench.expect(reply, 202, f"POST mount {digest} from {source}")
-        location = bench.with_query(bench.target_of(reply.headers["location"]), "digest", digest)
+        expect(reply, 202, f"POST mount {digest} from {source}")
+        location = with_query(target_of(reply.headers["location"]), "digest", digest)
         await self.request("PUT", location, 201, data, Content_Type=OCTET)
         return digest
 
@@ -182,12 +195,12 @@ class Client:
                 blobs[await push(repository, data)] = len(data)
         config = json.dumps({"architecture": "amd64", "os": "linux", "soak": secrets.token_hex(8)}).encode()
         config_digest = await self.push_monolithic(repository, config)
-        layers = [{"mediaType": bench.OCI_LAYER, "digest": d, "size": s} for d, s in blobs.items()]
+        layers = [{"mediaType": OCI_LAYER, "digest": d, "size": s} for d, s in blobs.items()]
         manifest = json.dumps(
             {
                 "schemaVersion": 2,
                 "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": bench.OCI_CONFIG, "digest": config_digest, "size": len(config)},
+                "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": len(config)},
                 "layers": layers,
             }
         ).encode()
@@ -195,7 +208,7 @@ class Client:
         tag = f"c{self.number}-{self.pushed}"
         await self.request("PUT", f"/v2/{repository}/manifests/{tag}", 201, manifest, Content_Type=OCI_MANIFEST)
         blobs[config_digest] = len(config)
-        self.images.append(Image(repository, tag, bench.sha256_digest(manifest), blobs))
+        self.images.append(Image(repository, tag, sha256_digest(manifest), blobs))
 
     # ----------------------------------------------------------------------------------------- reads, deletes
 
@@ -204,9 +217,9 @@ class Client:
         reference = self.rng.choice((image.tag, image.digest))
         reply = await self.request(method, f"/v2/{image.repository}/manifests/{reference}", 200, Accept=OCI_MANIFEST)
         if reply.headers.get("docker-content-digest") != image.digest:
-            raise bench.BenchError(f"{method} manifest {image.repository}:{reference}: wrong digest {reply.headers}")
-        if method == "GET" and bench.sha256_digest(reply.body) != image.digest:
-            raise bench.BenchError(f"GET manifest {image.repository}:{reference}: body does not match its digest")
+            raise BenchError(f"{method} manifest {image.repository}:{reference}: wrong digest {reply.headers}")
+        if method == "GET" and sha256_digest(reply.body) != image.digest:
+            raise BenchError(f"GET manifest {image.repository}:{reference}: body does not match its digest")
 
     async def pull_blob(self, image: Image, ranged: bool) -> None:
         """GET a blob of the image whole (digest checked) or a byte range of it (206, length checked)."""
@@ -214,14 +227,14 @@ class Client:
         target = f"/v2/{image.repository}/blobs/{digest}"
         if not ranged or size < 2:
             reply = await self.request("GET", target, 200)
-            if bench.sha256_digest(reply.body) != digest:
-                raise bench.BenchError(f"GET {target}: body does not match its digest")
+            if sha256_digest(reply.body) != digest:
+                raise BenchError(f"GET {target}: body does not match its digest")
             return
         start = self.rng.randrange(size - 1)
         end = self.rng.randrange(start, size)
         reply = await self.request("GET", target, 206, Range=f"bytes={start}-{end}")
         if len(reply.body) != end - start + 1:
-            raise bench.BenchError(f"GET {target} bytes={start}-{end}: {len(reply.body)} bytes")
+            raise BenchError(f"GET {target} bytes={start}-{end}: {len(reply.body)} bytes")
 
     async def tags_list(self, image: Image) -> None:
         """The first page of the tags of a repository the client has an image in (the image's tag among them when
@@ -229,7 +242,7 @@ class Client:
         reply = await self.request("GET", f"/v2/{image.repository}/tags/list?n=50", 200)
         tags = json.loads(reply.body)["tags"]
         if len(tags) < 50 and image.tag not in tags:
-            raise bench.BenchError(f"tags of {image.repository} lack {image.tag}")
+            raise BenchError(f"tags of {image.repository} lack {image.tag}")
 
     async def catalog(self) -> None:
         """Walk the catalog (following Link headers) and check every soak repository with a live image is in it."""
@@ -241,7 +254,7 @@ class Client:
             target = link[link.index("<") + 1 : link.index(">")] if link else ""
         missing = {i.repository for i in self.images} - set(names)
         if missing:
-            raise bench.BenchError(f"catalog lacks {sorted(missing)}")
+            raise BenchError(f"catalog lacks {sorted(missing)}")
 
     async def retire(self) -> None:
         """Delete the oldest image's tag, check the tag is gone, then delete its manifest by digest."""
@@ -253,7 +266,7 @@ class Client:
     async def abandon_upload(self) -> None:
         """Start an upload, send one chunk, never finish it: the collector purges it later."""
         reply = await self.request("POST", f"/v2/soak/r{self.rng.randrange(REPOSITORIES)}/blobs/uploads/", 202)
-        location = bench.target_of(reply.headers["location"])
+        location = target_of(reply.headers["location"])
         await self.request("PATCH", location, 202, secrets.token_bytes(1000), Content_Type=OCTET)
 
     async def step(self) -> None:
@@ -281,7 +294,7 @@ class Client:
             elif kind == "abandon-upload":
                 await self.abandon_upload()
             self.tally.operations[kind] += 1
-        except (bench.BenchError, OSError, asyncio.IncompleteReadError, KeyError, ValueError) as e:
+        except (BenchError, OSError, asyncio.IncompleteReadError, KeyError, ValueError) as e:
             self.tally.error(kind, str(e)[:300])
             await self.connection.close()
 
@@ -291,17 +304,17 @@ class Client:
 
 def status_kib(pid: int) -> tuple[int, int]:
     """VmRSS and RssAnon (KiB) of a process, zeros when it is gone."""
-    return dpp.proc_status_kib(pid, "VmRSS"), dpp.proc_status_kib(pid, "RssAnon")
+    return proc_status_kib(pid, "VmRSS"), proc_status_kib(pid, "RssAnon")
 
 
-def sample(server: dpp.Server, t_s: float, tally: Tally) -> Sample:
+def sample(server: Server, t_s: float, tally: Tally) -> RssSample:
     """The RSS of the server and of each of its workers now."""
-    pids = dpp.tree_pids(server.proc.pid)
+    pids = tree_pids(server.proc.pid)
     workers = sorted(p for p in pids if p != server.proc.pid)
     rss = {p: status_kib(p) for p in workers}
-    return Sample(
+    return RssSample(
         t_s=round(t_s, 1),
-        load=dpp.load_average(),
+        load=load_average(),
         requests=tally.requests,
         errors=sum(tally.errors.values()),
         server_rss_kib=status_kib(server.proc.pid)[0],
@@ -316,7 +329,7 @@ def print_header(workers: list[int]) -> None:
     print(f"{'min':>6} {'load':>5} {'requests':>9} {'req/s':>6} {'errors':>6} {'server':>7}{columns}   (RSS MiB)")
 
 
-def print_row(row: Sample, previous: Sample | None, workers: list[int]) -> None:
+def print_row(row: RssSample, previous: RssSample | None, workers: list[int]) -> None:
     """One sample as a table row (RSS in MiB)."""
     elapsed = row.t_s - (previous.t_s if previous else 0.0)
     rate = (row.requests - (previous.requests if previous else 0)) / elapsed if elapsed > 0 else 0.0
@@ -343,7 +356,7 @@ def slope_per_min(points: list[tuple[float, float]]) -> float:
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread * 60
 
 
-def judge(samples: list[Sample], workers: list[int], args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
+def judge(samples: list[RssSample], workers: list[int], args: argparse.Namespace, tally: Tally) -> dict[str, Any]:
     """Per worker: RSS first/last, growth of the last third's median over the middle third's, slope over the second
     half; the run is flat when every worker is within both limits, no worker restarted and errors stayed rare."""
     per_worker, reasons = {}, []
@@ -386,7 +399,7 @@ def judge(samples: list[Sample], workers: list[int], args: argparse.Namespace, t
 # --------------------------------------------------------------------------------------------- main
 
 
-async def soak(server: dpp.Server, args: argparse.Namespace, tally: Tally) -> tuple[list[Sample], list[int]]:
+async def soak(server: Server, args: argparse.Namespace, tally: Tally) -> tuple[list[RssSample], list[int]]:
     """Run the clients until the time is up, sampling RSS every `args.interval` seconds (first sample at 0)."""
     rng = random.Random(args.seed)
     shared = {f"shared{i}": secrets.token_bytes(rng.choice((2048, 16384))) for i in range(SHARED_LAYERS)}
@@ -405,7 +418,7 @@ async def soak(server: dpp.Server, args: argparse.Namespace, tally: Tally) -> tu
         finally:
             await client.connection.close()
 
-    workers = sorted(p for p in dpp.tree_pids(server.proc.pid) if p != server.proc.pid)
+    workers = sorted(p for p in tree_pids(server.proc.pid) if p != server.proc.pid)
     samples = [sample(server, 0.0, tally)]
     print_header(workers)
     print_row(samples[0], None, workers)
@@ -421,7 +434,7 @@ async def soak(server: dpp.Server, args: argparse.Namespace, tally: Tally) -> tu
     return samples, workers
 
 
-def collections_logged(server: dpp.Server) -> list[str]:
+def collections_logged(server: Server) -> list[str]:
     """The server log's lines about garbage collections (one per run that did not find another one running)."""
     with contextlib.suppress(OSError):
         return [
@@ -432,7 +445,7 @@ def collections_logged(server: dpp.Server) -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0, help="how long the load runs (default 30)")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between RSS samples (default 30)")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes (default 2)")
@@ -455,7 +468,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-growth", type=float, default=2.0, help="flat: MiB last vs middle third (default 2)")
     parser.add_argument("--max-slope", type=float, default=0.1, help="flat: MiB/min over the second half (0.1)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--ours-env", type=bench.env_pair, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--ours-env", type=env_pair, action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=None, help="result file (default bench/results/soak.json)")
     parser.add_argument("--keep-log", action="store_true", help="copy the server log next to the result file")
     args = parser.parse_args(argv)
@@ -469,9 +482,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> bool:
     """Start the server, soak it, print and write the table and verdict; return whether RSS stayed flat."""
     args = parse_args(argv)
-    if not dpp.OURS_BIN.exists():
-        sys.exit(f"{dpp.OURS_BIN} is missing: make the venv first")
-    run = dpp.Run(suffix=secrets.token_hex(4), tmp=Path(tempfile.mkdtemp(prefix="bench-soak-")))
+    if not OURS_BIN.exists():
+        sys.exit(f"{OURS_BIN} is missing: make the venv first")
+    run = Run(suffix=secrets.token_hex(4), tmp=Path(tempfile.mkdtemp(prefix="bench-soak-")))
     env = {
         "REGISTRY_HTTP_WORKERS": str(args.workers),
         "REGISTRY_GC_INTERVAL": args.gc_interval,
@@ -481,20 +494,20 @@ def main(argv: list[str] | None = None) -> bool:
         **dict(args.ours_env),
     }
     tally = Tally()
-    server = dpp.start_ours(run.tmp, env, access_log=False)
+    server = start_ours(run.tmp, env, access_log=False)
     run.servers = [server]
     try:
-        bench.settle_workers(server)
+        settle_workers(server)
         print(
             f"soak: {args.minutes:g} min, {args.clients} clients, {args.workers} workers, collector every"
             f" {args.gc_interval} (grace {args.gc_grace}); server pid {server.proc.pid} on {server.host}",
             flush=True,
         )
         started = time.time()
-        samples, workers = bench.run_async(soak(server, args, tally))
+        samples, workers = run_async(soak(server, args, tally))
         verdict = judge(samples, workers, args, tally)
         collections = collections_logged(server)
-        _, problems = dpp.read_new_log(server)
+        _, problems = read_new_log(server)
         duration = samples[-1].t_s if samples else 0.0
         print(f"\nrequests {tally.requests} ({tally.requests / max(duration, 1):.0f}/s), operations:")
         print("  " + ", ".join(f"{k} {v}" for k, v in sorted(tally.operations.items())))
@@ -511,7 +524,7 @@ def main(argv: list[str] | None = None) -> bool:
         document = {
             "benchmark": "bench/soak.py",
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "command": command_line(),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"env": env},
             "cpus": os.cpu_count(),
             "requests": tally.requests,
@@ -532,8 +545,7 @@ def main(argv: list[str] | None = None) -> bool:
         if args.keep_log:
             with contextlib.suppress(OSError):
                 args.out.with_suffix(".server.log").write_bytes(server.log_path.read_bytes())
-        dpp.stop(server)
-        dpp.cleanup(run)
+        cleanup(run)
 
 
 if __name__ == "__main__":
