@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Docker, RegistryServer, Skopeo, registry_command, start_server
-from tests.e2e.layouts import build_oci_layout
+from tests.support.clients import Docker, Skopeo
+from tests.support.layouts import build_oci_layout
+from tests.support.server import RegistryServer, registry_command, start_server
 
 pytestmark = pytest.mark.e2e
 

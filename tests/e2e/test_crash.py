@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from registry.layout import blob_key
-from tests.e2e.conftest import RegistryServer, registry_command
 from tests.support.backends import BACKENDS, config_yaml, s3_and_postgres
+from tests.support.server import RegistryServer, registry_command
 
 pytestmark = pytest.mark.e2e
 

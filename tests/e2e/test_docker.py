@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.e2e.conftest import Docker, RegistryServer
+from tests.support.clients import Docker
+from tests.support.server import RegistryServer
 
 pytestmark = pytest.mark.e2e
 

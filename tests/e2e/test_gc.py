@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import Docker, RegistryServer, registry_command
+from tests.support.clients import Docker
+from tests.support.server import RegistryServer, registry_command
 
 pytestmark = pytest.mark.e2e
 

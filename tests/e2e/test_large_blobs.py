@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import RegistryServer
+from tests.support.server import RegistryServer
 
 pytestmark = pytest.mark.e2e
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Docker, RegistryServer
 from tests.support.backends import config_yaml, s3_and_postgres
-from tests.support.processes import free_port
+from tests.support.clients import Docker
+from tests.support.processes import ServerProcess, free_port
+from tests.support.server import RegistryServer
 from tests.support.services import Postgres, SeaweedS3, require_service
 
 pytestmark = pytest.mark.e2e
@@ -62,15 +62,16 @@ class Proxy:
         servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
         (directory / "nginx.conf").write_text(NGINX.format(dir=directory, servers=servers, port=self.port))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.process = subprocess.Popen([nginx, "-c", str(directory / "nginx.conf")], stderr=subprocess.DEVNULL)
+        self.process = ServerProcess([nginx, "-c", str(directory / "nginx.conf")], log_path=directory / "nginx.log")
+        self.process.start()
+        self.process.wait_for_port(self.port, timeout=10)
 
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
+        self.process.stop()
 
 
 @pytest.fixture(params=[False, True], ids=["streamed", "redirected"])

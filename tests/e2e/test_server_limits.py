@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import RegistryServer, start_server
+from tests.support.server import RegistryServer, start_server
 
 HALF_OPEN = 1500  # more than granian's default per-server connection cap (backlog 1024 / workers, per worker)
 ANSWER_WITHIN_S = 5.0

@@ -11,8 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import RegistryServer, Skopeo
-from tests.e2e.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, build_oci_layout, sha256_digest
+from tests.support.clients import Skopeo
+from tests.support.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, build_oci_layout, sha256_digest
+from tests.support.server import RegistryServer
 
 pytestmark = pytest.mark.e2e
 
