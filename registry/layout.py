@@ -10,15 +10,15 @@ def blob_key(digest: str) -> str:
 
 
 def upload_prefix(upload_id: str) -> str:
-    """The folder of an upload in progress; every chunk of it is a key below."""
+    """The folder of an upload in progress: everything stored for it is a key below."""
     return f"uploads/{upload_id}"
 
 
-def chunk_key(upload_id: str, start: int, nonce: str) -> str:
-    """A chunk's key; `nonce` keeps two racing writers of the same offset apart."""
-    return f"{upload_prefix(upload_id)}/{start:020d}-{nonce}"
-
-
 def upload_data_key(upload_id: str) -> str:
-    """The key of an upload's bytes where the driver appends (every chunk goes there)."""
+    """The growing object an upload's chunks append to (the driver keeps their pieces beside it)."""
     return f"{upload_prefix(upload_id)}/data"
+
+
+def upload_staging_key(upload_id: str) -> str:
+    """Where an upload's bytes are sealed to be hashed once more, when no hash state was saved."""
+    return f"{upload_prefix(upload_id)}/staged"

@@ -1,6 +1,6 @@
 """Storage drivers: byte-oriented, content-agnostic stores of keyed objects."""
 
-from storage.drivers.base import Appender, Driver, Entry, Writer
-from storage.errors import Busy, NotFound
+from storage.drivers.base import Driver, Entry, Piece, PieceWriter, Writer
+from storage.errors import NotFound
 
-__all__ = ["Appender", "Busy", "Driver", "Entry", "NotFound", "Writer"]
+__all__ = ["Driver", "Entry", "NotFound", "Piece", "PieceWriter", "Writer"]

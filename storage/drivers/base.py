@@ -7,13 +7,12 @@ key means is decided by the caller.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from storage.errors import Busy, NotFound
+from storage.errors import NotFound
 
-__all__ = ["Appender", "Busy", "Driver", "Entry", "NotFound", "Writer"]
+__all__ = ["Driver", "Entry", "NotFound", "Piece", "PieceWriter", "Writer"]
 
 # Every method may also raise storage.errors.BackendUnavailable when the store cannot be reached.
 
@@ -48,20 +47,46 @@ class Writer(Protocol):
         """Bytes written so far."""
 
 
-class Appender(Protocol):
-    """Exclusive write access to one object that grows by appends (an upload's data), until released."""
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Bytes an append committed: `size` bytes of a growing object from its offset `start`, kept by
+    the driver under `key`. The caller records pieces and gives them back to `seal`; what `key` holds
+    is the driver's business (the caller never reads, moves or deletes it)."""
 
-    def writer(self, offset: int) -> Writer:
-        """Write from `offset` on; commit makes the object end after the bytes written (not durably)."""
+    key: str
+    start: int
+    size: int
 
-    async def seal(self, size: int, dst: str) -> None:
-        """Cut the object to `size` bytes and move it durably to key `dst`."""
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+class PieceWriter(Protocol):
+    """Bytes of a growing object written from an offset; they become no object a caller reads, only
+    a piece that `Driver.seal` may join into one."""
+
+    async def write(self, data: bytes) -> None:
+        """Append `data` to the piece."""
+
+    async def commit(self) -> Piece:
+        """Keep the bytes written as a piece that a later `seal` may use (not durably: the seal makes
+        them durable). Raises NotFound, keeping nothing, when `Driver.abandoned` removed the write
+        meanwhile (only a driver that cannot tell a live write does)."""
+
+    async def cancel(self) -> None:
+        """Discard everything written; leaves nothing behind. Safe to call after commit (no-op)."""
+
+    async def discard(self) -> None:
+        """After commit, for a piece that nothing recorded: remove it (it must not be sealed then)."""
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
 
 
 class Driver(Protocol):
     """A byte store. Every method is safe to call concurrently from many tasks."""
-
-    appends: bool  # whether `appender` works; else an upload keeps each chunk as an object and joins them
 
     async def stat(self, key: str) -> Entry:
         """The entry of `key`; raises NotFound."""
@@ -79,16 +104,22 @@ class Driver(Protocol):
         """Start writing a new object under `key`; with `durable` off, commit need not survive a power
         loss (a crash of the process it still survives)."""
 
-    def appender(self, key: str, create: bool) -> AbstractAsyncContextManager[Appender]:
-        """Hold `key` exclusively for appending (creating it empty when `create`) until the context
-        exits. Raises Busy when another appender holds it, NotFound when it is missing and not `create`."""
+    async def append(self, key: str, start: int) -> PieceWriter:
+        """Start writing bytes of the growing object `key` (an upload's data) from offset `start`.
+
+        Many appends of one object may run at once, from any process, at any offsets: each writes
+        where no other can overwrite it, and none changes what an earlier commit kept. A committed
+        append is a Piece that `seal` may use. What appends keep lives beside `key` in its folder (under
+        keys that start with `key`), so deleting that folder removes it all."""
+
+    async def seal(self, key: str, pieces: list[Piece], dst: str) -> None:
+        """Store the bytes of `pieces` of `key` (committed appends, contiguous, in order from offset 0;
+        none for an empty object) durably and atomically under `dst`, as `put` does. Raises NotFound,
+        storing nothing, when a piece is missing; ValueError when the pieces do not follow each other.
+        Never moves bytes an append may still be writing; the pieces may be gone afterwards."""
 
     async def move(self, src: str, dst: str) -> None:
         """Move `src` to `dst` durably, replacing `dst`; raises NotFound when `src` is missing."""
-
-    async def concat(self, sources: list[str], dst: str) -> None:
-        """Store the bytes of `sources`, in order, as `dst` (atomically, as `put` does); the sources
-        stay. Raises NotFound when one is missing. Drivers join on the server side where they can."""
 
     async def delete(self, key: str) -> None:
         """Delete `key`, or every key under `key/` when it is a prefix; idempotent."""

@@ -8,7 +8,9 @@ kernel drops the lock with the process) is told from a write in progress, howeve
 File I/O runs in worker threads, never on the event loop: writes in 4 MiB pieces, whole
 blocks with O_DIRECT where the filesystem allows (large blobs then skip the page cache and the fsync
 has little left to do), reads in 1 MiB pieces. An upload's data is one file that grows chunk by
-chunk under an advisory lock (`appender`), and becomes the blob by a rename. Layers may be private:
+chunk, each append holding it locked (flock) while it writes at its end, and becomes the blob by a
+rename; an append that finds it held (a racing chunk) writes a piece file of its own, which the seal
+then copies in. Layers may be private:
 every file is created 0600 and every directory 0700, whatever the umask, and the root is made 0700
 when it already exists (older versions left files readable to every local user).
 """
@@ -28,7 +30,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
-from storage.drivers.base import Busy, Entry, NotFound
+from storage.drivers.base import Entry, NotFound, Piece
+from storage.drivers.pieces import ObjectPiece, check_pieces, piece_key
 
 CHUNK = 1 << 20  # reads
 PIECE = 4 << 20  # writes go to disk in pieces this large, one in flight while the next fills
@@ -206,10 +209,11 @@ class LocalWriter:
             self._fill += taken
             view = view[taken:]
             if self._fill == PIECE:
-                buffer, lo, hi, base = self._take_piece()
+                full, lo, hi, base = self._take_piece()
+                assert full is not None  # it has just been filled
                 await self._drain()
-                job = asyncio.get_running_loop().run_in_executor(None, self._file.pwrite, buffer, lo, hi, base)
-                self._pending = (buffer, job)  # type: ignore[assignment]
+                job = asyncio.get_running_loop().run_in_executor(None, self._file.pwrite, full, lo, hi, base)
+                self._pending = (full, job)
 
     def _write_last(self, buffer: mmap.mmap | None, lo: int, hi: int, base: int) -> None:
         if buffer is not None:
@@ -242,28 +246,132 @@ class LocalWriter:
             await asyncio.to_thread(self._discard)
 
 
-class LocalAppender:
-    """Exclusive access, across processes (an advisory lock on the open file), to one growing file."""
+def _lock_if_current(fd: int, path: str) -> bool:
+    """Lock `fd` unless another holds it (not waiting), and tell whether it is still the file at `path`
+    (a seal may have moved that, a delete removed it). The lock lasts until `fd` closes."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    try:
+        current = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
 
-    def __init__(self, file: _File, buffers: _Buffers, destination: Callable[[str], str]):
-        self._file, self._buffers, self._destination = file, buffers, destination
 
-    def writer(self, offset: int) -> LocalWriter:
-        """Write from `offset` on; commit cuts the file after the last byte written (no fsync)."""
-        return LocalWriter(self._file, offset, self._buffers, self._cut, lambda: None)
+def _open_data(path: str, start: int) -> int | None:
+    """The data file at `path` open for writing and locked, when no one else holds it and it is
+    exactly `start` bytes long (created empty when `start` is 0); else None."""
+    if start == 0:
+        _makedirs(os.path.dirname(path))
+    try:
+        fd = os.open(path, os.O_WRONLY | (os.O_CREAT if start == 0 else 0), FILE_MODE)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    if _lock_if_current(fd, path) and os.fstat(fd).st_size == start:
+        return fd
+    os.close(fd)
+    return None
 
-    def _cut(self, end: int) -> None:
+
+def _forget(fd: int, path: str, start: int) -> None:
+    """Cut the data file `fd` (locked, still at `path`) back to `start`, removing it when that leaves
+    it empty: what followed `start` was only the caller's."""
+    os.ftruncate(fd, start)
+    if start == 0:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+class DataAppend:
+    """An append into the upload's data file itself, which it holds locked from its start (the file's
+    end) until commit or cancel: the bytes of every recorded piece lie before its start, so it can
+    overwrite none, and a normal chunked upload becomes its blob by a rename. Cancelled, it cuts the
+    file back; committed, it is the Piece (`key`, start, size)."""
+
+    def __init__(self, key: str, file: _File, start: int, buffers: _Buffers):
+        self._key, self._file, self._start = key, file, start
+        self._writer = LocalWriter(file, start, buffers, self._finish, self._undo)
+
+    @property
+    def size(self) -> int:
+        return self._writer.size
+
+    def _finish(self, end: int) -> None:
         os.ftruncate(self._file.fd, end)
+        self._file.close()
 
-    async def seal(self, size: int, dst: str) -> None:
-        """Cut the file to `size` bytes, make it durable and move it to key `dst`."""
+    def _undo(self) -> None:
+        try:
+            if self._file.fd >= 0 and _lock_if_current(self._file.fd, self._file.path):
+                _forget(self._file.fd, self._file.path, self._start)
+        finally:
+            self._file.close()
 
-        def seal() -> None:
-            self._cut(size)
-            os.fsync(self._file.fd)
-            _place(self._file.path, self._destination(dst))
+    async def write(self, data: bytes) -> None:
+        await self._writer.write(data)
 
-        await _to_the_end(asyncio.get_running_loop().run_in_executor(None, seal))
+    async def commit(self) -> Piece:
+        return Piece(self._key, self._start, await self._writer.commit())
+
+    async def cancel(self) -> None:
+        await self._writer.cancel()
+
+    async def discard(self) -> None:
+        """Cut the file back to this piece's start if nothing was appended after it (else its bytes stay,
+        unused, and later appends write pieces of their own)."""
+        path, start, end = self._file.path, self._start, self._start + self.size
+
+        def forget() -> None:
+            try:
+                fd = os.open(path, os.O_WRONLY)
+            except (FileNotFoundError, NotADirectoryError):
+                return
+            try:
+                if _lock_if_current(fd, path) and os.fstat(fd).st_size == end:
+                    _forget(fd, path, start)
+            finally:
+                os.close(fd)
+
+        await asyncio.to_thread(forget)
+
+
+def _seal_in_place(path: str, size: int, dst: str) -> bool:
+    """Cut the file at `path` to `size` bytes, make it durable and move it to `dst`, when no append
+    holds it and it has `size` bytes at least; False (nothing done) otherwise."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return False
+    try:
+        if not _lock_if_current(fd, path) or os.fstat(fd).st_size < size:
+            return False
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+        _place(path, dst)  # still locked: no append starts in it meanwhile
+        return True
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src: str, offset: int, size: int, out: int, name: str) -> None:
+    """Copy `size` bytes of the file `src` from `offset` to the end of `out` (in the kernel, where the
+    filesystem allows); NotFound(`name`) when the file is missing or shorter."""
+    try:
+        fd = os.open(src, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise NotFound(name) from None
+    try:
+        copied = 0
+        while copied < size:
+            n = os.copy_file_range(fd, out, size - copied, offset + copied)
+            if n == 0:
+                raise NotFound(name)
+            copied += n
+    finally:
+        os.close(fd)
 
 
 def _create_locked(directory: str) -> tuple[str, int]:
@@ -305,8 +413,6 @@ def _abandoned_in(directory: str, before: float, remove: bool) -> list[Entry]:
 
 class LocalDriver:
     """Files under `root`. Safe for several processes sharing one root."""
-
-    appends = True
 
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
@@ -411,29 +517,43 @@ class LocalDriver:
 
         return LocalWriter(file, 0, self._buffers, finish, discard)
 
-    @contextlib.asynccontextmanager
-    async def appender(self, key: str, create: bool) -> AsyncIterator[LocalAppender]:
+    async def append(self, key: str, start: int) -> DataAppend | ObjectPiece:
+        """Into the data file `key` itself when no other append holds it and it ends at `start` (the
+        normal case: one chunk after another); else (a racing append, or bytes a lost race left) as a
+        piece file of its own, written like `writer(durable=False)`."""
         path = self._path(key)
+        fd = await asyncio.to_thread(_open_data, path, start)
+        if fd is not None:
+            return DataAppend(key, _File(path, fd, self._direct), start, self._buffers)
+        at = piece_key(key, start)
+        return ObjectPiece(await self.writer(at, durable=False), at, start, self.delete)
 
-        def open_locked() -> int:
-            if create:
-                _makedirs(os.path.dirname(path))
+    async def seal(self, key: str, pieces: list[Piece], dst: str) -> None:
+        """By a rename where the pieces are all of one file and no append holds it (a chunked upload
+        with no race: no byte is copied), else by joining their bytes into a new file."""
+        size = check_pieces(pieces)
+        dst_path = self._path(dst)
+        whole = {piece.key for piece in pieces}
+        in_place = self._path(whole.pop()) if len(whole) == 1 and (len(pieces) == 1 or key in whole) else None
+
+        def seal() -> None:
+            if in_place is not None and _seal_in_place(in_place, size, dst_path):
+                return
+            tmp_path, fd = _create_locked(self._tmp)
             try:
-                fd = os.open(path, os.O_WRONLY | (os.O_CREAT if create else 0), FILE_MODE)
-            except (FileNotFoundError, NotADirectoryError):
-                raise NotFound(key) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                for piece in pieces:
+                    offset = piece.start if piece.key == key else 0  # a piece file holds only its bytes
+                    _copy_range(self._path(piece.key), offset, piece.size, fd, piece.key)
+                os.fsync(fd)
+                _place(tmp_path, dst_path)  # still locked: never taken for a leftover
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_path)
+                raise
+            finally:
                 os.close(fd)
-                raise Busy(key) from None
-            return fd
 
-        file = _File(path, await asyncio.to_thread(open_locked), self._direct)
-        try:
-            yield LocalAppender(file, self._buffers, self._path)
-        finally:
-            await asyncio.to_thread(file.close)
+        await _to_the_end(asyncio.get_running_loop().run_in_executor(None, seal))
 
     async def move(self, src: str, dst: str) -> None:
         src_path, dst_path = self._path(src), self._path(dst)
@@ -451,38 +571,6 @@ class LocalDriver:
         except FileNotFoundError as e:
             if not os.path.exists(src_path):
                 raise NotFound(src) from e
-            raise
-
-    async def concat(self, sources: list[str], dst: str) -> None:
-        paths = [self._path(key) for key in sources]
-
-        def join() -> None:
-            tmp_path, fd = _create_locked(self._tmp)
-            try:
-                with open(fd, "wb") as out:
-                    for path in paths:
-                        with open(path, "rb") as part:
-                            size = os.fstat(part.fileno()).st_size
-                            copied = 0
-                            while copied < size:  # in the kernel, where the filesystem allows
-                                n = os.copy_file_range(part.fileno(), out.fileno(), size - copied)
-                                if n == 0:
-                                    break
-                                copied += n
-                    out.flush()
-                    os.fsync(out.fileno())
-                    _place(tmp_path, self._path(dst))  # still locked: never taken for a leftover
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_path)
-                raise
-
-        try:
-            await asyncio.to_thread(join)
-        except (FileNotFoundError, IsADirectoryError) as e:
-            missing = [key for key, path in zip(sources, paths, strict=True) if not os.path.isfile(path)]
-            if missing:
-                raise NotFound(missing[0]) from e
             raise
 
     async def delete(self, key: str) -> None:

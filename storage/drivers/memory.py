@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from storage.drivers.base import Entry, NotFound
+from storage.drivers.base import Entry, NotFound, Piece
+from storage.drivers.pieces import ObjectPiece, check_pieces, piece_key
 
 
 class MemoryWriter:
@@ -32,8 +33,6 @@ class MemoryWriter:
 
 class MemoryDriver:
     """Objects in a dict; every operation is atomic because nothing awaits inside it."""
-
-    appends = False  # an upload keeps each chunk as an object
 
     def __init__(self) -> None:
         self._objects: dict[str, tuple[bytes, float]] = {}
@@ -63,14 +62,20 @@ class MemoryDriver:
     async def writer(self, key: str, durable: bool = True) -> MemoryWriter:
         return MemoryWriter(self, key)
 
+    async def append(self, key: str, start: int) -> ObjectPiece:
+        """Each append is an object of its own, stored at its commit."""
+        at = piece_key(key, start)
+        return ObjectPiece(MemoryWriter(self, at), at, start, self.delete)
+
+    async def seal(self, key: str, pieces: list[Piece], dst: str) -> None:
+        check_pieces(pieces)
+        joined = b"".join([self._load(piece.key)[0] for piece in pieces])
+        self._objects[dst] = (joined, time.time())
+
     async def move(self, src: str, dst: str) -> None:
         data, _ = self._load(src)
         self._objects[dst] = (data, time.time())
         del self._objects[src]
-
-    async def concat(self, sources: list[str], dst: str) -> None:
-        joined = b"".join([self._load(key)[0] for key in sources])
-        self._objects[dst] = (joined, time.time())
 
     async def delete(self, key: str) -> None:
         self._objects.pop(key, None)
@@ -88,5 +93,6 @@ class MemoryDriver:
 
     async def abandoned(self, before: float, remove: bool = False) -> AsyncIterator[Entry]:
         """Nothing, ever: a write not committed lives only in its writer, and dies with it."""
-        for entry in ():
+        nothing: list[Entry] = []
+        for entry in nothing:
             yield entry

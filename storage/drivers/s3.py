@@ -2,7 +2,8 @@
 
 boto3 blocks, so every call runs in the driver's own thread pool (as large as its connection pool),
 never on the event loop. Large objects are written as multipart uploads (aborted on cancel, so no
-parts are left behind) and joined on the server side (`UploadPartCopy`) where parts allow it.
+parts are left behind). S3 cannot append: each append to an upload's data is an object of its own,
+and the seal joins them on the server side (`UploadPartCopy`) where their sizes allow it.
 Credentials come from the usual AWS chain: environment, profile, instance role.
 """
 
@@ -11,15 +12,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from storage.drivers.base import Entry, NotFound
+from storage.drivers.base import Entry, NotFound, Piece
+from storage.drivers.pieces import ObjectPiece, check_pieces, piece_key
 from storage.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 T = TypeVar("T")
 READ_CHUNK = 1 << 20
@@ -30,6 +35,13 @@ MAX_COPY_PART = 1 << 30  # server-side copies go in pieces of at most this
 DELETE_BATCH = 1000
 _MISSING = {"NoSuchKey", "NotFound", "404", "NoSuchUpload"}
 _TRANSIENT = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "RequestTimeTooSkewed"}
+
+
+class _Location(TypedDict):
+    """The Bucket and Key arguments of a boto3 call naming one object."""
+
+    Bucket: str
+    Key: str
 
 
 def _translate(error: Exception, key: str) -> Exception:
@@ -155,8 +167,6 @@ class S3Writer:
 class S3Driver:
     """Objects under `prefix` in `bucket` of the S3 service at `endpoint` (AWS when None)."""
 
-    appends = False  # an upload keeps each chunk as an object
-
     def __init__(
         self,
         bucket: str,
@@ -181,7 +191,7 @@ class S3Driver:
     def _full(self, key: str) -> str:
         return self.prefix + key
 
-    def _at(self, key: str) -> dict[str, str]:
+    def _at(self, key: str) -> _Location:
         """The Bucket and Key arguments naming `key`."""
         return {"Bucket": self.bucket, "Key": self.prefix + key}
 
@@ -238,13 +248,24 @@ class S3Driver:
     async def writer(self, key: str, durable: bool = True) -> S3Writer:
         return S3Writer(self, key)
 
+    async def append(self, key: str, start: int) -> ObjectPiece:
+        """Each append is an object of its own (S3 cannot append), joined on the server by `seal`."""
+        at = piece_key(key, start)
+        return ObjectPiece(S3Writer(self, at), at, start, self.delete)
+
+    async def seal(self, key: str, pieces: list[Piece], dst: str) -> None:
+        """Joins the pieces on the server (UploadPartCopy) when every one but the last has MIN_PART
+        bytes or more, else through the registry, once."""
+        check_pieces(pieces)
+        await self._join([(piece.key, piece.size) for piece in pieces], dst)
+
     async def move(self, src: str, dst: str) -> None:
-        await self.concat([src], dst)
+        await self._join([(src, (await self.stat(src)).size)], dst)
         await self.delete(src)
 
-    async def concat(self, sources: list[str], dst: str) -> None:
-        sizes = [(await self.stat(key)).size for key in sources]
-        parts = [(key, size) for key, size in zip(sources, sizes, strict=True) if size]
+    async def _join(self, sources: list[tuple[str, int]], dst: str) -> None:
+        """Store the bytes of `sources` (key, size), in order, as `dst`."""
+        parts = [(key, size) for key, size in sources if size]
         if not parts:
             await self.put(dst, b"")
         elif all(size >= MIN_PART for _, size in parts[:-1]):
@@ -252,8 +273,8 @@ class S3Driver:
         else:  # parts too small to join on the server: through the registry, once
             writer = await self.writer(dst)
             try:
-                for key in sources:
-                    async for data in self.reader(key):
+                for key, size in parts:
+                    async for data in self.reader(key, 0, size):
                         await writer.write(data)
                 await writer.commit()
             finally:
@@ -266,7 +287,8 @@ class S3Driver:
             await self._call(parts[0][0], self.client.copy_object, **self._at(dst), CopySource=source)
             return
         created = await self._call(dst, self.client.create_multipart_upload, **self._at(dst))
-        upload_id, done = created["UploadId"], []
+        upload_id = created["UploadId"]
+        done: list[CompletedPartTypeDef] = []
         try:
             for key, size in parts:
                 for start in range(0, size, MAX_COPY_PART):

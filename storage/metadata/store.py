@@ -34,7 +34,7 @@ class ManifestRecord:
 class Chunk:
     start: int
     size: int
-    key: str  # storage key of the chunk's bytes (the same for every chunk when the driver appends)
+    key: str  # the key of the driver's Piece holding the chunk's bytes (see Driver.append)
     hash_state: str  # hex of the upload's resumable SHA-256 state after this chunk, or ""
 
 
@@ -298,13 +298,22 @@ class Metadata:
         """Forget the upload and its chunks (their bytes are the caller's to delete)."""
         await self.db.write(lambda c: _delete_upload(c, upload_id))
 
-    async def finish_upload(self, upload_id: str, repository: str, digest: str, size: int) -> None:
-        """In one transaction, link the blob into `repository` and forget the upload."""
+    async def finish_upload(
+        self, upload_id: str, repository: str, digest: str, size: int, upload_size: int | None = None
+    ) -> bool:
+        """In one transaction, if the upload still has `upload_size` bytes (`size` unless given: no
+        chunk was added meanwhile), forget it and link blob `digest` of `size` bytes into `repository`;
+        False (nothing changed) if it has not or is gone. Raises BlobCollecting, changing nothing,
+        when the collector is deleting the blob."""
         now = time.time()
+        expected = size if upload_size is None else upload_size
 
-        def finish(c: Connection) -> None:
+        def finish(c: Connection) -> bool:
+            if c.execute("DELETE FROM uploads WHERE id = ? AND size = ?", (upload_id, expected)).rowcount != 1:
+                return False
+            c.execute("DELETE FROM upload_chunks WHERE upload = ?", (upload_id,))
             _link_blob(c, repository, digest, size, now)
-            _delete_upload(c, upload_id)
+            return True
 
         return await self.db.write(finish)
 

@@ -304,44 +304,82 @@ async def test_chunks_without_a_saved_hash_state_are_read_again_at_the_end(clien
     assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
 
 
+async def slow_body(first: bytes, release: anyio.Event, second: bytes):
+    yield first
+    await release.wait()
+    yield second
+
+
 async def test_two_chunks_at_once_never_mix(client, driver) -> None:
-    """Where chunks go into one object (disk), two requests never write it at once: while a chunk
-    streams in, a second PATCH answers 416 and a PUT 400, and the chunk lands whole. Where each chunk
-    is an object (S3), the first to be recorded counts and the other answers 416."""
+    """The first chunk to be recorded counts, whichever started first; the other answers 416 once it
+    arrived, and nothing of it is kept. The same on every backend."""
     location = await start(client)
     committed, first_half, second_half = os.urandom(5000), os.urandom(5000), os.urandom(5000)
     assert (await client.patch(location, content=committed)).status_code == 202
     release = anyio.Event()
-
-    async def slow_body():
-        yield first_half
-        await release.wait()
-        yield second_half
-
     answers = {}
 
     async def slow_patch() -> None:
-        answers["slow"] = await client.patch(location, content=slow_body())
+        answers["slow"] = await client.patch(location, content=slow_body(first_half, release, second_half))
 
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(slow_patch)
         await anyio.sleep(0.2)
         other = await client.patch(location, content=b"other", headers={"Content-Range": "5000-5004"})
-        finishing = None if not driver.appends else await client.put(location, params={"digest": digest_of(committed)})
         release.set()
-    if driver.appends:
-        assert other.status_code == 416 and error_codes(other) == ["RANGE_INVALID"]
-        assert finishing is not None
-        assert finishing.status_code == 400 and error_codes(finishing) == ["BLOB_UPLOAD_INVALID"]
-        assert answers["slow"].status_code == 202 and answers["slow"].headers["Range"] == "0-14999"
-        data = committed + first_half + second_half
-    else:
-        assert other.status_code == 202 and other.headers["Range"] == "0-5004"
-        assert answers["slow"].status_code == 416 and error_codes(answers["slow"]) == ["RANGE_INVALID"]
-        data = committed + b"other"
+    assert other.status_code == 202 and other.headers["Range"] == "0-5004"
+    assert answers["slow"].status_code == 416 and error_codes(answers["slow"]) == ["RANGE_INVALID"]
+    assert answers["slow"].headers["Range"] == "0-5004"
+    more = os.urandom(3000)
+    assert (await client.patch(location, content=more, headers={"Content-Range": "5005-8004"})).status_code == 202
+    data = committed + b"other" + more
     assert (await client.put(location, params={"digest": digest_of(data)})).status_code == 201
     assert (await client.get(f"/v2/team/app/blobs/{digest_of(data)}")).content == data
     assert await stored_keys(driver, "uploads/") == []
+
+
+async def test_a_put_while_a_chunk_streams_in_finishes_with_the_recorded_chunks(client, driver) -> None:
+    """The chunk still streaming is not part of the blob; once it arrived, its upload is gone."""
+    location = await start(client)
+    committed = os.urandom(5000)
+    assert (await client.patch(location, content=committed)).status_code == 202
+    release = anyio.Event()
+    answers = {}
+
+    async def slow_patch() -> None:
+        answers["slow"] = await client.patch(location, content=slow_body(b"late", release, b" bytes"))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(slow_patch)
+        await anyio.sleep(0.2)
+        finished = await client.put(location, params={"digest": digest_of(committed)})
+        release.set()
+    assert finished.status_code == 201
+    assert answers["slow"].status_code == 404 and error_codes(answers["slow"]) == ["BLOB_UPLOAD_UNKNOWN"]
+    assert (await client.get(f"/v2/team/app/blobs/{digest_of(committed)}")).content == committed
+    assert await stored_keys(driver, "uploads/") == []
+
+
+async def test_a_chunk_recorded_while_the_upload_finishes_refuses_the_finish(served, monkeypatch) -> None:
+    """The finish checks the upload's size as it forgets it: a chunk recorded meanwhile keeps the
+    upload open (the same answer on every backend), and a PUT with the new digest then finishes it."""
+    app, client = served
+    metadata = app.state.registry.metadata
+    location = await start(client)
+    data, more = os.urandom(5000), b"recorded meanwhile"
+    assert (await client.patch(location, content=data)).status_code == 202
+    finish_upload = metadata.finish_upload
+
+    async def chunk_first(upload_id: str, *args):
+        r = await client.patch(location, content=more, headers={"Content-Range": f"5000-{5000 + len(more) - 1}"})
+        assert r.status_code == 202
+        monkeypatch.setattr(metadata, "finish_upload", finish_upload)
+        return await finish_upload(upload_id, *args)
+
+    monkeypatch.setattr(metadata, "finish_upload", chunk_first)
+    r = await client.put(location, params={"digest": digest_of(data)})
+    assert r.status_code == 400 and error_codes(r) == ["BLOB_UPLOAD_INVALID"]
+    assert (await client.get(location)).headers["Range"] == f"0-{5000 + len(more) - 1}"
 
 
 class _CountingCursor:

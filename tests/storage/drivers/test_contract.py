@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage.drivers import Driver, NotFound
+from storage.drivers import Driver, NotFound, Piece
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
 from storage.drivers.s3 import PART_SIZE, S3Driver
@@ -100,20 +100,6 @@ async def test_move_replaces_destination(driver: Driver) -> None:
         await driver.stat("src")
 
 
-async def test_concat_joins_sources_in_order_and_keeps_them(driver: Driver) -> None:
-    parts = [os.urandom(3 << 20), b"", os.urandom(1000), os.urandom(6 << 20)]
-    for i, part in enumerate(parts):
-        await driver.put(f"parts/{i}", part)
-    await driver.put("joined", b"old")
-    await driver.concat([f"parts/{i}" for i in range(len(parts))], "joined")
-    assert await collect(driver.reader("joined")) == b"".join(parts)
-    assert await driver.get("parts/2") == parts[2]
-    with pytest.raises(NotFound):
-        await driver.concat(["parts/0", "parts/missing"], "other")
-    with pytest.raises(NotFound):
-        await driver.stat("other")
-
-
 async def test_delete_is_idempotent_and_removes_prefixes(driver: Driver) -> None:
     await driver.put("up/1/a", b"1")
     await driver.put("up/1/b", b"2")
@@ -150,12 +136,124 @@ async def test_large_objects_are_written_in_parts_and_cancels_leave_no_parts(dri
         assert uploads.get("Uploads", []) == []
 
 
-async def test_concat_of_large_parts_joins_on_the_server(driver: Driver) -> None:
-    parts = [os.urandom(5 << 20), os.urandom(6 << 20), os.urandom(100)]
-    for i, part in enumerate(parts):
-        await driver.put(f"p/{i}", part)
-    await driver.concat([f"p/{i}" for i in range(3)], "joined")
-    assert await collect(driver.reader("joined")) == b"".join(parts)
+async def append(driver: Driver, key: str, start: int, data: bytes) -> Piece:
+    """Append `data` to `key` at `start` in pieces that straddle every alignment; returns the piece."""
+    writer = await driver.append(key, start)
+    for i in range(0, len(data), 100_003):
+        await writer.write(data[i : i + 100_003])
+    piece = await writer.commit()
+    assert piece == Piece(piece.key, start, len(data)) and writer.size == len(data)
+    return piece
+
+
+async def append_all(driver: Driver, key: str, chunks: list[bytes]) -> list[Piece]:
+    pieces = []
+    for chunk in chunks:
+        pieces.append(await append(driver, key, pieces[-1].end if pieces else 0, chunk))
+    return pieces
+
+
+async def test_appends_sealed_in_order_become_the_object(driver: Driver) -> None:
+    chunks = [os.urandom(5000), os.urandom((3 << 20) + 1), b"x", os.urandom(4096)]
+    pieces = await append_all(driver, "up/1/data", chunks)
+    await driver.put("blobs/b", b"old")
+    await driver.seal("up/1/data", pieces, "blobs/b")
+    assert await collect(driver.reader("blobs/b")) == b"".join(chunks)
+    await driver.delete("up/1")
+    assert [e.key async for e in driver.list("")] == ["blobs/b"]
+
+
+async def test_a_single_append_and_no_append_seal_too(driver: Driver) -> None:
+    data = os.urandom(70_000)
+    await driver.seal("up/1/data", await append_all(driver, "up/1/data", [data]), "one")
+    await driver.seal("up/2/data", [], "empty")
+    assert await driver.get("one") == data and await driver.get("empty") == b""
+
+
+async def test_appends_are_invisible_until_sealed(driver: Driver) -> None:
+    writer = await driver.append("up/1/data", 0)
+    await writer.write(b"not yet")
+    assert [e.key async for e in driver.list("blobs/")] == []
+    await writer.commit()
+    with pytest.raises(NotFound):
+        await driver.stat("blobs/b")
+
+
+@pytest.mark.parametrize("recorded", ["first", "second"])
+async def test_racing_appends_at_one_offset_seal_only_the_recorded_piece(driver: Driver, recorded: str) -> None:
+    """Two appends at one offset, at once: each writes where the other cannot overwrite it; the piece
+    the caller recorded is sealed byte for byte, the other is discarded."""
+    head_data, tail_data = os.urandom(3000), os.urandom(2000)
+    (head,) = await append_all(driver, "up/1/data", [head_data])
+    first, second = await driver.append("up/1/data", 3000), await driver.append("up/1/data", 3000)
+    first_data, second_data = os.urandom(PART_SIZE // 4 + 7), os.urandom(1000)
+    await first.write(first_data[:5000])
+    await second.write(second_data)
+    await first.write(first_data[5000:])
+    pieces = {"second": await second.commit(), "first": await first.commit()}
+    await (second if recorded == "first" else first).discard()
+    kept = pieces[recorded]
+    tail = await append(driver, "up/1/data", kept.end, tail_data)
+    await driver.seal("up/1/data", [head, kept, tail], "blobs/b")
+    kept_data = first_data if recorded == "first" else second_data
+    assert await collect(driver.reader("blobs/b")) == head_data + kept_data + tail_data
+    await driver.delete("up/1")
+    assert [e.key async for e in driver.list("")] == ["blobs/b"]
+
+
+async def test_a_cancelled_append_leaves_nothing_and_the_offset_stays_free(driver: Driver) -> None:
+    (head,) = await append_all(driver, "up/1/data", [b"head"])
+    cancelled = await driver.append("up/1/data", 4)
+    await cancelled.write(os.urandom(PART_SIZE + 1))
+    await cancelled.cancel()
+    after = await append(driver, "up/1/data", 4, b" and tail")
+    await driver.seal("up/1/data", [head, after], "sealed")
+    assert await driver.get("sealed") == b"head and tail"
+    if isinstance(driver, S3Driver):
+        uploads = driver.client.list_multipart_uploads(Bucket=driver.bucket, Prefix=driver.prefix)
+        assert uploads.get("Uploads", []) == []
+
+
+async def test_a_cancelled_or_discarded_first_append_leaves_nothing(driver: Driver) -> None:
+    cancelled = await driver.append("up/1/data", 0)
+    await cancelled.write(b"gone")
+    await cancelled.cancel()
+    discarded = await driver.append("up/2/data", 0)
+    await discarded.write(b"gone too")
+    await discarded.commit()
+    await discarded.discard()
+    empty = await driver.append("up/3/data", 0)
+    await empty.cancel()
+    assert [e.key async for e in driver.list("")] == []
+
+
+async def test_sealing_a_missing_piece_raises_not_found_and_stores_nothing(driver: Driver) -> None:
+    pieces = await append_all(driver, "up/1/data", [os.urandom(1000), os.urandom(1000)])
+    await driver.delete("up/1")
+    with pytest.raises(NotFound):
+        await driver.seal("up/1/data", pieces, "blobs/b")
+    with pytest.raises(NotFound):
+        await driver.stat("blobs/b")
+    assert [e.key async for e in driver.list("")] == []
+
+
+async def test_pieces_that_do_not_follow_each_other_are_refused(driver: Driver) -> None:
+    first, second = await append_all(driver, "up/1/data", [b"ab", b"cd"])
+    for pieces in ([second], [second, first], [first, Piece(second.key, 3, 2)]):
+        with pytest.raises(ValueError):
+            await driver.seal("up/1/data", pieces, "blobs/b")
+
+
+@pytest.mark.parametrize("sizes", [[5 << 20, 6 << 20, 100], [1 << 20, 100, 2 << 20]], ids=["5MiB+", "small"])
+async def test_pieces_of_every_size_are_joined(driver: Driver, sizes: list[int]) -> None:
+    """On S3, pieces of 5 MiB or more but the last are joined on the server, smaller ones through
+    the registry; each one appended while another one held the data (as racing chunks do)."""
+    chunks = [os.urandom(size) for size in sizes]
+    holder = await driver.append("up/1/data", 0)
+    pieces = await append_all(driver, "up/1/data", chunks)
+    await holder.cancel()
+    await driver.seal("up/1/data", pieces, "joined")
+    assert await collect(driver.reader("joined")) == b"".join(chunks)
 
 
 async def test_listing_pages_through_many_keys(driver: Driver) -> None:
@@ -212,7 +310,7 @@ def die_writing(driver: Driver) -> None:
         assert isinstance(driver, S3Driver)
         args = ["s3", driver.bucket, driver.prefix, driver.client.meta.endpoint_url, driver.client.meta.region_name]
     process = subprocess.Popen(
-        [sys.executable, "-c", DIE_WRITING, *args], stdout=subprocess.PIPE, cwd=Path(__file__).parents[2]
+        [sys.executable, "-c", DIE_WRITING, *args], stdout=subprocess.PIPE, cwd=Path(__file__).parents[3]
     )
     try:
         assert process.stdout is not None and process.stdout.readline() == b"writing\n"

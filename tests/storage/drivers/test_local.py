@@ -1,4 +1,4 @@
-"""The local driver beyond the common contract: direct I/O at every alignment, and appenders."""
+"""The local driver beyond the common contract: direct I/O at every alignment, and appends into one file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from storage.drivers import Busy, NotFound
+from storage.drivers import NotFound, Piece
 from storage.drivers.local import ALIGN, PIECE, LocalDriver
 from tests.support.app import open_to_others, stored_keys
 
@@ -34,50 +34,75 @@ async def test_writes_of_every_size_and_alignment_read_back_exactly(driver: Loca
     assert os.listdir(os.path.join(driver.root, ".tmp")) == []
 
 
-async def test_chunks_appended_at_unaligned_offsets_become_the_object_on_seal(driver: LocalDriver) -> None:
+async def append(driver: LocalDriver, start: int, data: bytes, key: str = "uploads/u/data") -> Piece:
+    writer = await driver.append(key, start)
+    await writer.write(data)
+    return await writer.commit()
+
+
+async def test_chunks_appended_at_unaligned_offsets_go_into_one_file_that_the_seal_renames(
+    driver: LocalDriver,
+) -> None:
     chunks = [os.urandom(size) for size in (5000, PIECE + 100, 3, ALIGN)]
-    offset = 0
-    async with driver.appender("uploads/u/data", create=True) as data:
-        for chunk in chunks:
-            writer = data.writer(offset)
-            await writer.write(chunk)
-            offset += await writer.commit()
-        await data.seal(offset, "blobs/b")
+    pieces = []
+    for chunk in chunks:
+        pieces.append(await append(driver, pieces[-1].end if pieces else 0, chunk))
+    assert {piece.key for piece in pieces} == {"uploads/u/data"}
+    data_file = os.stat(os.path.join(driver.root, "uploads", "u", "data"))
+    await driver.seal("uploads/u/data", pieces, "blobs/b")
     assert await driver.get("blobs/b") == b"".join(chunks)
+    assert os.stat(os.path.join(driver.root, "blobs", "b")).st_ino == data_file.st_ino  # no byte copied
     with pytest.raises(NotFound):
         await driver.stat("uploads/u/data")
 
 
-async def test_a_chunk_rewritten_or_cancelled_leaves_only_committed_bytes(driver: LocalDriver) -> None:
-    first, second = os.urandom(10_000), os.urandom(10)
-    async with driver.appender("uploads/u/data", create=True) as data:
-        writer = data.writer(0)
-        await writer.write(first)
-        await writer.commit()
-        writer = data.writer(5000)  # a retried chunk replaces what followed it
-        await writer.write(second)
-        await writer.commit()
-        assert await driver.get("uploads/u/data") == first[:5000] + second
-        cancelled = data.writer(5010)
-        await cancelled.write(os.urandom(PIECE + 1))
-        await cancelled.cancel()
-        await data.seal(5010, "blobs/c")
-    assert await driver.get("blobs/c") == first[:5000] + second
+async def test_an_append_never_writes_into_the_file_while_another_holds_it(driver: LocalDriver) -> None:
+    head = await append(driver, 0, b"head")
+    holder = await driver.append("uploads/u/data", 4)
+    await holder.write(b"held")
+    racer = await append(driver, 4, b"racer")
+    assert racer.key != "uploads/u/data"  # a piece file of its own
+    held = await holder.commit()
+    await holder.discard()  # the racer was recorded: the file is cut back
+    assert os.path.getsize(os.path.join(driver.root, "uploads", "u", "data")) == 4
+    tail = await append(driver, 9, b"tail")
+    assert tail.key != "uploads/u/data"  # the file ends at 4, not 9: never written past a gap
+    await driver.seal("uploads/u/data", [head, racer, tail], "blobs/b")
+    assert await driver.get("blobs/b") == b"headracertail"
+    assert held.key == "uploads/u/data"
 
 
-async def test_one_appender_at_a_time(driver: LocalDriver) -> None:
-    async with driver.appender("uploads/u/data", create=True):
-        with pytest.raises(Busy):
-            async with driver.appender("uploads/u/data", create=True):
-                pass
-    async with driver.appender("uploads/u/data", create=False):
-        pass
+async def test_a_seal_while_an_append_holds_the_file_copies_and_leaves_it(driver: LocalDriver) -> None:
+    head = await append(driver, 0, b"recorded")
+    late = await driver.append("uploads/u/data", 8)
+    await late.write(b" late")
+    await driver.seal("uploads/u/data", [head], "blobs/b")
+    await late.commit()
+    assert await driver.get("blobs/b") == b"recorded"
+    assert await driver.get("uploads/u/data") == b"recorded late"
 
 
-async def test_an_appender_of_a_missing_object_needs_create(driver: LocalDriver) -> None:
+async def test_a_cancelled_append_cuts_the_file_back(driver: LocalDriver) -> None:
+    first = os.urandom(10_000)
+    head = await append(driver, 0, first)
+    cancelled = await driver.append("uploads/u/data", 10_000)
+    await cancelled.write(os.urandom(PIECE + 1))
+    await cancelled.cancel()
+    assert os.path.getsize(os.path.join(driver.root, "uploads", "u", "data")) == 10_000
+    second = await append(driver, 10_000, b"again")
+    assert second.key == "uploads/u/data"
+    await driver.seal("uploads/u/data", [head, second], "blobs/c")
+    assert await driver.get("blobs/c") == first + b"again"
+
+
+async def test_a_data_file_shorter_than_its_pieces_is_not_found(driver: LocalDriver) -> None:
+    """What a power loss could leave of bytes not yet synced: never sealed as if whole."""
+    piece = await append(driver, 0, b"0123456789")
+    os.truncate(os.path.join(driver.root, "uploads", "u", "data"), 5)
     with pytest.raises(NotFound):
-        async with driver.appender("uploads/missing/data", create=False):
-            pass
+        await driver.seal("uploads/u/data", [piece], "blobs/d")
+    with pytest.raises(NotFound):
+        await driver.stat("blobs/d")
 
 
 async def test_a_cancelled_commit_returns_only_after_its_thread_finished(driver: LocalDriver, monkeypatch) -> None:
@@ -115,17 +140,16 @@ async def test_what_the_driver_creates_is_private_to_its_user(tmp_path) -> None:
         writer = await driver.writer("blobs/sha256/bb/bbb", durable=False)
         await writer.write(b"written")
         await writer.commit()
-        async with driver.appender("uploads/u/data", create=True) as data:
-            writer = data.writer(0)
-            await writer.write(b"appended")
-            await writer.commit()
-            await data.seal(8, "blobs/sha256/cc/ccc")
-        await driver.put("uploads/v/0", b"a")
-        await driver.put("uploads/v/1", b"b")
-        await driver.concat(["uploads/v/0", "uploads/v/1"], "blobs/sha256/dd/ddd")
-        await driver.move("uploads/v/0", "blobs/sha256/ee/eee")
-        async with driver.appender("uploads/w/data", create=True):
-            assert open_to_others(str(tmp_path / "data")) == []
+        piece = await append(driver, 0, b"appended")
+        await driver.seal("uploads/u/data", [piece], "blobs/sha256/cc/ccc")
+        holder = await driver.append("uploads/v/data", 0)
+        await holder.write(b"a")
+        racer = await append(driver, 0, b"b", "uploads/v/data")
+        await driver.seal("uploads/v/data", [racer], "blobs/sha256/dd/ddd")
+        await driver.put("uploads/w/x", b"x")
+        await driver.move("uploads/w/x", "blobs/sha256/ee/eee")
+        assert open_to_others(str(tmp_path / "data")) == []
+        await holder.cancel()
     finally:
         os.umask(old_umask)
     assert open_to_others(str(tmp_path / "data")) == []
