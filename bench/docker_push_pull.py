@@ -44,7 +44,7 @@ def timed_docker(pid: int, *args: str) -> tuple[float, float]:
     return time.perf_counter() - started, cpu_seconds(pid) - cpu_before
 
 
-def one_round(run: Run, server: Server, shape: ImageShape, rnd: int, base: str, env: dict[str, str]) -> dict:
+def one_round(run: Run, server: Server, shape: ImageShape, rnd: int, base: str, env: dict[str, str]) -> dict[str, Any]:
     """Build a fresh image, push it to `server` (timed), drop it locally, pull it back (timed), drop it again."""
     local_tag = f"bench-pushpull-{run.suffix}:{server.name}-{shape.name.lower()}-r{rnd}"
     image_id = build_image(run, base, shape, local_tag, env)
@@ -53,10 +53,10 @@ def one_round(run: Run, server: Server, shape: ImageShape, rnd: int, base: str, 
     run.tags.add(ref)
     read_new_log(server)  # skip anything logged before the push
     load = load_average()
-    push_s, push_cpu_s = timed_docker(server.proc.pid, "push", ref)
+    push_s, push_cpu_s = timed_docker(server.pid, "push", ref)
     push_requests, push_problems = read_new_log(server)
     remove_image(image_id)
-    pull_s, pull_cpu_s = timed_docker(server.proc.pid, "pull", ref)
+    pull_s, pull_cpu_s = timed_docker(server.pid, "pull", ref)
     pull_requests, pull_problems = read_new_log(server)
     pulled_id = image_id_of(ref)
     if pulled_id != image_id:
@@ -77,10 +77,10 @@ def one_round(run: Run, server: Server, shape: ImageShape, rnd: int, base: str, 
     }
 
 
-def run_shape(run: Run, shape: ImageShape, rounds: int, base: str, env: dict[str, str]) -> list[dict]:
+def run_shape(run: Run, shape: ImageShape, rounds: int, base: str, env: dict[str, str]) -> list[dict[str, Any]]:
     """All rounds of one shape, alternating servers (A, B, A, B), with per-shape peak RSS."""
     for server in run.servers:
-        reset_peak_rss(server.proc.pid)
+        reset_peak_rss(server.pid)
     results = []
     for rnd in range(rounds):
         for server in run.servers:
@@ -93,34 +93,34 @@ def run_shape(run: Run, shape: ImageShape, rounds: int, base: str, env: dict[str
             )
             results.append(result)
     for server in run.servers:
-        server.peak_rss_kib[shape.name] = proc_status_kib(server.proc.pid, "VmHWM")
+        server.peak_rss_kib[shape.name] = proc_status_kib(server.pid, "VmHWM")
     return results
 
 
 # --------------------------------------------------------------------------------------------- report
 
 
-def values_of(results: list[dict], shape: str, server: str, key: str) -> list[float]:
+def values_of(results: list[dict[str, Any]], shape: str, server: str, key: str) -> list[float]:
     """`key` of every round of one shape on one server."""
     return [r[key] for r in results if r["workload"] == shape and r["server"] == server]
 
 
-def median_of(results: list[dict], shape: str, server: str, key: str) -> float:
+def median_of(results: list[dict[str, Any]], shape: str, server: str, key: str) -> float:
     """Median of `key` over the rounds of one shape on one server."""
     return statistics.median(values_of(results, shape, server, key))
 
 
-def median_server_ms(results: list[dict], shape: str, server: str, phase: str, group: str) -> float:
+def median_server_ms(results: list[dict[str, Any]], shape: str, server: str, phase: str, group: str) -> float:
     """Median over rounds of the total server-side ms of one request group (e.g. `PATCH upload`) in a phase."""
     values = [
         r[f"{phase}_requests"].get(group, {}).get("total_ms", 0.0)
         for r in results
         if r["workload"] == shape and r["server"] == server
     ]
-    return statistics.median(values)
+    return float(statistics.median(values))
 
 
-def push_pull_rows(results: list[dict], shapes: list[ImageShape]) -> list[dict[str, Any]]:
+def push_pull_rows(results: list[dict[str, Any]], shapes: list[ImageShape]) -> list[dict[str, Any]]:
     """One row per (shape, push|pull): both servers' median seconds and the ratio ours/theirs."""
     rows = []
     for shape in shapes:
@@ -146,7 +146,7 @@ def push_pull_rows(results: list[dict], shapes: list[ImageShape]) -> list[dict[s
     return rows
 
 
-def server_side_rows(results: list[dict], shapes: list[ImageShape]) -> list[tuple[str, str, float, float]]:
+def server_side_rows(results: list[dict[str, Any]], shapes: list[ImageShape]) -> list[tuple[str, str, float, float]]:
     """Median total server-side ms of the requests that carry the bytes, per shape and server."""
     groups = (("push", "PATCH upload"), ("push", "PUT upload"), ("pull", "GET blob"), ("push", "PUT manifest"))
     rows = []
@@ -185,7 +185,13 @@ def print_tables(rows: list[dict[str, Any]], side: list[tuple[str, str, float, f
         print(f"peak RSS {server.name:>12}: idle {server.baseline_rss_kib / 1024:.1f} MiB; {peaks}")
 
 
-def write_json(args: argparse.Namespace, shapes: list[ImageShape], run: Run, results: list[dict], rows: list) -> None:
+def write_json(
+    args: argparse.Namespace,
+    shapes: list[ImageShape],
+    run: Run,
+    results: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+) -> None:
     """Write the configuration, per-round results, medians and peak RSS to RESULTS_PATH."""
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
     document = {
@@ -209,9 +215,10 @@ def bench_run(keep_logs: Path | None) -> Iterator[Run]:
     """A Run with a temp dir and both servers started; always cleaned up afterwards."""
     run = Run(suffix=secrets.token_hex(4), tmp=Path(tempfile.mkdtemp(prefix="bench-pushpull-")))
     try:
-        run.servers = [start_ours(run.tmp), start_distribution(run.tmp)]
+        run.servers.append(start_ours(run.tmp))
+        run.servers.append(start_distribution(run.tmp))
         for server in run.servers:
-            server.baseline_rss_kib = proc_status_kib(server.proc.pid, "VmRSS")
+            server.baseline_rss_kib = proc_status_kib(server.pid, "VmRSS")
         yield run
     finally:
         if keep_logs is not None:
@@ -250,9 +257,9 @@ def main(argv: list[str] | None = None) -> None:
     env = docker_build_env()
     with bench_run(RESULTS_PATH.parent if args.keep_logs else None) as run:
         for server in run.servers:
-            print(f"{server.name} on {server.host} (pid {server.proc.pid})", flush=True)
+            print(f"{server.name} on {server.host} (pid {server.pid})", flush=True)
         base = import_base(run)
-        results: list[dict] = []
+        results: list[dict[str, Any]] = []
         for shape in shapes:
             results += run_shape(run, shape, args.rounds, base, env)
         rows = push_pull_rows(results, shapes)

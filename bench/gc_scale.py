@@ -19,24 +19,26 @@ import random
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from bench import RESULTS_DIR
 from registry.gc import Collector
 from registry.layout import blob_key
 from storage.drivers.local import LocalDriver
-from storage.metadata import Metadata
-from storage.metadata.sqlite import SQLiteDatabase
+from storage.metadata import Connection, Metadata, SQLiteDatabase
 
 LAYERS_PER_IMAGE = 3  # with the config and the manifest's own bytes: five blobs per manifest
 IMAGES_PER_REPOSITORY = 100
 UNTAGGED_SHARE = 0.2
-RESULTS = Path(__file__).parent / "results" / "gc_scale.json"
+RESULTS = RESULTS_DIR / "gc_scale.json"
+Rows = list[tuple[Any, ...]]
 
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def generate(manifests: int, seed: int = 1) -> tuple[list, list, list, list, dict[str, bytes]]:
+def generate(manifests: int, seed: int = 1) -> tuple[Rows, Rows, Rows, Rows, dict[str, bytes]]:
     """Rows of manifests, references, tags and blobs for `manifests` images of unique blobs."""
     rng = random.Random(seed)
     now = time.time() - 7200  # older than the grace period
@@ -61,7 +63,7 @@ async def build(root: Path, manifests: int) -> tuple[Metadata, LocalDriver]:
     await metadata.open()
     repositories = sorted({row[0] for row in manifest_rows})
 
-    def insert(c) -> None:
+    def insert(c: Connection) -> None:
         c.executemany("INSERT INTO repositories (name, created_at) VALUES (?, 0)", [(r,) for r in repositories])
         c.executemany(
             "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, 'present', ?, ?)",
@@ -89,7 +91,7 @@ async def build(root: Path, manifests: int) -> tuple[Metadata, LocalDriver]:
     return metadata, driver
 
 
-async def measure(manifests: int) -> dict:
+async def measure(manifests: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gc-bench-") as tmp:
         metadata, driver = await build(Path(tmp), manifests)
         try:

@@ -73,7 +73,8 @@ async def puller(
 ) -> None:
     """One keep-alive connection sending `requests` (raw request, expected body length) in turn until `until`;
     reconnects after an error."""
-    reader = writer = None
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
     turn = 0
     first = True
     while time.monotonic() < until:
@@ -83,7 +84,7 @@ async def puller(
                 if first:
                     first = False
                     await started.wait()
-            assert reader is not None
+            assert reader is not None and writer is not None
             raw, length = requests[turn % len(requests)]
             turn += 1
             begun = time.monotonic()
@@ -136,7 +137,10 @@ async def dribbler(port: int, until: float, dribble_s: float, tally: Tally) -> N
                 writer.close()
 
 
-async def sample_rss(pids: Callable[[], list[int]], until: float, samples: list[int], held: list[int], tally: Tally):
+async def sample_rss(
+    pids: Callable[[], list[int]], until: float, samples: list[int], held: list[int], tally: Tally
+) -> None:
+    """Every second until `until`: the summed RSS of `pids()` and how many slow sockets are held."""
     while time.monotonic() < until:
         samples.append(rss_kib(pids()))
         held.append(tally.slow_open)

@@ -271,10 +271,10 @@ def write_results(bench: Bench, args: argparse.Namespace, rows: list[dict[str, A
 def plot_ratios(rows: list[dict[str, Any]], args: argparse.Namespace) -> Path | None:
     """A horizontal bar chart (log scale) of every ratio ours/theirs with its target; None without matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]  # the bench extra
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[bench]'): no chart")
         return None

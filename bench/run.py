@@ -124,7 +124,7 @@ def run_workload(bench: Bench, workload: Workload) -> None:
         for server in bench.servers:
             workload.setup(server)
         for server in bench.servers:
-            reset_peaks(server.proc.pid)
+            reset_peaks(server.pid)
         for rnd in range(bench.sizes.rounds):
             for server in bench.servers:
                 for s in workload.run_round(server, rnd):
@@ -133,7 +133,7 @@ def run_workload(bench: Bench, workload: Workload) -> None:
                         f"  server cpu {s.server_cpu_s:6.2f}s  client cpu {s.client_cpu_s:6.2f}s  load {s.load:.1f}",
                         flush=True,
                     )
-        bench.peaks[workload.name] = {server.name: peaks_kib(server.proc.pid) for server in bench.servers}
+        bench.peaks[workload.name] = {server.name: peaks_kib(server.pid) for server in bench.servers}
     finally:
         workload.teardown()
 
@@ -145,15 +145,14 @@ def compare(args: argparse.Namespace) -> None:
     started = time.monotonic()
     try:
         preflight(args, run.tmp)
-        run.servers = bench.servers = [
-            start_ours(run.tmp, dict(args.ours_env), access_log=False),
-            start_distribution(run.tmp, log_level="error", cache=args.distribution_cache),
-        ]
+        run.servers = bench.servers  # the same list: cleanup stops whichever started
+        bench.servers.append(start_ours(run.tmp, dict(args.ours_env), access_log=False))
+        bench.servers.append(start_distribution(run.tmp, log_level="error", cache=args.distribution_cache))
         for server in bench.servers:
             bench.processes[server.name] = settle_workers(server)
-            server.baseline_rss_kib = sum(proc_status_kib(p, "VmRSS") for p in tree_pids(server.proc.pid))
+            server.baseline_rss_kib = sum(proc_status_kib(p, "VmRSS") for p in tree_pids(server.pid))
             print(
-                f"{server.name} on {server.host}: pid {server.proc.pid}, {bench.processes[server.name]} process(es),"
+                f"{server.name} on {server.host}: pid {server.pid}, {bench.processes[server.name]} process(es),"
                 f" idle RSS {server.baseline_rss_kib / 1024:.0f} MiB",
                 flush=True,
             )

@@ -1,26 +1,22 @@
 """The servers under test: our registry and CNCF Distribution, started on free loopback ports and stopped again.
 
-Each runs as a subprocess with fresh storage under a directory of the caller's temp dir and its output in a log file
-there (`bench.logs` reads it).
+Each runs as a `tests.support.processes.ServerProcess` (the one way the tests run a server too: its own process
+group, output appended to a log file, readiness polled, SIGTERM then SIGKILL of the group), with fresh storage in a
+directory of the caller's temp dir and its log there (`bench.logs` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from bench import HOST, PROJECT_DIR
-from bench.metrics import process_table, tree_pids
+from bench.metrics import tree_pids
+from tests.support.processes import ServerProcess, free_port
 
 OURS_BIN = PROJECT_DIR / ".venv" / "bin" / "registry"
 DISTRIBUTION_BIN = Path("/usr/bin/docker-registry")
@@ -28,16 +24,24 @@ DISTRIBUTION_BIN = Path("/usr/bin/docker-registry")
 
 @dataclass
 class Server:
-    """One registry process under test and where its log goes."""
+    """One registry under test: its name (ours or distribution), port, process and log."""
 
     name: str
     port: int
-    proc: subprocess.Popen[bytes]
-    workdir: Path
-    log_path: Path
+    process: ServerProcess
     log_offset: int = 0
     baseline_rss_kib: int = 0
     peak_rss_kib: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        """The server's main process (its workers are its children)."""
+        return self.process.pid
+
+    @property
+    def log_path(self) -> Path:
+        """The file its output goes to."""
+        return self.process.log_path
 
     @property
     def host(self) -> str:
@@ -49,34 +53,12 @@ class Server:
         return target if target.startswith("http") else f"http://{self.host}{target}"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def env_pair(text: str) -> tuple[str, str]:
     """Parse `KEY=VALUE`: a variable of our server's environment (the --ours-env options)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    """Poll `url` until it answers 200; fail early if the server process exits."""
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode} before it was ready ({url})")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(url).status_code == 200:
-                    return
-            time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {timeout_s}s: {url}")
 
 
 def start_ours(
@@ -88,14 +70,11 @@ def start_ours(
     workdir = tmp / directory
     workdir.mkdir()
     port = free_port()
-    log_path = workdir / "server.log"
     variables = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
     variables.update({"REGISTRY_LOG_ACCESS": str(access_log).lower(), **(env or {})})
     command = [str(OURS_BIN), "serve", "--host", HOST, "--port", str(port), "--data-dir", str(workdir / "data")]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=variables)
-    wait_ready(f"http://{HOST}:{port}/healthz", proc, timeout_s=60.0)
-    return Server("ours", port, proc, workdir, log_path)
+    process = ServerProcess(command, log_path=workdir / "server.log", env=variables, name="registry")
+    return started(Server("ours", port, process), "/healthz", timeout_s=60.0)
 
 
 def start_distribution(
@@ -121,21 +100,30 @@ def start_distribution(
         + ("  cache:\n    blobdescriptor: inmemory\n" if cache else "")
         + f"http:\n  addr: {HOST}:{port}\n  secret: {secrets.token_hex(16)}\n"
     )
-    log_path = workdir / "server.log"
     # Its AWS SDK refuses to start with a custom CA bundle set (it cannot apply one to its own transport).
     variables = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    with open(log_path, "wb") as log:
-        command = [str(DISTRIBUTION_BIN), "serve", str(config)]
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=variables)
-    wait_ready(f"http://{HOST}:{port}/v2/", proc)
-    return Server("distribution", port, proc, workdir, log_path)
+    command = [str(DISTRIBUTION_BIN), "serve", str(config)]
+    process = ServerProcess(command, log_path=workdir / "server.log", env=variables, name="distribution")
+    return started(Server("distribution", port, process), "/v2/", timeout_s=30.0)
+
+
+def started(server: Server, ready_path: str, timeout_s: float) -> Server:
+    """`server` started and answering 200 on `ready_path`; stopped again, and ProcessError raised (with its log
+    tail), when it exits first or is not ready within `timeout_s`."""
+    server.process.start()
+    try:
+        server.process.wait_for_url(server.url(ready_path), timeout=timeout_s)
+    except BaseException:
+        server.process.stop()
+        raise
+    return server
 
 
 def settle_workers(server: Server, timeout_s: float = 10.0) -> int:
     """Wait until the server's process count stops changing (workers start after /healthz answers); return it."""
     deadline, count, stable_since = time.monotonic() + timeout_s, 0, time.monotonic()
     while time.monotonic() < deadline:
-        now = len(tree_pids(server.proc.pid))
+        now = len(tree_pids(server.pid))
         if now != count:
             count, stable_since = now, time.monotonic()
         elif time.monotonic() - stable_since > 1.0:
@@ -145,20 +133,6 @@ def settle_workers(server: Server, timeout_s: float = 10.0) -> int:
 
 
 def stop(server: Server) -> None:
-    """SIGTERM the server (SIGKILL if it has not exited after 10 s), then SIGKILL any of its worker processes
-    left behind."""
-    if server.proc.poll() is not None:
-        return
-    workers = tree_pids(server.proc.pid)[1:]
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        server.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
-    time.sleep(0.2)
-    alive = process_table()
-    for pid in workers:
-        if pid in alive:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+    """SIGTERM the server, SIGKILL its process group if it has not exited after 10 s, then SIGKILL any of its
+    workers left behind."""
+    server.process.stop(grace_s=10.0)

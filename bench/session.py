@@ -117,11 +117,11 @@ class Bench:
     ) -> list[Sample]:
         """Run `action` under a meter; it returns {metric: value} and, optionally, {ACTIVE: seconds requests were in
         flight}; record one Sample per metric."""
-        with metered(server.proc.pid, client_pids) as meter:
+        with metered(server.pid, client_pids) as meter:
             values = action()
         sequential = ACTIVE in values
         active_s = min(values.pop(ACTIVE, meter.wall_s), meter.wall_s)
-        costs = {key: round(v, 3) if isinstance(v, float) else v for key, v in asdict(meter).items()}
+        costs: dict[str, Any] = {key: round(v, 3) if isinstance(v, float) else v for key, v in asdict(meter).items()}
         samples = [
             Sample(
                 metric,

@@ -309,15 +309,15 @@ def status_kib(pid: int) -> tuple[int, int]:
 
 def sample(server: Server, t_s: float, tally: Tally) -> RssSample:
     """The RSS of the server and of each of its workers now."""
-    pids = tree_pids(server.proc.pid)
-    workers = sorted(p for p in pids if p != server.proc.pid)
+    pids = tree_pids(server.pid)
+    workers = sorted(p for p in pids if p != server.pid)
     rss = {p: status_kib(p) for p in workers}
     return RssSample(
         t_s=round(t_s, 1),
         load=load_average(),
         requests=tally.requests,
         errors=sum(tally.errors.values()),
-        server_rss_kib=status_kib(server.proc.pid)[0],
+        server_rss_kib=status_kib(server.pid)[0],
         workers_rss_kib={p: r for p, (r, _) in rss.items()},
         workers_anon_kib={p: a for p, (_, a) in rss.items()},
     )
@@ -418,7 +418,7 @@ async def soak(server: Server, args: argparse.Namespace, tally: Tally) -> tuple[
         finally:
             await client.connection.close()
 
-    workers = sorted(p for p in tree_pids(server.proc.pid) if p != server.proc.pid)
+    workers = sorted(p for p in tree_pids(server.pid) if p != server.pid)
     samples = [sample(server, 0.0, tally)]
     print_header(workers)
     print_row(samples[0], None, workers)
@@ -427,8 +427,8 @@ async def soak(server: Server, args: argparse.Namespace, tally: Tally) -> tuple[
         await asyncio.sleep(min(args.interval, deadline - now))
         samples.append(sample(server, time.monotonic() - started, tally))
         print_row(samples[-1], samples[-2], workers)
-        if server.proc.poll() is not None:
-            tally.error("server", f"the server exited with {server.proc.returncode}")
+        if not server.process.running:
+            tally.error("server", f"the server exited with {server.process.returncode}")
             break
     await asyncio.gather(*tasks)
     return samples, workers
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> bool:
         settle_workers(server)
         print(
             f"soak: {args.minutes:g} min, {args.clients} clients, {args.workers} workers, collector every"
-            f" {args.gc_interval} (grace {args.gc_grace}); server pid {server.proc.pid} on {server.host}",
+            f" {args.gc_interval} (grace {args.gc_grace}); server pid {server.pid} on {server.host}",
             flush=True,
         )
         started = time.time()

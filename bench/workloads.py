@@ -446,7 +446,7 @@ class HeldLoad(Workload):
                 connections=sizes.load_connections,
                 slow=sizes.load_slow,
                 seconds=sizes.load_seconds,
-                server_pid=server.proc.pid,
+                server_pid=server.pid,
             )
             print(f"  {server.name}: " + ", ".join(f"{k} {v}" for k, v in stats.items()), flush=True)
             wrong = {kind: n for kind, n in stats["error_kinds"].items() if kind in held_load.WRONG_ANSWERS}
