@@ -84,9 +84,9 @@ def serve(args: argparse.Namespace) -> None:
 
 async def _prepare_index(settings: Settings) -> None:
     """Create or migrate the index once, before the workers open it."""
-    from storage.metadata import open_metadata
+    from registry.factory import make_metadata
 
-    metadata = open_metadata(settings.index_url)
+    metadata = make_metadata(settings)
     await metadata.open()
     await metadata.close()
 
@@ -230,10 +230,9 @@ def user_list(args: argparse.Namespace) -> None:
 
 async def _with_storage(settings: Settings, work):
     """Run `work(index, driver)` with the index open."""
-    from registry.app import make_driver
-    from storage.metadata import open_metadata
+    from registry.factory import make_driver, make_metadata
 
-    metadata = open_metadata(settings.index_url)
+    metadata = make_metadata(settings)
     await metadata.open()
     try:
         return await work(metadata, make_driver(settings))

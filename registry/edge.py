@@ -4,15 +4,14 @@ access-log line whose fields the client cannot forge."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import re
 import time
 
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.errors import HostInvalid
+from registry.handlers.base import error_response
 
 log = logging.getLogger("registry.access")
 
@@ -102,7 +101,7 @@ class Edge:
             await send(message)
 
         problem = _host_problem(scope)
-        app = self.app if problem is None else _error_response(problem)
+        app = self.app if problem is None else error_response(problem)
         try:
             await app(scope, receive, edge_send)
         finally:
@@ -117,9 +116,3 @@ class Edge:
                     sent,
                     (time.perf_counter() - started) * 1000,
                 )
-
-
-def _error_response(error: HostInvalid) -> Response:
-    return Response(
-        json.dumps(error.body(), separators=(",", ":")).encode(), error.status, media_type="application/json"
-    )

@@ -1,7 +1,8 @@
-"""The registry's rules: what may be pulled, pushed and deleted, and what a manifest must satisfy.
+"""The registry's one door: what may be pulled, pushed and deleted, and what a manifest must satisfy.
 
-The service speaks in names, digests and bytes; it never sees an HTTP object. Blob uploads are in
-uploads.py.
+The facade speaks in names, digests and bytes; it never sees an HTTP object. Every handler and the
+CLI go through `Registry`; blob uploads are delegated to registry/ingest.py. Storage exceptions
+become RegistryErrors through `registry.errors.storage_errors`.
 """
 
 from __future__ import annotations
@@ -10,24 +11,29 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from registry.cache import DEFAULT_CACHE_BYTES, DigestCache
 from registry.errors import (
     BlobUnknown,
     DigestInvalid,
-    ManifestBlobUnknown,
-    ManifestInvalid,
+    ManifestPut,
+    ManifestRead,
     ManifestTooLarge,
     ManifestUnknown,
     NameUnknown,
     Unsupported,
+    storage_errors,
 )
-from registry.ingest import Uploads, collecting
-from registry.layout import blob_key
+from registry.ingest import Body, ByteRange, Uploads
+from registry.layout import blob_key, upload_prefix
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
 from registry.oci import OCI_INDEX, is_type_name, parse_manifest
-from storage.drivers import Driver, NotFound
-from storage.metadata import BlobCollecting, ManifestRecord, Metadata, MissingReferences
+from storage.drivers import Driver
+from storage.metadata import ManifestRecord, Metadata, RemovedRepository
+
+# The types of the facade's methods, for its callers (no handler imports `storage`).
+__all__ = ["BlobInfo", "Body", "ByteRange", "ManifestRecord", "Page", "Registry", "RemovedRepository"]
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
 
@@ -47,7 +53,7 @@ class Page:
 
 
 class Registry:
-    """The registry over one index and one driver."""
+    """The registry over one metadata store and one driver."""
 
     def __init__(
         self,
@@ -61,7 +67,7 @@ class Registry:
     ):
         self.metadata, self.driver = metadata, driver
         self.redirect_expiry_s = redirect_expiry_s
-        self.uploads = Uploads(metadata, driver)
+        self._uploads = Uploads(metadata, driver)
         self.manifest_cache = DigestCache(manifest_cache_bytes)
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
@@ -69,6 +75,10 @@ class Registry:
     def _require_delete(self) -> None:
         if not self.delete_enabled:
             raise Unsupported({"reason": "deletes are disabled in this registry's configuration"})
+
+    async def ready(self) -> None:
+        """Return once the metadata store answers (raises BackendUnavailable while it cannot)."""
+        await self.metadata.repository_exists("")
 
     # -- blobs ----------------------------------------------------------------------------------
 
@@ -95,6 +105,47 @@ class Registry:
         self._require_delete()
         if not await self.metadata.unlink_blob(repository, str(digest)):
             raise BlobUnknown({"digest": str(digest)})
+
+    # -- uploads (registry/ingest.py) -----------------------------------------------------------
+
+    async def push_blob(self, repository: str, digest: Digest, body: Body) -> None:
+        """Store a whole blob sent in one request, verified while it streams in."""
+        await self._uploads.monolithic(repository, digest, body)
+
+    async def mount_blob(
+        self, repository: str, digest: Digest, source: str | None, may_pull: Callable[[str], bool]
+    ) -> bool:
+        """Link a stored blob into `repository` from `source` (or any repository) that `may_pull`
+        admits, moving no bytes; False when it cannot, and the client then uploads the blob."""
+        return await self._uploads.mount(repository, digest, source, may_pull)
+
+    async def start_upload(self, repository: str) -> str:
+        """Open an upload session in `repository`; returns its id."""
+        return await self._uploads.start(repository)
+
+    async def upload_size(self, repository: str, upload_id: str) -> int:
+        """The bytes an upload holds so far; raises BlobUploadUnknown when it is not open in `repository`."""
+        return (await self._uploads.status(repository, upload_id)).size
+
+    async def append_upload(self, repository: str, upload_id: str, body: Body, content_range: ByteRange | None) -> int:
+        """Append `body` to the upload as one chunk (at `content_range`, when given); returns its new size."""
+        return await self._uploads.append(repository, upload_id, body, content_range)
+
+    async def finish_upload(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        body: Body | None = None,
+        content_range: ByteRange | None = None,
+    ) -> int:
+        """Close the upload as blob `digest` once its bytes, `body` (a last chunk) included, match;
+        returns the blob's size."""
+        return await self._uploads.finish(repository, upload_id, digest, body, content_range)
+
+    async def cancel_upload(self, repository: str, upload_id: str) -> None:
+        """Abandon an upload and delete its bytes."""
+        await self._uploads.cancel(repository, upload_id)
 
     # -- manifests ------------------------------------------------------------------------------
 
@@ -128,17 +179,13 @@ class Registry:
             annotations,
         )
         blobs, children = manifest.required_blobs, {m.digest: m.size for m in manifest.manifests}
-        try:
+        with storage_errors(ManifestPut(record.digest)):
             # Checked before the bytes are stored, so that a refused manifest leaves nothing behind;
-            # the index checks again in the transaction that records it.
+            # the metadata store checks again in the transaction that records it.
             await self.metadata.check_references(repository, blobs, children)
-            if not await self.uploads.stored(record.digest):
+            if not await self._uploads.stored(record.digest):
                 await self.driver.put(blob_key(record.digest), body)
             await self.metadata.put_manifest(repository, record, blobs, children, tag)
-        except BlobCollecting:
-            raise collecting(record.digest) from None
-        except MissingReferences as e:
-            raise _refused(e) from None
         return record
 
     async def manifest(self, repository: str, reference: str) -> ManifestRecord:
@@ -158,10 +205,8 @@ class Registry:
         """The stored bytes of a manifest."""
         data = self.manifest_cache.get(record.digest)
         if data is None:
-            try:
+            with storage_errors(ManifestRead(record.digest)):
                 data = await self.driver.get(blob_key(record.digest))
-            except NotFound:
-                raise ManifestUnknown({"digest": record.digest}) from None
             self.manifest_cache.put(record.digest, data)
         return data
 
@@ -176,6 +221,20 @@ class Registry:
             deleted = await self.metadata.delete_tag(repository, target)
         if not deleted:
             raise ManifestUnknown({"reference": reference[:300]})
+
+    # -- repositories ---------------------------------------------------------------------------
+
+    async def delete_repository(self, repository: str) -> RemovedRepository:
+        """Delete `repository`: its tags, manifests, blob links and open uploads with their bytes;
+        returns what was removed, or raises NameUnknown when there is no such repository. The blobs'
+        bytes go when the collector finds them unused. Not subject to `delete_enabled` (that governs
+        deletes through the API): the caller decides who may."""
+        removed = await self.metadata.delete_repository(repository)
+        if removed is None:
+            raise NameUnknown({"name": repository})
+        for upload_id in removed.uploads:
+            await self.driver.delete(upload_prefix(upload_id))
+        return removed
 
     # -- listings -------------------------------------------------------------------------------
 
@@ -198,9 +257,9 @@ class Registry:
                 return _page(found, limit)
             last = names[-1]
 
-    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> dict:
+    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> dict[str, Any]:
         """The OCI image index of the manifests in `repository` whose subject is `subject`."""
-        descriptors = []
+        descriptors: list[dict[str, Any]] = []
         if artifact_type is not None and not is_type_name(artifact_type):
             return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}  # no manifest has one
         for record in await self.metadata.referrers(repository, str(subject), artifact_type):
@@ -211,23 +270,6 @@ class Registry:
                 descriptor["annotations"] = json.loads(record.annotations)
             descriptors.append(descriptor)
         return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
-
-
-REFUSED_DIGESTS_SHOWN = 50
-
-
-def _refused(e: MissingReferences) -> ManifestBlobUnknown | ManifestInvalid:
-    """The error of a manifest whose references the repository lacks; its detail names at most
-    REFUSED_DIGESTS_SHOWN digests, and how many there are in all."""
-    if e.missing:
-        return ManifestBlobUnknown({"missing": e.missing[:REFUSED_DIGESTS_SHOWN], "count": len(e.missing)})
-    return ManifestInvalid(
-        {
-            "reason": "descriptor sizes do not match the stored blobs",
-            "digests": e.wrong_size[:REFUSED_DIGESTS_SHOWN],
-            "count": len(e.wrong_size),
-        }
-    )
 
 
 def _without_nul(last: str) -> str:

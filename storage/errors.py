@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 
-class NotFound(Exception):
+class StorageError(Exception):
+    """What every exception of this module is."""
+
+
+class NotFound(StorageError):
     """The key does not exist."""
 
 
-class Busy(Exception):
+class Busy(StorageError):
     """Another writer (of any process) holds the object."""
 
 
-class BackendUnavailable(Exception):
+class BackendUnavailable(StorageError):
     """An object store or database cannot be reached or answered with a server error; the request
     may succeed later. Nothing was changed by the failed operation, or the change is invisible."""
 
 
-class MissingReferences(Exception):
+class MissingReferences(StorageError):
     """A manifest refers to blobs or manifests the repository lacks (or has with another size)."""
 
     def __init__(self, missing: list[str], wrong_size: list[str]):
@@ -24,5 +28,5 @@ class MissingReferences(Exception):
         self.missing, self.wrong_size = missing, wrong_size
 
 
-class BlobCollecting(Exception):
+class BlobCollecting(StorageError):
     """The garbage collector is deleting this blob's bytes; try again once it is done."""

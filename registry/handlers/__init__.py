@@ -1,1 +1,1 @@
-"""HTTP handlers: parse the request, call the service, shape the response. Nothing else."""
+"""HTTP handlers: parse the request, call the registry (registry/facade.py), shape the response. Nothing else."""

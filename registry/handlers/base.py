@@ -1,4 +1,5 @@
-"""What every handler shares: the service, path and query parameters, and response shapes."""
+"""What every handler shares: the registry, path and query parameters, response shapes (error ones
+included), and the two endpoints outside any resource (`/v2/` and the health check)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from starlette.convertors import Convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.errors import PaginationNumberInvalid
+from registry.errors import PaginationNumberInvalid, RegistryError
 from registry.facade import Registry
 from registry.names import Digest, parse_digest, parse_name
 from registry.numbers import NumberInvalid, parse_number
@@ -32,8 +33,10 @@ class RepositoryConvertor(Convertor[str]):
         return value
 
 
-def registry(request: Request) -> Registry:
-    return request.app.state.registry
+def registry_of(request: Request) -> Registry:
+    """The registry the app serves."""
+    registry: Registry = request.app.state.registry
+    return registry
 
 
 def repository(request: Request) -> str:
@@ -42,6 +45,7 @@ def repository(request: Request) -> str:
 
 
 def path_digest(request: Request) -> Digest:
+    """The digest named in the path, checked against the grammar."""
     return parse_digest(request.path_params["digest"])
 
 
@@ -98,6 +102,17 @@ def empty_response(status: int, headers: dict[str, str]) -> Response:
     return Response(b"", status, headers)
 
 
+def error_response(error: RegistryError) -> Response:
+    """The response of every error: its body as JSON, its status and its headers."""
+    return json_response(error.body(), error.status, error.headers or None)
+
+
 async def version_check(request: Request) -> Response:
     """`GET /v2/`: this server speaks the registry API."""
     return json_response({})
+
+
+async def health(request: Request) -> Response:
+    """`GET /healthz`, liveness and readiness: 200 once the metadata store answers."""
+    await registry_of(request).ready()
+    return json_response({"status": "ok"})

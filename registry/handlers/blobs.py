@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from registry.errors import RangeInvalid
-from registry.handlers.base import empty_response, path_digest, registry, repository
+from registry.handlers.base import empty_response, path_digest, registry_of, repository
 from registry.numbers import parse_number
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -42,8 +42,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 class BlobResponse(Response):
-    """Streams blob bytes. (Handing granian a whole file with `http.response.pathsend` was measured
-    slower here, about 2,050 MiB/s against 2,550-2,850, and used half as much CPU again.)"""
+    """Streams blob bytes (measured faster, and lighter on CPU, than handing granian the whole file
+    with `http.response.pathsend`: see the README's performance section)."""
 
     def __init__(self, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes]):
         super().__init__(None, status, headers)
@@ -62,9 +62,10 @@ class BlobResponse(Response):
 
 
 async def get_blob(request: Request) -> Response:
+    """`GET`/`HEAD` a blob, whole or one byte range, or a redirect to the store when redirects are on."""
     name, digest = repository(request), path_digest(request)
-    service = registry(request)
-    blob = await service.blob(name, digest)
+    registry = registry_of(request)
+    blob = await registry.blob(name, digest)
     headers = {
         "Docker-Content-Digest": blob.digest,
         "Accept-Ranges": "bytes",
@@ -81,13 +82,14 @@ async def get_blob(request: Request) -> Response:
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     if request.method == "HEAD":
         return Response(None, status, headers)
-    redirect = await service.blob_redirect(blob)
+    redirect = await registry.blob_redirect(blob)
     if redirect is not None:
         return Response(None, 307, {"Location": redirect, "Docker-Content-Digest": blob.digest})
-    return BlobResponse(status, headers, service.blob_chunks(blob, start, end - start + 1))
+    return BlobResponse(status, headers, registry.blob_chunks(blob, start, end - start + 1))
 
 
 async def delete_blob(request: Request) -> Response:
+    """`DELETE` a blob from the repository."""
     name, digest = repository(request), path_digest(request)
-    await registry(request).delete_blob(name, digest)
+    await registry_of(request).delete_blob(name, digest)
     return empty_response(202, {"Docker-Content-Digest": str(digest)})

@@ -6,8 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.errors import ManifestTooLarge, ManifestUnknown
-from registry.handlers.base import empty_response, read_body, registry, repository
-from storage.metadata import ManifestRecord
+from registry.facade import ManifestRecord
+from registry.handlers.base import empty_response, read_body, registry_of, repository
+from registry.urls import manifest_path
 
 
 def _acceptable(media_type: str, request: Request) -> bool:
@@ -31,31 +32,34 @@ def _headers(record: ManifestRecord) -> dict[str, str]:
 
 
 async def get_manifest(request: Request) -> Response:
+    """`GET`/`HEAD` a manifest by tag or digest, if the `Accept` headers admit its media type."""
     name, reference = repository(request), request.path_params["reference"]
-    service = registry(request)
-    record = await service.manifest(name, reference)
+    registry = registry_of(request)
+    record = await registry.manifest(name, reference)
     if not _acceptable(record.media_type, request):
         raise ManifestUnknown(
             {"reference": reference, "media_type": record.media_type},
             message=f"the manifest is a {record.media_type}, which the Accept header does not admit",
         )
-    body = None if request.method == "HEAD" else await service.manifest_bytes(record)
+    body = None if request.method == "HEAD" else await registry.manifest_bytes(record)
     return Response(body, 200, _headers(record))
 
 
 async def put_manifest(request: Request) -> Response:
+    """`PUT` a manifest under a tag or its digest."""
     name, reference = repository(request), request.path_params["reference"]
-    service = registry(request)
-    limit = service.manifest_max_bytes
+    registry = registry_of(request)
+    limit = registry.manifest_max_bytes
     body = await read_body(request, limit, lambda: ManifestTooLarge({"limit": limit}))
-    record = await service.put_manifest(name, reference, body, request.headers.get("content-type"))
-    headers = {"Location": f"/v2/{name}/manifests/{record.digest}", "Docker-Content-Digest": record.digest}
+    record = await registry.put_manifest(name, reference, body, request.headers.get("content-type"))
+    headers = {"Location": manifest_path(name, record.digest), "Docker-Content-Digest": record.digest}
     if record.subject:
         headers["OCI-Subject"] = record.subject
     return empty_response(201, headers)
 
 
 async def delete_manifest(request: Request) -> Response:
+    """`DELETE` a manifest by digest (with its tags), or only a tag."""
     name, reference = repository(request), request.path_params["reference"]
-    await registry(request).delete_manifest(name, reference)
+    await registry_of(request).delete_manifest(name, reference)
     return empty_response(202, {})

@@ -9,10 +9,11 @@ from starlette.responses import Response
 
 from registry.auth.access import PULL
 from registry.errors import DigestInvalid, RangeInvalid
-from registry.handlers.base import empty_response, registry, repository
-from registry.ingest import ByteRange, location, range_header
+from registry.facade import ByteRange
+from registry.handlers.base import empty_response, registry_of, repository
 from registry.names import Digest, parse_digest, parse_name
 from registry.numbers import NumberInvalid, parse_number
+from registry.urls import blob_path, upload_path, upload_range
 
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
 
@@ -44,56 +45,62 @@ def _query_digest(request: Request) -> Digest:
 
 
 def _blob_created(name: str, digest: Digest) -> Response:
-    return empty_response(201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest)})
+    return empty_response(201, {"Location": blob_path(name, str(digest)), "Docker-Content-Digest": str(digest)})
 
 
 def _upload_progress(status: int, name: str, upload_id: str, size: int) -> Response:
     return empty_response(
         status,
-        {"Location": location(name, upload_id), "Range": range_header(size), "Docker-Upload-UUID": upload_id},
+        {"Location": upload_path(name, upload_id), "Range": upload_range(size), "Docker-Upload-UUID": upload_id},
     )
 
 
 async def start_upload(request: Request) -> Response:
+    """`POST`: mount a blob from another repository (`mount`, `from`), push a whole blob (`digest`),
+    or else open an upload session."""
     name = repository(request)
-    uploads = registry(request).uploads
+    registry = registry_of(request)
     params = request.query_params
     if "mount" in params:
         source = params.get("from")
         digest = parse_digest(params["mount"])
         principal = request.state.principal
         source_name = parse_name(source) if source else None
-        if await uploads.mount(name, digest, source_name, lambda repo: principal.may(repo, PULL)):
+        if await registry.mount_blob(name, digest, source_name, lambda repo: principal.may(repo, PULL)):
             return _blob_created(name, digest)
     elif "digest" in params:
         digest = _query_digest(request)
-        await uploads.monolithic(name, digest, request.stream())
+        await registry.push_blob(name, digest, request.stream())
         return _blob_created(name, digest)
-    upload_id = await uploads.start(name)
+    upload_id = await registry.start_upload(name)
     return _upload_progress(202, name, upload_id, 0)
 
 
 async def patch_upload(request: Request) -> Response:
+    """`PATCH`: append a chunk to the upload."""
     name, upload_id = repository(request), request.path_params["upload_id"]
-    size = await registry(request).uploads.append(name, upload_id, request.stream(), _content_range(request))
+    size = await registry_of(request).append_upload(name, upload_id, request.stream(), _content_range(request))
     return _upload_progress(202, name, upload_id, size)
 
 
 async def put_upload(request: Request) -> Response:
+    """`PUT`: close the upload as the blob `digest`, with a last chunk or none."""
     name, upload_id = repository(request), request.path_params["upload_id"]
     digest = _query_digest(request)
     body, content_range = (request.stream(), _content_range(request)) if _has_body(request) else (None, None)
-    await registry(request).uploads.finish(name, upload_id, digest, body, content_range)
+    await registry_of(request).finish_upload(name, upload_id, digest, body, content_range)
     return _blob_created(name, digest)
 
 
 async def upload_status(request: Request) -> Response:
+    """`GET`: how far the upload is."""
     name, upload_id = repository(request), request.path_params["upload_id"]
-    upload = await registry(request).uploads.status(name, upload_id)
-    return _upload_progress(204, name, upload_id, upload.size)
+    size = await registry_of(request).upload_size(name, upload_id)
+    return _upload_progress(204, name, upload_id, size)
 
 
 async def cancel_upload(request: Request) -> Response:
+    """`DELETE`: abandon the upload."""
     name, upload_id = repository(request), request.path_params["upload_id"]
-    await registry(request).uploads.cancel(name, upload_id)
+    await registry_of(request).cancel_upload(name, upload_id)
     return empty_response(204, {})

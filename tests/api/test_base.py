@@ -114,7 +114,7 @@ async def test_the_access_log_escapes_what_the_client_controls(settings: Setting
 async def test_error_log_lines_escape_the_method_and_path(settings: Settings, caplog) -> None:
     from starlette.requests import Request
 
-    from registry.app import _unexpected_error
+    from registry.app import registry_error
 
     scope = {
         "type": "http",
@@ -124,7 +124,8 @@ async def test_error_log_lines_escape_the_method_and_path(settings: Settings, ca
         "query_string": b"",
     }
     with caplog.at_level(logging.ERROR, logger="registry"):
-        await _unexpected_error(Request(scope), RuntimeError("boom"))
+        error = registry_error(Request(scope), RuntimeError("boom"))
+    assert (error.status, error.body()) == (500, {"errors": [{"code": "UNKNOWN", "message": "internal server error"}]})
     (line,) = [r.getMessage() for r in caplog.records if r.name == "registry"]
     assert line == "unexpected error on GET\\x1b /v2/a\\x00b\\u2028\\x20forged\\\\"
 
@@ -143,3 +144,24 @@ async def test_names_with_line_breaks_or_control_characters_answer_name_invalid(
     ]:
         r = await client.request(method, path)
         assert r.status_code == 400 and error_codes(r) == ["NAME_INVALID"], (method, path, r.status_code)
+
+
+def test_the_paths_in_location_headers_are_those_of_the_named_routes(settings: Settings) -> None:
+    from registry.app import create_app
+    from registry.urls import blob_path, manifest_path, upload_path
+
+    app = create_app(settings)
+    name, digest, upload_id = "team/app", f"sha256:{'a' * 64}", "0f1e2d3c-0000-4000-8000-000000000000"
+    assert app.url_path_for("get_blob", name=name, digest=digest) == blob_path(name, digest)
+    assert app.url_path_for("get_manifest", name=name, reference=digest) == manifest_path(name, digest)
+    assert app.url_path_for("upload_status", name=name, upload_id=upload_id) == upload_path(name, upload_id)
+
+
+def test_every_route_is_named_after_its_handler(settings: Settings) -> None:
+    from starlette.routing import Route
+
+    from registry.app import create_app
+
+    settings.auth.mode = "token"
+    names = [route.name for route in create_app(settings).routes if isinstance(route, Route)]
+    assert "guarded" not in names and len(names) == 18
