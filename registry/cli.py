@@ -12,11 +12,22 @@ import logging
 import os
 import resource
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from registry.config import ConfigError, Settings, as_dict, load_settings
 from registry.logs import configure_logging
 from registry.memory import cap_malloc_arenas
+
+if TYPE_CHECKING:
+    from registry.auth.users import Htpasswd
+    from registry.check import CheckReport
+    from registry.facade import RemovedRepository
+    from registry.gc import Report
+    from storage.drivers import Driver
+    from storage.metadata import Metadata
+
+T = TypeVar("T")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,7 +69,7 @@ def serve(args: argparse.Namespace) -> None:
         from registry.auth.tokens import load_or_create_key
 
         load_or_create_key(settings.token_key_path, settings.auth.token.algorithm)
-    asyncio.run(_prepare_index(settings))
+    asyncio.run(_prepare_metadata(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info(
         "data in %s, index %s; %d %s worker(s)",
@@ -82,8 +93,8 @@ def serve(args: argparse.Namespace) -> None:
         _serve_uvicorn(settings, workers, per_worker)
 
 
-async def _prepare_index(settings: Settings) -> None:
-    """Create or migrate the index once, before the workers open it."""
+async def _prepare_metadata(settings: Settings) -> None:
+    """Create or migrate the metadata store once, before the workers open it."""
     from registry.factory import make_metadata
 
     metadata = make_metadata(settings)
@@ -120,7 +131,7 @@ def _serve_uvicorn(settings: Settings, workers: int, per_worker: int) -> None:
     import uvicorn
 
     http = settings.http
-    options = {
+    options: dict[str, Any] = {
         "host": http.host,
         "port": http.port,
         "access_log": False,
@@ -152,21 +163,21 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
     from pathlib import Path
 
     from granian import Granian
-    from granian.constants import HTTPModes
+    from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings, HTTP2Settings
 
     from registry.asgi import SETTINGS_VARIABLE
 
     http = settings.http
     os.environ[SETTINGS_VARIABLE] = json.dumps(as_dict(settings))
-    tls = {}
+    tls: dict[str, Any] = {}
     if http.tls_certificate and http.tls_key:
         tls = {"ssl_cert": Path(http.tls_certificate), "ssl_key": Path(http.tls_key)}
     Granian(
         "registry.asgi:app",
         address=http.host,
         port=http.port,
-        interface="asgi",
+        interface=Interfaces.ASGI,
         workers=workers,
         factory=True,
         log_access=False,
@@ -174,8 +185,8 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
         # timer, so a connection that sends nothing is held until the client closes it.
         http=HTTPModes.auto if http.http2 else HTTPModes.http1,
         backlog=http.backlog,
-        # Connections a worker serves at once; it accepts no more until one closes (granian's default is
-        # backlog / workers: 1,024 half-open connections locked every client out).
+        # Connections a worker serves at once; it accepts no more until one closes (granian's default,
+        # backlog / workers, let half-open connections lock every client out).
         backpressure=per_worker,
         # hyper bounds the request head by its read buffer: max_buffer_size is both the head size at which an
         # unfinished head gets 431 (one read more may still complete it) and the most of a body read at once.
@@ -190,7 +201,7 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
     ).serve()
 
 
-def _htpasswd(args: argparse.Namespace):
+def _htpasswd(args: argparse.Namespace) -> Htpasswd:
     from registry.auth.users import Htpasswd
 
     return Htpasswd(_settings(args).htpasswd_path)
@@ -228,8 +239,8 @@ def user_list(args: argparse.Namespace) -> None:
         print(name)
 
 
-async def _with_storage(settings: Settings, work):
-    """Run `work(index, driver)` with the index open."""
+async def _with_storage(settings: Settings, work: Callable[[Metadata, Driver], Awaitable[T]]) -> T:
+    """Run `work(metadata, driver)` with the metadata store open."""
     from registry.factory import make_driver, make_metadata
 
     metadata = make_metadata(settings)
@@ -245,7 +256,7 @@ def gc(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
 
-    async def collect(metadata, driver):
+    async def collect(metadata: Metadata, driver: Driver) -> Report:
         collector = Collector.configured(metadata, driver, settings)
         return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
 
@@ -261,7 +272,7 @@ def check(args: argparse.Namespace) -> None:
 
     settings = _settings(args)
 
-    async def run(metadata, driver):
+    async def run(metadata: Metadata, driver: Driver) -> CheckReport:
         return await check_storage(metadata, driver, verify_digests=args.verify_digests)
 
     report = asyncio.run(_with_storage(settings, run))
@@ -279,7 +290,7 @@ def check(args: argparse.Namespace) -> None:
     if args.repair:
         from registry.gc import Collector, CollectorBusy
 
-        async def repair(metadata, driver):
+        async def repair(metadata: Metadata, driver: Driver) -> Report:
             return await Collector.configured(metadata, driver, settings).run(storage_only=True)
 
         try:
@@ -292,22 +303,19 @@ def check(args: argparse.Namespace) -> None:
 
 
 def repo_remove(args: argparse.Namespace) -> None:
+    from registry.errors import NameUnknown
+    from registry.factory import make_registry
     from registry.names import parse_name
 
     settings = _settings(args)
     name = parse_name(args.name)
 
-    async def remove(metadata, driver):
-        removed = await metadata.delete_repository(name)
-        if removed is not None:
-            from registry.layout import upload_prefix
+    async def remove(metadata: Metadata, driver: Driver) -> RemovedRepository:
+        return await make_registry(settings, metadata, driver).delete_repository(name)
 
-            for upload_id in removed.uploads:
-                await driver.delete(upload_prefix(upload_id))
-        return removed
-
-    removed = asyncio.run(_with_storage(settings, remove))
-    if removed is None:
+    try:
+        removed = asyncio.run(_with_storage(settings, remove))
+    except NameUnknown:
         sys.exit(f"registry: no repository {name!r}")
     print(f"removed {name}: {removed.tags} tags, {removed.manifests} manifests, {len(removed.uploads)} uploads")
     print("its blobs are freed by the next garbage collection (`registry gc`)")

@@ -183,7 +183,7 @@ class Registry:
             # Checked before the bytes are stored, so that a refused manifest leaves nothing behind;
             # the metadata store checks again in the transaction that records it.
             await self.metadata.check_references(repository, blobs, children)
-            if not await self._uploads.stored(record.digest):
+            if not await self._uploads.keep_if_stored(record.digest):
                 await self.driver.put(blob_key(record.digest), body)
             await self.metadata.put_manifest(repository, record, blobs, children, tag)
         return record

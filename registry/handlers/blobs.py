@@ -23,7 +23,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     one starting past any possible size, raises RangeInvalid (416). Numbers of any length are read
     without converting more than the largest possible size.
     """
-    match = _RANGE.fullmatch(header.strip()) if header else None
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header.strip())
     if match is None or match.group(1) == match.group(2) == "":
         return None
     first, last = match.groups()
