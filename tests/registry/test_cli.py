@@ -46,6 +46,36 @@ def test_gc_and_repo_rm_commands(tmp_path, capsys) -> None:
     assert "no repository" in str(e.value.code)
 
 
+def test_repo_rm_deletes_the_tags_manifests_and_uploads_with_their_bytes(tmp_path, capsys) -> None:
+    import asyncio
+    import os
+
+    from tests.support.app import running_app
+    from tests.support.backends import disk_and_sqlite
+    from tests.support.content import make_image, push_image
+
+    settings = disk_and_sqlite(tmp_path)
+
+    async def push() -> None:
+        async with running_app(settings) as (_, client):
+            await push_image(client, "team/app", make_image(), "latest")
+            r = await client.post("/v2/team/app/blobs/uploads/")
+            await client.patch(r.headers["Location"], content=b"part of a layer")
+
+    asyncio.run(push())
+    uploads = os.path.join(settings.storage_root, "uploads")
+    assert os.listdir(uploads)
+    main(["repo", "rm", "team/app", "--data-dir", settings.data_dir])
+    assert "removed team/app: 1 tags, 1 manifests, 1 uploads" in capsys.readouterr().out
+    assert not os.path.exists(uploads) or not os.listdir(uploads)
+
+    async def listed() -> int:
+        async with running_app(settings) as (_, client):
+            return (await client.get("/v2/team/app/tags/list")).status_code
+
+    assert asyncio.run(listed()) == 404
+
+
 def test_user_commands(tmp_path, capsys, monkeypatch) -> None:
     import io
 
