@@ -1,5 +1,6 @@
-"""Smoke tests of the real services of tests/services.py: the S3 features the storage driver relies on, as
-SeaweedFS implements them, and the PostgreSQL behaviour the metadata index relies on."""
+"""Smoke tests of the real services of tests/support/services.py, through the session's `seaweed` and
+`postgres` fixtures: the S3 features the storage driver relies on, as SeaweedFS implements them, and the
+PostgreSQL behaviour the metadata store relies on. Only the test that kills SeaweedFS starts one of its own."""
 
 from __future__ import annotations
 
@@ -22,22 +23,6 @@ from tests.support.services import Postgres, SeaweedS3, start_service
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's minimum size of every part but the last
-
-
-@pytest.fixture(scope="session")
-def seaweed() -> Iterator[SeaweedS3]:
-    """One SeaweedFS for the session (tests that kill a server start their own)."""
-    server = start_service(SeaweedS3, "SeaweedFS (weed mini)")
-    yield server
-    server.close()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """One throw-away PostgreSQL cluster for the session."""
-    cluster = start_service(Postgres, "PostgreSQL")
-    yield cluster
-    cluster.close()
 
 
 @pytest.fixture
