@@ -1,6 +1,6 @@
 #!/bin/sh
-# Debian packages bench/run.py needs: wrk (GET request rates), ab from apache2-utils (HEAD request rates),
-# curl (large blob transfers) and docker-registry (CNCF Distribution 2.8, the competitor).
+# Debian packages `make bench` (python -m bench.run) needs: wrk (GET request rates), ab from apache2-utils (HEAD
+# request rates), curl (large blob transfers) and docker-registry (CNCF Distribution 2.8, the competitor).
 # Installs only what is missing; needs root (or sudo) and the Debian archive when something is.
 set -eu
 
