@@ -61,16 +61,6 @@ class ByteRange:
         return self.end - self.start + 1
 
 
-def range_header(size: int) -> str:
-    """The `Range` an upload of `size` bytes reports (see registry.urls.upload_range)."""
-    return upload_range(size)
-
-
-def location(repository: str, upload_id: str) -> str:
-    """The URL path of an upload session (see registry.urls.upload_path)."""
-    return upload_path(repository, upload_id)
-
-
 async def _stream(body: Body, writer: Writer | PieceWriter | None, hasher: Hasher | None) -> int:
     """Hash `body` (if `hasher`) and write it to `writer` (if any) as it arrives; returns its length.
 
