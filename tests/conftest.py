@@ -4,6 +4,7 @@ its app through httpx's ASGI transport, and the real S3 and PostgreSQL servers. 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from registry.config import Settings
 from storage.drivers import Driver
 from storage.metadata import Metadata, open_metadata
 from tests.support.app import running_app
-from tests.support.backends import BACKENDS, DATABASE, S3_BUCKET, backend_settings, disk_and_sqlite, fresh_schema
+from tests.support.backends import BACKENDS, DATABASE, DISK_SQLITE, S3_BUCKET, backend_settings, fresh_schema
 from tests.support.services import Postgres, SeaweedS3, start_service
 
 
@@ -56,16 +57,23 @@ async def metadata(request, tmp_path) -> AsyncIterator[Metadata]:
     await metadata.close()
 
 
+# The test directories whose `settings` (and so `served`, `client` and `driver`) are each backend in turn.
+EVERY_BACKEND = ("tests/api", "tests/registry/gc")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests of EVERY_BACKEND's directories that use `settings` once per backend."""
+    if "settings" in metafunc.fixturenames:
+        where = metafunc.definition.path.relative_to(metafunc.config.rootpath).as_posix()
+        if where.startswith(tuple(f"{directory}/" for directory in EVERY_BACKEND)):
+            metafunc.parametrize("settings", BACKENDS, indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    """A registry on local disk and SQLite under a temp dir."""
-    return disk_and_sqlite(tmp_path)
-
-
-@pytest.fixture(params=BACKENDS)
-def any_backend_settings(request, tmp_path) -> Settings:
-    """The same registry settings on each backend in turn: disk and SQLite, then S3 and PostgreSQL."""
-    return backend_settings(request.param, tmp_path, request)
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """A registry on local disk and SQLite under a temp dir; in the directories of EVERY_BACKEND, on disk and
+    SQLite, then on S3 and PostgreSQL."""
+    return backend_settings(getattr(request, "param", DISK_SQLITE), tmp_path, request)
 
 
 @pytest.fixture
