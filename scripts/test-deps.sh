@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static, nginx, and the
-# PostgreSQL server binaries (initdb, pg_ctl: the tests run throw-away clusters of their own, see tests/services.py).
+# PostgreSQL server binaries (initdb, postgres: the tests run throw-away clusters of their own, see tests/support/services.py).
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
