@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from registry.errors import RegistryError
+from registry.errors import TokenRequestInvalid as TokenRequestInvalid  # defined with every registry error
 from registry.names import NAME_MAX_LENGTH, NAME_RE
 from registry.rule_syntax import DELETE as DELETE  # the actions of the token spec are those rules grant
 from registry.rule_syntax import PULL as PULL
@@ -39,10 +39,6 @@ SCOPES_MAX = 64  # scopes in one token request (`docker` asks for one or two)
 SCOPE_TYPE_RE = re.compile(r"[a-z]+(?:\([a-z0-9]+\))?")  # `repository`, `repository(plugin)`, `registry`
 ACTION_RE = re.compile(r"[a-z*]{1,16}")
 ACTIONS_MAX = 8
-
-
-class TokenRequestInvalid(RegistryError):
-    code, status, message = "UNSUPPORTED", 400, "invalid token request"
 
 
 def _valid(scope: Access) -> bool:
