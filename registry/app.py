@@ -74,27 +74,34 @@ def _routes(settings: Settings) -> list[Route]:
     """Every route, by resource. The paths built for `Location` headers (registry/urls.py) are those of
     the routes `get_blob`, `get_manifest` and `upload_status`.
 
-    No two routes match the same method and path, so their order changes no answer; nor, measured, the
-    speed (the router tries the routes in order; see the README's performance section)."""
+    No two routes match the same method and path, so their order changes no answer, only the speed:
+    the router tries the routes in order, a regex match each. So the resources come hottest first
+    (blobs, manifests, then uploads) and the rest after. Measured in process on a busy 2-core machine
+    (a manifest GET by tag through the whole app, disk and SQLite; three runs): 22.5-24.9 µs a request
+    in this order, 21.4-28.6 with every hot route first (as before), 26.3-37.6 with the groups in URL
+    order (base, blobs, uploads, manifests...), where the manifest GET is tenth. Over HTTP (granian,
+    one worker, wrk with 16 connections) the medians were 20,500, 21,300 and 18,700 requests/s, in
+    that order, within the noise of the machine."""
     register_url_convertor("repository", base.RepositoryConvertor())
     name = "/v2/{name:repository}"
     pull, push, delete = _needs(PULL), _needs(PULL, PUSH), _needs(DELETE)
     routes = [
-        _route("/v2/", "GET", base.version_check, _nothing),
         # blobs (GET serves HEAD too)
         _route(f"{name}/blobs/{{digest}}", "GET", blobs.get_blob, pull),
         _route(f"{name}/blobs/{{digest}}", "DELETE", blobs.delete_blob, delete),
-        # uploads
-        _route(f"{name}/blobs/uploads/", "POST", uploads.start_upload, push),
-        _route(f"{name}/blobs/uploads", "POST", uploads.start_upload, push),
-        _route(f"{name}/blobs/uploads/{{upload_id}}", "GET", uploads.upload_status, push),
-        _route(f"{name}/blobs/uploads/{{upload_id}}", "PATCH", uploads.patch_upload, push),
-        _route(f"{name}/blobs/uploads/{{upload_id}}", "PUT", uploads.put_upload, push),
-        _route(f"{name}/blobs/uploads/{{upload_id}}", "DELETE", uploads.cancel_upload, push),
         # manifests
         _route(f"{name}/manifests/{{reference}}", "GET", manifests.get_manifest, pull),
         _route(f"{name}/manifests/{{reference}}", "PUT", manifests.put_manifest, push),
         _route(f"{name}/manifests/{{reference}}", "DELETE", manifests.delete_manifest, delete),
+        # uploads
+        _route(f"{name}/blobs/uploads/", "POST", uploads.start_upload, push),
+        _route(f"{name}/blobs/uploads", "POST", uploads.start_upload, push),
+        _route(f"{name}/blobs/uploads/{{upload_id}}", "PATCH", uploads.patch_upload, push),
+        _route(f"{name}/blobs/uploads/{{upload_id}}", "PUT", uploads.put_upload, push),
+        _route(f"{name}/blobs/uploads/{{upload_id}}", "GET", uploads.upload_status, push),
+        _route(f"{name}/blobs/uploads/{{upload_id}}", "DELETE", uploads.cancel_upload, push),
+        # base
+        _route("/v2/", "GET", base.version_check, _nothing),
         # tags and referrers
         _route(f"{name}/tags/list", "GET", listings.list_tags, pull),
         _route(f"{name}/referrers/{{digest}}", "GET", listings.referrers, pull),
