@@ -37,8 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from registry.urls import upload_path, upload_range
-from storage.errors import BackendUnavailable, BlobCollecting, Busy, MissingReferences, NotFound, StorageError
+from storage.errors import BackendUnavailable, BlobCollecting, MissingReferences, NotFound, StorageError
 
 
 class RegistryError(Exception):
@@ -203,15 +202,11 @@ class ManifestRead:
 
 @dataclass(frozen=True, slots=True)
 class UploadData:
-    """An upload session's stored data, of `size` bytes so far, being written, read or placed as its
-    blob (`finishing`). NotFound: BlobUploadInvalid (the data is gone). Busy (another request writes
-    it): RangeInvalid (416, with the upload's `Range` and `Location`) for a chunk, BlobUploadInvalid
-    while finishing."""
+    """An upload session's stored data being written, read or sealed as its blob. NotFound:
+    BlobUploadInvalid (the data is gone; the client starts again)."""
 
     repository: str
     upload_id: str
-    size: int = 0
-    finishing: bool = False
 
 
 Context = BlobBytes | ManifestPut | ManifestRead | UploadData
@@ -235,14 +230,7 @@ def translate(exc: StorageError, context: Context | None = None) -> RegistryErro
                 {"reason": "the upload stalled longer than the garbage collector's grace period and was discarded"}
             )
         case NotFound(), UploadData():
-            return BlobUploadInvalid(UPLOAD_DATA_GONE)
-        case Busy(), UploadData(finishing=True):
-            return BlobUploadInvalid({"reason": "a chunk of this upload is still being written"})
-        case Busy(), UploadData(repository, upload_id, size):
-            return RangeInvalid(
-                {"reason": "another chunk of this upload is being written"},
-                headers={"Range": upload_range(size), "Location": upload_path(repository, upload_id)},
-            )
+            return BlobUploadInvalid({**UPLOAD_DATA_GONE})
     return None
 
 

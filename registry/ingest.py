@@ -211,7 +211,7 @@ class Uploads:
         """
         upload = await self.status(repository, upload_id)
         _check_start(upload, content_range)
-        with storage_errors(UploadData(repository, upload_id, upload.size)):
+        with storage_errors(UploadData(repository, upload_id)):
             return await self._append(upload, body, content_range)
 
     async def _append(self, upload: Upload, body: Body, content_range: ByteRange | None) -> int:
@@ -267,7 +267,7 @@ class Uploads:
             await self.append(repository, upload_id, body, content_range)
             upload = await self.status(repository, upload_id)
         pieces = _pieces(upload, await self.metadata.upload_chunks(upload_id))
-        data = UploadData(repository, upload_id, upload.size, finishing=True)
+        data = UploadData(repository, upload_id)
         staged = None
         try:
             hasher: Hasher | None = _resumed_hash(upload) if digest.algorithm == "sha256" else None

@@ -11,10 +11,6 @@ class NotFound(StorageError):
     """The key does not exist."""
 
 
-class Busy(StorageError):
-    """Another writer (of any process) holds the object."""
-
-
 class BackendUnavailable(StorageError):
     """An object store or database cannot be reached or answered with a server error; the request
     may succeed later. Nothing was changed by the failed operation, or the change is invisible."""
