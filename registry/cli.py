@@ -116,7 +116,7 @@ def raise_open_file_limit() -> int:
 
 
 _NR_OPEN_FALLBACK = 1 << 20  # Linux's default fs.nr_open
-_SPARE_FILES = 256  # descriptors a worker keeps for its index, blobs and logs besides client sockets
+_SPARE_FILES = 256  # descriptors a worker keeps for its metadata store, blobs and logs besides client sockets
 
 
 def connections_per_worker(settings: Settings, workers: int, open_files: int) -> int:
