@@ -165,3 +165,18 @@ def test_every_route_is_named_after_its_handler(settings: Settings) -> None:
     settings.auth.mode = "token"
     names = [route.name for route in create_app(settings).routes if isinstance(route, Route)]
     assert "guarded" not in names and len(names) == 18
+
+
+def test_no_handler_imports_storage() -> None:
+    """Handlers reach storage only through the facade (registry/facade.py)."""
+    import ast
+    from pathlib import Path
+
+    import registry.handlers
+
+    for path in Path(registry.handlers.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            assert not [m for m in modules if m == "storage" or m.startswith("storage.")], path.name
