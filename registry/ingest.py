@@ -107,9 +107,10 @@ def _pieces(upload: Upload, chunks: list[Chunk]) -> list[Piece]:
         if chunk.start != end:
             break
         end += chunk.size
-    if end != upload.size:
-        raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
-    return [Piece(chunk.key, chunk.start, chunk.size) for chunk in chunks]
+    else:
+        if end == upload.size:
+            return [Piece(chunk.key, chunk.start, chunk.size) for chunk in chunks]
+    raise BlobUploadInvalid({"reason": "the upload's chunks are not contiguous"})
 
 
 def _verify(digest: Digest, hasher: Hasher) -> None:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 
 def blob_path(repository: str, digest: str) -> str:
-    """The path of a blob (route `blob`)."""
+    """The path of a blob (route `get_blob`)."""
     return f"/v2/{repository}/blobs/{digest}"
 
 
 def manifest_path(repository: str, reference: str) -> str:
-    """The path of a manifest by tag or digest (route `manifest`)."""
+    """The path of a manifest by tag or digest (route `get_manifest`)."""
     return f"/v2/{repository}/manifests/{reference}"
 
 
 def upload_path(repository: str, upload_id: str) -> str:
-    """The path of an upload session (route `upload`)."""
+    """The path of an upload session (route `upload_status`)."""
     return f"/v2/{repository}/blobs/uploads/{upload_id}"
 
 
