@@ -245,10 +245,16 @@ class Collector:
         """Remove those of `entries` (under `blobs/`) that no blob row knows and no upload may be
         finishing into (see `GarbageQueries.mark_orphans`), in two steps: a `deleting` row first (a push
         of the digest meanwhile waits, or fails and uploads again), then the bytes, then the row."""
-        by_digest = {digest: entry for entry in entries if (digest := _digest_of(entry.key)) is not None}
+        by_digest: dict[str, Entry] = {}
+        strays: list[Entry] = []  # not a blob's key: no push writes it
+        for entry in entries:
+            digest = _digest_of(entry.key)
+            if digest is None:
+                strays.append(entry)
+            else:
+                by_digest[digest] = entry
         known = await self.queries.known_blobs(list(by_digest))
         orphans = [Blob(d, e.size) for d, e in by_digest.items() if d not in known]
-        strays = [entry for entry in entries if _digest_of(entry.key) is None]  # not a blob's key: no push writes it
         if report.dry_run:
             gone = [by_digest[d] for d in await self.queries.markable_orphans(orphans)] + strays
         else:

@@ -87,30 +87,29 @@ def _link_blob(conn: Connection, repository: str, digest: str, size: int, now: f
     )
 
 
+def _sizes(c: Connection, sql: str, parameters: tuple[str, ...], digests: dict[str, int]) -> dict[str, int]:
+    """Digest -> size of the rows `sql` (digest, size; ending in `IN`) selects for those of `digests`."""
+    if not digests:
+        return {}
+    return dict(c.execute(f"{sql} ({placeholders(len(digests))})", (*parameters, *digests)).fetchall())
+
+
 def _check_references(c: Connection, repository: str, blobs: dict[str, int], children: dict[str, int]) -> None:
     """Raise MissingReferences unless every blob of `blobs` is present in `repository` and every
     manifest of `children` is there, each with the size stated (digest -> size)."""
-    found: dict[str, int] = {}
-    if blobs:
-        found = dict(
-            c.execute(
-                "SELECT b.digest, b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
-                f"WHERE r.repository = ? AND b.state = ? AND r.digest IN ({placeholders(len(blobs))})",
-                (repository, PRESENT, *blobs),
-            ).fetchall()
-        )
-    known: dict[str, int] = {}
-    if children:
-        known = dict(
-            c.execute(
-                "SELECT digest, size FROM manifests "
-                f"WHERE repository = ? AND digest IN ({placeholders(len(children))})",
-                (repository, *children),
-            ).fetchall()
-        )
-    missing = sorted(d for d in blobs if d not in found) + sorted(d for d in children if d not in known)
-    wrong_size = sorted(d for d, size in blobs.items() if d in found and found[d] != size)
-    wrong_size += sorted(d for d, size in children.items() if d in known and known[d] != size)
+    found = _sizes(
+        c,
+        "SELECT b.digest, b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
+        "WHERE r.repository = ? AND b.state = ? AND r.digest IN",
+        (repository, PRESENT),
+        blobs,
+    )
+    known = _sizes(c, "SELECT digest, size FROM manifests WHERE repository = ? AND digest IN", (repository,), children)
+    missing: list[str] = []
+    wrong_size: list[str] = []
+    for stated, stored in ((blobs, found), (children, known)):
+        missing += sorted(d for d in stated if d not in stored)
+        wrong_size += sorted(d for d, size in stated.items() if d in stored and stored[d] != size)
     if missing or wrong_size:
         raise MissingReferences(missing, wrong_size)
 
@@ -217,8 +216,12 @@ class Metadata:
             return PRESENT
 
         def touch(c: Connection) -> str | None:
-            c.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT))
-            row = c.execute("SELECT state FROM blobs WHERE digest = ?", (digest,)).fetchone()
+            cursor = c.execute(
+                "UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT)
+            )
+            if cursor.rowcount == 1:
+                return PRESENT
+            row = c.execute("SELECT state FROM blobs WHERE digest = ?", (digest,)).fetchone()  # deleting, or gone
             if row is None:
                 return None
             state: str = row[0]
