@@ -14,7 +14,7 @@ from registry.config import Settings
 from storage.drivers import Driver
 from storage.metadata import Metadata, open_metadata
 from tests.support.app import running_app
-from tests.support.backends import BACKENDS, DATABASE, DISK_SQLITE, S3_BUCKET, backend_settings, fresh_schema
+from tests.support.backends import BACKENDS, DISK_SQLITE, S3_BUCKET, backend_settings, fresh_schema, registry_postgres
 from tests.support.services import Postgres, SeaweedS3, start_service
 
 
@@ -38,10 +38,8 @@ def seaweed() -> Iterator[SeaweedS3]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A throw-away PostgreSQL cluster with the database `DATABASE` (`registry`)."""
-    pg = start_service(Postgres, "PostgreSQL")
-    pg.create_database(DATABASE)
-    yield pg
-    pg.close()
+    with registry_postgres() as pg:
+        yield pg
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from tests.support.clients import Skopeo
-from tests.support.layouts import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, build_oci_layout, sha256_digest
+from tests.support.content import DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, digest_of
+from tests.support.layouts import build_oci_layout
 from tests.support.server import RegistryServer
 
 pytestmark = pytest.mark.e2e
 
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 ACCEPT = {"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"}
@@ -48,7 +48,7 @@ def get_manifest(client: httpx.Client, repository: str, reference: str) -> Manif
     response = client.get(f"/v2/{repository}/manifests/{reference}", headers=ACCEPT)
     assert response.status_code == 200, response.text
     digest = response.headers["Docker-Content-Digest"]
-    assert sha256_digest(response.content) == digest
+    assert digest_of(response.content) == digest
     return Manifest(digest, response.headers["Content-Type"], response.content)
 
 
@@ -91,7 +91,7 @@ def test_copy_to_oci_layout_and_back_stores_the_requested_manifest_format(
         for descriptor in [document["config"], *document["layers"]]:
             blob = client.get(f"/v2/{target}/blobs/{descriptor['digest']}")
             assert blob.status_code == 200
-            assert sha256_digest(blob.content) == descriptor["digest"]
+            assert digest_of(blob.content) == descriptor["digest"]
             assert len(blob.content) == descriptor["size"]
 
     inspect = skopeo.run("inspect", "--tls-verify=false", f"docker://{host}/{target}:1")

@@ -13,7 +13,7 @@ import pytest
 
 from registry.config import Settings
 from tests.support.app import running_app
-from tests.support.backends import DATABASE, S3_BUCKET, s3_and_postgres
+from tests.support.backends import S3_BUCKET, registry_postgres, s3_and_postgres
 from tests.support.content import OCI_MANIFEST, digest_of, error_codes, make_image, push_blob, push_image
 from tests.support.services import Postgres, SeaweedS3, start_service
 
@@ -32,10 +32,8 @@ def own_seaweed(seaweed: SeaweedS3) -> Iterator[SeaweedS3]:
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[Postgres]:
     """A PostgreSQL cluster of this module's own, to restart."""
-    pg = start_service(Postgres, "PostgreSQL")
-    pg.create_database(DATABASE)
-    yield pg
-    pg.close()
+    with registry_postgres() as pg:
+        yield pg
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ bucket `S3_BUCKET` and a fresh schema in the database `registry`, so registries 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,25 @@ import pytest
 import yaml
 
 from registry.config import Settings, load_settings
-from tests.support.services import Postgres, SeaweedS3
+from tests.support.services import Postgres, SeaweedS3, start_service
 
 DISK_SQLITE = "disk+sqlite"
 S3_POSTGRESQL = "s3+postgresql"
 BACKENDS = [DISK_SQLITE, S3_POSTGRESQL]
 S3_BUCKET = "registry-tests"  # created by the session's `seaweed` fixture
 DATABASE = "registry"  # created by the session's `postgres` fixture
+
+
+@contextmanager
+def registry_postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster with the database `DATABASE`, closed afterwards; the test is skipped (failed
+    under CI=true) when PostgreSQL cannot start."""
+    pg = start_service(Postgres, "PostgreSQL")
+    try:
+        pg.create_database(DATABASE)
+        yield pg
+    finally:
+        pg.close()
 
 
 def fresh_schema(pg: Postgres) -> tuple[str, str]:

@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
 import tarfile
 from pathlib import Path
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-
-
-def sha256_digest(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+from tests.support.content import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, digest_of
 
 
 def _write_blob(layout: Path, data: bytes) -> dict[str, object]:
-    digest = sha256_digest(data)
+    digest = digest_of(data)
     path = layout / "blobs" / "sha256" / digest.removeprefix("sha256:")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -40,7 +33,7 @@ def build_oci_layout(layout: Path, tag: str) -> None:
         "architecture": "amd64",
         "os": "linux",
         "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(tar_bytes.getvalue())]},
+        "rootfs": {"type": "layers", "diff_ids": [digest_of(tar_bytes.getvalue())]},
     }
     manifest = {
         "schemaVersion": 2,
