@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import HOST
-from bench.client import OCI_MANIFEST, Connection, parse_headers, push_image
+from bench.client import OCI_MANIFEST, Connection, parse_headers, push_image, run_async
 from bench.metrics import rss_kib, tree_pids
 
 CONNECT_TIMEOUT_S = 10.0
@@ -216,12 +216,7 @@ async def run_load(
 def load(port: int, **options: Any) -> dict[str, Any]:
     """`run_load` on a fresh event loop (uvloop when installed), with the open-file limit raised."""
     raise_open_files()
-    try:
-        import uvloop
-
-        return uvloop.run(run_load(port, **options))
-    except ImportError:
-        return asyncio.run(run_load(port, **options))
+    return run_async(run_load(port, **options))
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench import MIB, RESULTS_DIR, soak
 from bench.images import docker
-from bench.metrics import peaks_kib, proc_status_kib, reset_peaks, tree_pids
+from bench.metrics import peaks_kib, reset_peaks, rss_kib, tree_pids
 from bench.report import log_problems, plot_ratios, print_report, summary_rows, write_results
 from bench.servers import DISTRIBUTION_BIN, OURS_BIN, env_pair, settle_workers, start_distribution, start_ours
 from bench.session import Bench, Run, Sizes, cleanup
@@ -150,7 +150,7 @@ def compare(args: argparse.Namespace) -> None:
         bench.servers.append(start_distribution(run.tmp, log_level="error", cache=args.distribution_cache))
         for server in bench.servers:
             bench.processes[server.name] = settle_workers(server)
-            server.baseline_rss_kib = sum(proc_status_kib(p, "VmRSS") for p in tree_pids(server.pid))
+            server.baseline_rss_kib = rss_kib(tree_pids(server.pid))
             print(
                 f"{server.name} on {server.host}: pid {server.pid}, {bench.processes[server.name]} process(es),"
                 f" idle RSS {server.baseline_rss_kib / 1024:.0f} MiB",

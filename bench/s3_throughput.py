@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from bench import RESULTS_DIR
-from bench.servers import Server, start_ours, stop
+from bench.servers import start_ours_on_s3, stop
 from tests.support.services import SeaweedS3
 
 RESULTS = RESULTS_DIR / "s3_throughput.json"
@@ -36,18 +36,6 @@ def curl(*args: str) -> float:
     if out.returncode != 0:
         raise RuntimeError(f"curl {' '.join(args)}: {out.stderr}")
     return float(out.stdout)
-
-
-def start_registry(tmp: Path, directory: str, s3: SeaweedS3, bucket: str, redirect: bool) -> Server:
-    """Our registry with its blobs in `bucket` (SQLite index under `tmp/directory`), redirecting blob GETs or not."""
-    env = {
-        **s3.env(),
-        "REGISTRY_STORAGE_S3_BUCKET": bucket,
-        "REGISTRY_STORAGE_S3_ENDPOINT": s3.endpoint,
-        "REGISTRY_STORAGE_S3_REGION": s3.region,
-        "REGISTRY_STORAGE_S3_REDIRECT": str(redirect).lower(),
-    }
-    return start_ours(tmp, env, directory, access_log=False)
 
 
 def round_trip(url: str, blob: Path, digest: str, repository: str) -> dict[str, float]:
@@ -84,7 +72,7 @@ def main() -> None:
         for n in range(args.rounds):
             for mode, redirect in (("streamed through the registry", False), ("redirected to S3", True)):
                 kind = "redirect" if redirect else "stream"
-                server = start_registry(Path(tmp), f"r{n}-{kind}", s3, "bench", redirect)
+                server = start_ours_on_s3(Path(tmp), f"r{n}-{kind}", s3, "bench", redirect)
                 try:
                     results[mode].append(round_trip(server.url(""), blob, digest, f"r{n}/{kind}"))
                 finally:

@@ -13,10 +13,14 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench import HOST, PROJECT_DIR
 from bench.metrics import tree_pids
 from tests.support.processes import ServerProcess, free_port
+
+if TYPE_CHECKING:
+    from tests.support.services import SeaweedS3  # imports pytest
 
 OURS_BIN = PROJECT_DIR / ".venv" / "bin" / "registry"
 DISTRIBUTION_BIN = Path("/usr/bin/docker-registry")
@@ -75,6 +79,19 @@ def start_ours(
     command = [str(OURS_BIN), "serve", "--host", HOST, "--port", str(port), "--data-dir", str(workdir / "data")]
     process = ServerProcess(command, log_path=workdir / "server.log", env=variables, name="registry")
     return started(Server("ours", port, process), "/healthz", timeout_s=60.0)
+
+
+def start_ours_on_s3(tmp: Path, directory: str, s3: SeaweedS3, bucket: str, redirect: bool) -> Server:
+    """`start_ours` with its blobs in `bucket` on `s3` (the index stays SQLite under `tmp/directory`), redirecting
+    blob GETs to presigned S3 URLs or proxying them; no access log."""
+    env = {
+        **s3.env(),
+        "REGISTRY_STORAGE_S3_BUCKET": bucket,
+        "REGISTRY_STORAGE_S3_ENDPOINT": s3.endpoint,
+        "REGISTRY_STORAGE_S3_REGION": s3.region,
+        "REGISTRY_STORAGE_S3_REDIRECT": str(redirect).lower(),
+    }
+    return start_ours(tmp, env, directory, access_log=False)
 
 
 def start_distribution(

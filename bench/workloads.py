@@ -30,7 +30,7 @@ from bench.client import (
 from bench.images import ImageShape, build_image, docker, docker_build_env, image_id_of, import_base, remove_image
 from bench.metrics import Sample, pids_named
 from bench.rates import run_ab_head, run_wrk
-from bench.servers import Server, settle_workers, start_distribution, start_ours, stop
+from bench.servers import Server, settle_workers, start_distribution, start_ours_on_s3, stop
 from bench.session import ACTIVE, Bench
 from bench.transfers import (
     blob_sha256,
@@ -376,14 +376,7 @@ class S3Storage(Workload):
         s3.create_bucket(bucket)
         directory = f"{server.name}-s3-{'redirect' if redirect else 'proxy'}"
         if server.name == "ours":
-            env = {
-                **s3.env(),
-                "REGISTRY_STORAGE_S3_BUCKET": bucket,
-                "REGISTRY_STORAGE_S3_ENDPOINT": s3.endpoint,
-                "REGISTRY_STORAGE_S3_REGION": s3.region,
-                "REGISTRY_STORAGE_S3_REDIRECT": str(redirect).lower(),
-            }
-            return start_ours(self.bench.tmp, env, directory, access_log=False)
+            return start_ours_on_s3(self.bench.tmp, directory, s3, bucket, redirect)
         storage = (
             f"  s3:\n    accesskey: {s3.access_key}\n    secretkey: {s3.secret_key}\n    region: {s3.region}\n"
             f"    regionendpoint: {s3.endpoint}\n    bucket: {bucket}\n    secure: false\n    v4auth: true\n"
