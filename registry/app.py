@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from registry.auth.access import CATALOG, DELETE, PULL, PUSH, Access, access
+from registry.auth.access import CATALOG, Access, access
 from registry.auth.setup import build_auth
 from registry.config import Settings, parse_duration
 from registry.edge import Edge, printable
@@ -24,6 +24,7 @@ from registry.errors import BlobUploadInvalid, EndpointUnknown, RegistryError, U
 from registry.factory import make_driver, make_metadata, make_registry
 from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, token, uploads
+from registry.rule_syntax import DELETE, PULL, PUSH
 from storage.drivers import Driver
 from storage.errors import BackendUnavailable, StorageError
 from storage.metadata import Metadata

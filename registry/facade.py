@@ -84,10 +84,11 @@ class Registry:
 
     async def blob(self, repository: str, digest: Digest) -> BlobInfo:
         """The blob if it is visible in `repository`; raises BlobUnknown."""
-        size = await self.metadata.blob_size(repository, str(digest))
+        key = str(digest)
+        size = await self.metadata.blob_size(repository, key)
         if size is None:
-            raise BlobUnknown({"digest": str(digest)})
-        return BlobInfo(str(digest), size)
+            raise BlobUnknown({"digest": key})
+        return BlobInfo(key, size)
 
     def blob_chunks(self, blob: BlobInfo, offset: int, length: int) -> AsyncIterator[bytes]:
         """Stream `length` bytes of a blob from `offset`."""

@@ -6,11 +6,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from registry.errors import TokenRequestInvalid as TokenRequestInvalid  # defined with every registry error
+from registry.errors import TokenRequestInvalid
 from registry.names import NAME_MAX_LENGTH, NAME_RE
-from registry.rule_syntax import DELETE as DELETE  # the actions of the token spec are those rules grant
-from registry.rule_syntax import PULL as PULL
-from registry.rule_syntax import PUSH as PUSH
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from registry.auth.access import Access, TokenRequestInvalid, access
+from registry.auth.access import Access, access
 from registry.auth.gate import Passwords
 from registry.auth.rules import Rules
 from registry.auth.tokens import TOKEN_MAX_BYTES, InvalidToken, TokenIssuer
-from registry.errors import Unauthorized
+from registry.errors import TokenRequestInvalid, Unauthorized
 
 
 class TokenServer:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.auth.access import PULL
 from registry.handlers.base import json_response, next_link, pagination, path_digest, registry_of, repository
 from registry.oci import OCI_INDEX
+from registry.rule_syntax import PULL
 
 CATALOG_PAGE = 100
 CATALOG_PAGE_MAX = 1000

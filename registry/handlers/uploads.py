@@ -7,12 +7,12 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.auth.access import PULL
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.facade import ByteRange
 from registry.handlers.base import empty_response, registry_of, repository
 from registry.names import Digest, parse_digest, parse_name
 from registry.numbers import NumberInvalid, parse_number
+from registry.rule_syntax import PULL
 from registry.urls import blob_path, upload_path, upload_range
 
 _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)")
