@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import shutil
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from storage.drivers.base import Entry, NotFound, Piece
-from storage.drivers.pieces import ObjectPiece, check_pieces, piece_key
+from storage.drivers.pieces import WriterPiece, check_pieces, piece_key
 
 CHUNK = 1 << 20  # reads
 PIECE = 4 << 20  # writes go to disk in pieces this large, one in flight while the next fills
@@ -246,19 +247,19 @@ class LocalWriter:
             await asyncio.to_thread(self._discard)
 
 
-def _lock_if_current(fd: int, path: str) -> bool:
-    """Lock `fd` unless another holds it (not waiting), and tell whether it is still the file at `path`
-    (a seal may have moved that, a delete removed it). The lock lasts until `fd` closes."""
+def _lock_if_current(fd: int, path: str) -> os.stat_result | None:
+    """Lock `fd` unless another holds it (not waiting); its stat when it is still the file at `path`
+    (a seal may have moved that, a delete removed it), else None. The lock lasts until `fd` closes."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return False
+        return None
     try:
         current = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        return False
+        return None
     opened = os.fstat(fd)
-    return (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino)
+    return opened if (opened.st_dev, opened.st_ino) == (current.st_dev, current.st_ino) else None
 
 
 def _open_data(path: str, start: int) -> int | None:
@@ -270,7 +271,8 @@ def _open_data(path: str, start: int) -> int | None:
         fd = os.open(path, os.O_WRONLY | (os.O_CREAT if start == 0 else 0), FILE_MODE)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
-    if _lock_if_current(fd, path) and os.fstat(fd).st_size == start:
+    st = _lock_if_current(fd, path)
+    if st is not None and st.st_size == start:
         return fd
     os.close(fd)
     return None
@@ -285,57 +287,20 @@ def _forget(fd: int, path: str, start: int) -> None:
             os.unlink(path)
 
 
-class DataAppend:
-    """An append into the upload's data file itself, which it holds locked from its start (the file's
-    end) until commit or cancel: the bytes of every recorded piece lie before its start, so it can
-    overwrite none, and a normal chunked upload becomes its blob by a rename. Cancelled, it cuts the
-    file back; committed, it is the Piece (`key`, start, size)."""
-
-    def __init__(self, key: str, file: _File, start: int, buffers: _Buffers):
-        self._key, self._file, self._start = key, file, start
-        self._writer = LocalWriter(file, start, buffers, self._finish, self._undo)
-
-    @property
-    def size(self) -> int:
-        return self._writer.size
-
-    def _finish(self, end: int) -> None:
-        os.ftruncate(self._file.fd, end)
-        self._file.close()
-
-    def _undo(self) -> None:
-        try:
-            if self._file.fd >= 0 and _lock_if_current(self._file.fd, self._file.path):
-                _forget(self._file.fd, self._file.path, self._start)
-        finally:
-            self._file.close()
-
-    async def write(self, data: bytes) -> None:
-        await self._writer.write(data)
-
-    async def commit(self) -> Piece:
-        return Piece(self._key, self._start, await self._writer.commit())
-
-    async def cancel(self) -> None:
-        await self._writer.cancel()
-
-    async def discard(self) -> None:
-        """Cut the file back to this piece's start if nothing was appended after it (else its bytes stay,
-        unused, and later appends write pieces of their own)."""
-        path, start, end = self._file.path, self._start, self._start + self.size
-
-        def forget() -> None:
-            try:
-                fd = os.open(path, os.O_WRONLY)
-            except (FileNotFoundError, NotADirectoryError):
-                return
-            try:
-                if _lock_if_current(fd, path) and os.fstat(fd).st_size == end:
-                    _forget(fd, path, start)
-            finally:
-                os.close(fd)
-
-        await asyncio.to_thread(forget)
+def _forget_if_last(path: str, start: int, end: int) -> None:
+    """Cut the data file at `path` back to `start` if it ends at `end` and no append holds it: the
+    bytes from `start` were the last written (else they stay, unused, and later appends write pieces
+    of their own)."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        st = _lock_if_current(fd, path)
+        if st is not None and st.st_size == end:
+            _forget(fd, path, start)
+    finally:
+        os.close(fd)
 
 
 def _seal_in_place(path: str, size: int, dst: str) -> bool:
@@ -346,7 +311,8 @@ def _seal_in_place(path: str, size: int, dst: str) -> bool:
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return False
     try:
-        if not _lock_if_current(fd, path) or os.fstat(fd).st_size < size:
+        st = _lock_if_current(fd, path)
+        if st is None or st.st_size < size:
             return False
         os.ftruncate(fd, size)
         os.fsync(fd)
@@ -435,7 +401,7 @@ class LocalDriver:
 
     async def stat(self, key: str) -> Entry:
         try:
-            st = os.stat(self._path(key))
+            st = await asyncio.to_thread(os.stat, self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             raise NotFound(key) from None
         if not stat.S_ISREG(st.st_mode):
@@ -517,16 +483,38 @@ class LocalDriver:
 
         return LocalWriter(file, 0, self._buffers, finish, discard)
 
-    async def append(self, key: str, start: int) -> DataAppend | ObjectPiece:
+    async def append(self, key: str, start: int) -> WriterPiece:
         """Into the data file `key` itself when no other append holds it and it ends at `start` (the
         normal case: one chunk after another); else (a racing append, or bytes a lost race left) as a
-        piece file of its own, written like `writer(durable=False)`."""
+        piece file of its own, written like `writer(durable=False)`.
+
+        An append into the data file holds it locked from its start (the file's end) until commit or
+        cancel: the bytes of every recorded piece lie before its start, so it can overwrite none, and
+        a normal chunked upload becomes its blob by a rename. Cancelled, it cuts the file back."""
         path = self._path(key)
         fd = await asyncio.to_thread(_open_data, path, start)
-        if fd is not None:
-            return DataAppend(key, _File(path, fd, self._direct), start, self._buffers)
-        at = piece_key(key, start)
-        return ObjectPiece(await self.writer(at, durable=False), at, start, self.delete)
+        if fd is None:
+            at = piece_key(key, start)
+            return WriterPiece(await self.writer(at, durable=False), at, start, functools.partial(self.delete, at))
+        file = _File(path, fd, self._direct)
+
+        def finish(end: int) -> None:
+            os.ftruncate(file.fd, end)
+            file.close()
+
+        def undo() -> None:
+            try:
+                if file.fd >= 0 and _lock_if_current(file.fd, path) is not None:
+                    _forget(file.fd, path, start)
+            finally:
+                file.close()
+
+        writer = LocalWriter(file, start, self._buffers, finish, undo)
+
+        async def discard() -> None:
+            await asyncio.to_thread(_forget_if_last, path, start, start + writer.size)
+
+        return WriterPiece(writer, key, start, discard)
 
     async def seal(self, key: str, pieces: list[Piece], dst: str) -> None:
         """By a rename where the pieces are all of one file and no append holds it (a chunked upload

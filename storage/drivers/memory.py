@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 
 from storage.drivers.base import Entry, NotFound, Piece
-from storage.drivers.pieces import ObjectPiece, check_pieces, piece_key
+from storage.drivers.pieces import WriterPiece, check_pieces, piece_key
 
 
 class MemoryWriter:
@@ -62,10 +63,10 @@ class MemoryDriver:
     async def writer(self, key: str, durable: bool = True) -> MemoryWriter:
         return MemoryWriter(self, key)
 
-    async def append(self, key: str, start: int) -> ObjectPiece:
+    async def append(self, key: str, start: int) -> WriterPiece:
         """Each append is an object of its own, stored at its commit."""
         at = piece_key(key, start)
-        return ObjectPiece(MemoryWriter(self, at), at, start, self.delete)
+        return WriterPiece(MemoryWriter(self, at), at, start, functools.partial(self.delete, at))
 
     async def seal(self, key: str, pieces: list[Piece], dst: str) -> None:
         check_pieces(pieces)

@@ -1,4 +1,5 @@
-"""Appends kept as objects of their own, and the checks every driver's seal makes of its pieces."""
+"""Appends written by a Writer (as objects of their own, or into a growing file), and the checks
+every driver's seal makes of its pieces."""
 
 from __future__ import annotations
 
@@ -24,12 +25,12 @@ def check_pieces(pieces: list[Piece]) -> int:
     return end
 
 
-class ObjectPiece:
-    """An append written as an object of its own (`key`) by a driver's `writer`; its commit gives the
-    Piece, `discard` deletes it with `delete`."""
+class WriterPiece:
+    """An append written by a Writer: its commit gives the Piece (`key`, `start`, bytes written), and
+    `discard` runs the driver's own removal of it (for an object of its own: deleting `key`)."""
 
-    def __init__(self, writer: Writer, key: str, start: int, delete: Callable[[str], Awaitable[None]]):
-        self._writer, self._key, self._start, self._delete = writer, key, start, delete
+    def __init__(self, writer: Writer, key: str, start: int, discard: Callable[[], Awaitable[None]]):
+        self._writer, self._key, self._start, self._discard = writer, key, start, discard
 
     @property
     def size(self) -> int:
@@ -45,4 +46,4 @@ class ObjectPiece:
         await self._writer.cancel()
 
     async def discard(self) -> None:
-        await self._delete(self._key)
+        await self._discard()

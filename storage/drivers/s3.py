@@ -10,6 +10,7 @@ Credentials come from the usual AWS chain: environment, profile, instance role.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
@@ -20,7 +21,7 @@ from botocore.exceptions import ClientError, HTTPClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from storage.drivers.base import Entry, NotFound, Piece
-from storage.drivers.pieces import ObjectPiece, check_pieces, piece_key
+from storage.drivers.pieces import WriterPiece, check_pieces, piece_key
 from storage.errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -248,10 +249,10 @@ class S3Driver:
     async def writer(self, key: str, durable: bool = True) -> S3Writer:
         return S3Writer(self, key)
 
-    async def append(self, key: str, start: int) -> ObjectPiece:
+    async def append(self, key: str, start: int) -> WriterPiece:
         """Each append is an object of its own (S3 cannot append), joined on the server by `seal`."""
         at = piece_key(key, start)
-        return ObjectPiece(S3Writer(self, at), at, start, self.delete)
+        return WriterPiece(S3Writer(self, at), at, start, functools.partial(self.delete, at))
 
     async def seal(self, key: str, pieces: list[Piece], dst: str) -> None:
         """Joins the pieces on the server (UploadPartCopy) when every one but the last has MIN_PART
