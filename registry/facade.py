@@ -30,18 +30,12 @@ from registry.layout import blob_key, upload_prefix
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
 from registry.oci import OCI_INDEX, is_type_name, parse_manifest
 from storage.drivers import Driver
-from storage.metadata import ManifestRecord, Metadata, RemovedRepository
+from storage.metadata import Blob, ManifestRecord, Metadata, RemovedRepository
 
 # The types of the facade's methods, for its callers (no handler imports `storage`).
-__all__ = ["BlobInfo", "Body", "ByteRange", "ManifestRecord", "Page", "Registry", "RemovedRepository"]
+__all__ = ["Blob", "Body", "ByteRange", "ManifestRecord", "Page", "Registry", "RemovedRepository"]
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class BlobInfo:
-    digest: str
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +76,19 @@ class Registry:
 
     # -- blobs ----------------------------------------------------------------------------------
 
-    async def blob(self, repository: str, digest: Digest) -> BlobInfo:
+    async def blob(self, repository: str, digest: Digest) -> Blob:
         """The blob if it is visible in `repository`; raises BlobUnknown."""
         key = str(digest)
         size = await self.metadata.blob_size(repository, key)
         if size is None:
             raise BlobUnknown({"digest": key})
-        return BlobInfo(key, size)
+        return Blob(key, size)
 
-    def blob_chunks(self, blob: BlobInfo, offset: int, length: int) -> AsyncIterator[bytes]:
+    def blob_chunks(self, blob: Blob, offset: int, length: int) -> AsyncIterator[bytes]:
         """Stream `length` bytes of a blob from `offset`."""
         return self.driver.reader(blob_key(blob.digest), offset, length)
 
-    async def blob_redirect(self, blob: BlobInfo) -> str | None:
+    async def blob_redirect(self, blob: Blob) -> str | None:
         """A presigned URL to send the client to for the blob's bytes, when redirects are on and the
         driver can give one."""
         if self.redirect_expiry_s is None:
