@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static, nginx, and the
-# PostgreSQL server binaries (initdb, postgres: the tests run throw-away clusters of their own, see tests/support/services.py).
+# Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static, nginx, the
+# PostgreSQL server binaries (initdb, postgres: the tests run throw-away clusters of their own, see tests/support/services.py),
+# and for the pull-through cache tests CNCF Distribution and containerd's ctr (tests/support/upstreams.py, daemons.py).
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -10,6 +11,8 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)  # round-robin proxy of the replica tests
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)  # Distribution 2.8: the cache's upstream
+command -v ctr >/dev/null 2>&1 || missing+=(containerd)  # ctr and a containerd of the tests' own
 # Debian keeps initdb off PATH, in /usr/lib/postgresql/<major>/bin.
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
