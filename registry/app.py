@@ -166,14 +166,17 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await metadata.open()
         interval = parse_duration(settings.gc.interval)
-        schedule = asyncio.create_task(collect_every(collector, interval)) if interval else None
+        tasks = [asyncio.create_task(collect_every(collector, interval))] if interval else []
+        if registry.pull_through is not None:
+            tasks.append(asyncio.create_task(registry.pull_through.pulls.flush_every()))
         try:
             yield
         finally:
-            if schedule is not None:
-                schedule.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await schedule
+                    await task
+            await registry.close()
             await metadata.close()
 
     auth = build_auth(settings, metadata)

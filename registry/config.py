@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -137,6 +138,36 @@ class UploadSettings:
 
 
 @dataclass
+class UpstreamSettings:
+    """One upstream registry the pull-through cache serves (README, "CI image cache")."""
+
+    prefix: str = ""  # the namespace of its cache here: HOST/<prefix>/<name> is <name> upstream
+    aliases: list[str] = field(default_factory=list)  # more prefixes for the same upstream (e.g. dockerhub)
+    url: str = ""  # e.g. https://registry-1.docker.io
+    hosts: list[str] = field(default_factory=list)  # registry hosts it stands for (containerd's ?ns=); default [prefix]
+    mirror: bool = False  # Docker's registry-mirrors: unprefixed names without a local repository come from it
+    username: str | None = None
+    password: str | None = None
+    password_file: str | None = None  # a file holding the password
+    password_env: str | None = None  # an environment variable holding the password
+    tag_ttl: str = "5m"  # a cached tag is served without asking the upstream while younger than this
+    max_bytes: int = 0  # cap of this upstream's cached bytes (0: none), enforced by the collector
+
+    @property
+    def namespaces(self) -> list[str]:
+        """Every prefix of its cache here."""
+        return [self.prefix, *self.aliases]
+
+
+@dataclass
+class ProxySettings:
+    upstreams: list[UpstreamSettings] = field(default_factory=list)
+    max_bytes: int = 0  # cap of the cached bytes of every upstream together (0: none), enforced by the collector
+    connect_timeout_s: float = 5.0  # an upstream that does not accept a connection within this is unreachable
+    read_timeout_s: float = 30.0  # ... or that sends nothing for this long
+
+
+@dataclass
 class LogSettings:
     level: str = "info"
     access: bool = True  # one line per request
@@ -153,6 +184,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     gc: GcSettings = field(default_factory=GcSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     @property
     def storage_root(self) -> str:
@@ -170,6 +202,9 @@ class Settings:
     def token_key_path(self) -> str:
         return self.auth.token.key or os.path.join(self.data_dir, "token-key.pem")
 
+
+# One component of a repository name (registry/names.py has the whole grammar; config stays a leaf).
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*")
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -229,6 +264,14 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             return value
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
             return int(value)
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif kind is str and isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
     raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}")
@@ -346,6 +389,38 @@ def _check(settings: Settings) -> None:
     for i, issuer in enumerate(settings.auth.token.issuers):
         if not issuer.issuer or (issuer.certificates is None) == (issuer.jwks is None):
             raise ConfigError(f"auth.token.issuers[{i}]: needs issuer and one of certificates or jwks")
+    _check_proxy(settings.proxy)
+
+
+def _check_proxy(proxy: ProxySettings) -> None:
+    if proxy.max_bytes < 0 or proxy.connect_timeout_s <= 0 or proxy.read_timeout_s <= 0:
+        raise ConfigError("proxy.max_bytes: 0 or more; proxy.connect_timeout_s, read_timeout_s: more than 0")
+    prefixes: set[str] = set()
+    hosts: set[str] = set()
+    for i, upstream in enumerate(proxy.upstreams):
+        where = f"proxy.upstreams[{i}]"
+        if not upstream.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: an http:// or https:// URL, got {upstream.url!r}")
+        for prefix in upstream.namespaces:
+            if not _COMPONENT.fullmatch(prefix):
+                raise ConfigError(f"{where}: the prefix {prefix!r} is not one name component (e.g. docker.io, ghcr)")
+            if prefix in prefixes:
+                raise ConfigError(f"{where}: the prefix {prefix!r} is taken by another upstream")
+            prefixes.add(prefix)
+        for host in upstream.hosts:
+            if host in hosts:
+                raise ConfigError(f"{where}.hosts: {host!r} is named by another upstream")
+            hosts.add(host)
+        try:
+            parse_duration(upstream.tag_ttl)
+        except ValueError as e:
+            raise ConfigError(f"{where}.tag_ttl: {e}") from None
+        if upstream.max_bytes < 0:
+            raise ConfigError(f"{where}.max_bytes: 0 or more")
+        if sum(x is not None for x in (upstream.password, upstream.password_file, upstream.password_env)) > 1:
+            raise ConfigError(f"{where}: one of password, password_file and password_env")
+    if sum(u.mirror for u in proxy.upstreams) > 1:
+        raise ConfigError("proxy.upstreams: mirror may be true on one upstream only")
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:

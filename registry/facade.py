@@ -16,6 +16,7 @@ from typing import Any
 from registry.cache import DEFAULT_CACHE_BYTES, DigestCache
 from registry.errors import (
     BlobUnknown,
+    Denied,
     DigestInvalid,
     ManifestPut,
     ManifestRead,
@@ -28,12 +29,24 @@ from registry.errors import (
 from registry.ingest import Body, ByteRange, Uploads
 from registry.layout import blob_key, upload_prefix
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
-from registry.oci import OCI_INDEX, is_type_name, parse_manifest
+from registry.oci import OCI_INDEX, is_type_name, manifest_record, parse_manifest
+from registry.proxy.pull_through import PullThrough
+from registry.proxy.routing import Route, Routes
 from storage.drivers import Driver
 from storage.metadata import Blob, ManifestRecord, Metadata, RemovedRepository
 
 # The types of the facade's methods, for its callers (no handler imports `storage`).
-__all__ = ["Blob", "Body", "ByteRange", "ManifestRecord", "Page", "Registry", "RemovedRepository"]
+__all__ = [
+    "Blob",
+    "Body",
+    "ByteRange",
+    "ManifestRecord",
+    "Page",
+    "PulledBlob",
+    "PulledManifest",
+    "Registry",
+    "RemovedRepository",
+]
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
 
@@ -46,8 +59,27 @@ class Page:
     more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PulledManifest:
+    """A manifest a pull reads, and how a cache served it (None: from a repository pushed here)."""
+
+    record: ManifestRecord
+    cache: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PulledBlob:
+    """A blob a pull reads, and how a cache served it (None: from a repository pushed here). `live`,
+    when set, is its bytes as they arrive from the upstream (the size is then unknown when 0)."""
+
+    blob: Blob
+    cache: str | None = None
+    live: AsyncIterator[bytes] | None = None
+
+
 class Registry:
-    """The registry over one metadata store and one driver."""
+    """The registry over one metadata store and one driver, with the pull-through caches of `routes`
+    (registry/proxy/) when given."""
 
     def __init__(
         self,
@@ -58,10 +90,14 @@ class Registry:
         manifest_max_bytes: int = DEFAULT_MANIFEST_MAX_BYTES,
         manifest_cache_bytes: int = DEFAULT_CACHE_BYTES,
         redirect_expiry_s: int | None = None,
+        routes: Routes | None = None,
     ):
         self.metadata, self.driver = metadata, driver
         self.redirect_expiry_s = redirect_expiry_s
         self._uploads = Uploads(metadata, driver)
+        self.pull_through = (
+            None if routes is None else PullThrough(routes, metadata, driver, self._uploads, manifest_max_bytes)
+        )
         self.manifest_cache = DigestCache(manifest_cache_bytes)
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
@@ -69,6 +105,24 @@ class Registry:
     def _require_delete(self) -> None:
         if not self.delete_enabled:
             raise Unsupported({"reason": "deletes are disabled in this registry's configuration"})
+
+    def _require_writable(self, repository: str) -> None:
+        """Raise Denied when `repository` is a pull-through cache: only pulls fill it."""
+        route = None if self.pull_through is None else self.pull_through.routes.by_prefix(repository)
+        if route is not None:
+            url = route.cached.upstream.url
+            raise Denied(
+                {"repository": repository, "upstream": url},
+                message=f"{repository} is in a pull-through cache of {url}: only pulls fill it, it cannot be pushed to",
+            )
+
+    async def _route(self, repository: str, namespace: str | None) -> Route | None:
+        return None if self.pull_through is None else await self.pull_through.route(repository, namespace)
+
+    async def close(self) -> None:
+        """Release the upstreams' connections and record pending pulls (at shutdown)."""
+        if self.pull_through is not None:
+            await self.pull_through.close()
 
     async def ready(self) -> None:
         """Return once the metadata store answers (raises BackendUnavailable while it cannot)."""
@@ -83,6 +137,30 @@ class Registry:
         if size is None:
             raise BlobUnknown({"digest": key})
         return Blob(key, size)
+
+    async def pull_blob(self, repository: str, digest: Digest, namespace: str | None, stream: bool) -> PulledBlob:
+        """The blob a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache when
+        the name is one. An uncached blob is fetched when `stream` (its bytes then come `live` to this
+        caller, unless another request fetched it meanwhile) and otherwise only sized upstream."""
+        route = await self._route(repository, namespace)
+        if route is None:
+            return PulledBlob(await self.blob(repository, digest))
+        assert self.pull_through is not None
+        cached = await self.pull_through.blob(route, digest, stream)
+        return PulledBlob(cached.blob, cached.status, None if cached.fetch is None else cached.fetch.chunks())
+
+    async def fetched_blob(self, repository: str, digest: Digest, namespace: str | None) -> Blob:
+        """The blob a pull of `repository` reads, once it is stored (fetched into a cache first, when
+        the name is one, however long that takes)."""
+        route = await self._route(repository, namespace)
+        if route is None:
+            return await self.blob(repository, digest)
+        assert self.pull_through is not None
+        cached = await self.pull_through.blob(route, digest, True)
+        if cached.fetch is not None:
+            await cached.fetch.drain()
+            return await self.blob(route.repository, digest)
+        return cached.blob
 
     def blob_chunks(self, blob: Blob, offset: int, length: int) -> AsyncIterator[bytes]:
         """Stream `length` bytes of a blob from `offset`."""
@@ -105,6 +183,7 @@ class Registry:
 
     async def push_blob(self, repository: str, digest: Digest, body: Body) -> None:
         """Store a whole blob sent in one request, verified while it streams in."""
+        self._require_writable(repository)
         await self._uploads.monolithic(repository, digest, body)
 
     async def mount_blob(
@@ -112,10 +191,12 @@ class Registry:
     ) -> bool:
         """Link a stored blob into `repository` from `source` (or any repository) that `may_pull`
         admits, moving no bytes; False when it cannot, and the client then uploads the blob."""
+        self._require_writable(repository)
         return await self._uploads.mount(repository, digest, source, may_pull)
 
     async def start_upload(self, repository: str) -> str:
         """Open an upload session in `repository`; returns its id."""
+        self._require_writable(repository)
         return await self._uploads.start(repository)
 
     async def upload_size(self, repository: str, upload_id: str) -> int:
@@ -152,6 +233,7 @@ class Registry:
         The stored bytes are exactly `body`, so its digest is the one the client computed. Every blob
         and child manifest it refers to must be present in `repository`.
         """
+        self._require_writable(repository)
         if len(body) > self.manifest_max_bytes:
             raise ManifestTooLarge({"size": len(body), "limit": self.manifest_max_bytes})
         tag = None
@@ -164,15 +246,7 @@ class Registry:
             tag = parse_tag(reference)
             digest = sha256_digest(body)
         manifest = parse_manifest(body, content_type)
-        annotations = json.dumps(manifest.annotations, sort_keys=True) if manifest.annotations else None
-        record = ManifestRecord(
-            str(digest),
-            manifest.media_type,
-            len(body),
-            manifest.artifact_type,
-            manifest.subject.digest if manifest.subject else None,
-            annotations,
-        )
+        record = manifest_record(str(digest), len(body), manifest)
         blobs, children = manifest.required_blobs, {m.digest: m.size for m in manifest.manifests}
         with storage_errors(ManifestPut(record.digest)):
             # Checked before the bytes are stored, so that a refused manifest leaves nothing behind;
@@ -195,6 +269,16 @@ class Registry:
         if record is None:
             raise ManifestUnknown({"reference": reference[:300]})
         return record
+
+    async def pull_manifest(self, repository: str, reference: str, namespace: str | None) -> PulledManifest:
+        """The manifest a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache
+        when the name is one (registry/proxy/pull_through.py says when the upstream is asked)."""
+        route = await self._route(repository, namespace)
+        if route is None:
+            return PulledManifest(await self.manifest(repository, reference))
+        assert self.pull_through is not None
+        cached = await self.pull_through.manifest(route, reference)
+        return PulledManifest(cached.record, cached.status)
 
     async def manifest_bytes(self, record: ManifestRecord) -> bytes:
         """The stored bytes of a manifest."""
@@ -233,8 +317,11 @@ class Registry:
 
     # -- listings -------------------------------------------------------------------------------
 
-    async def tags(self, repository: str, last: str, limit: int | None) -> Page:
-        """Tags of `repository` after `last`, lexically; raises NameUnknown for an unknown repository."""
+    async def tags(self, repository: str, last: str, limit: int | None, namespace: str | None = None) -> Page:
+        """Tags of `repository` after `last`, lexically; raises NameUnknown for an unknown repository.
+        A cache lists the tags it holds (it does not ask the upstream)."""
+        route = await self._route(repository, namespace)
+        repository = repository if route is None else route.repository
         if not await self.metadata.repository_exists(repository):
             raise NameUnknown({"name": repository})
         last = _without_nul(last)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from registry.config import Settings
 from registry.facade import Registry
+from registry.proxy.routing import Routes
 from storage.drivers import Driver
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
@@ -40,4 +41,5 @@ def make_registry(settings: Settings, metadata: Metadata, driver: Driver) -> Reg
         manifest_max_bytes=settings.manifests.max_bytes,
         manifest_cache_bytes=settings.manifests.cache_bytes,
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
+        routes=Routes(settings.proxy) if settings.proxy.upstreams else None,
     )

@@ -29,10 +29,11 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass
 
-from registry.config import Settings, parse_duration
+from registry.config import ProxySettings, Settings, parse_duration
 from registry.errors import DigestInvalid
 from registry.layout import blob_key, upload_prefix
 from registry.names import parse_digest
+from registry.proxy.eviction import evict
 from storage.drivers import Driver, Entry
 from storage.metadata import PRESENT, Blob, ManifestNode, Metadata, Snapshot
 
@@ -63,6 +64,7 @@ class Report:
     orphan_bytes_removed: int = 0
     leftovers_removed: int = 0  # the driver's leftovers of writes killed mid-way
     leftover_bytes_removed: int = 0
+    cached_manifests_evicted: int = 0  # pull-through cache content above its caps, least recently pulled
     manifests_kept: int = 0
     blobs_kept: int = 0
     blob_bytes_kept: int = 0
@@ -70,8 +72,9 @@ class Report:
 
     def summary(self) -> str:
         verb = "would remove" if self.dry_run else "removed"
+        evicted = f" ({self.cached_manifests_evicted} evicted from caches)" if self.cached_manifests_evicted else ""
         return (
-            f"{verb} {self.manifests_removed} manifests, {self.blobs_removed} blobs "
+            f"{verb} {self.manifests_removed} manifests{evicted}, {self.blobs_removed} blobs "
             f"({_mib(self.blob_bytes_removed)}), {self.uploads_purged} abandoned uploads "
             f"({_mib(self.upload_bytes_purged)}), {self.orphans_removed} orphans in storage "
             f"({_mib(self.orphan_bytes_removed)}), {self.leftovers_removed} leftovers of abandoned writes "
@@ -135,15 +138,24 @@ class Collector:
     """Collects garbage of one metadata store and driver; one collection at a time across every
     process sharing the metadata."""
 
-    def __init__(self, metadata: Metadata, driver: Driver, grace_s: float, purge_after_s: float):
+    def __init__(
+        self,
+        metadata: Metadata,
+        driver: Driver,
+        grace_s: float,
+        purge_after_s: float,
+        proxy: ProxySettings | None = None,
+    ):
         self.metadata, self.driver = metadata, driver
         self.queries = metadata.garbage
         self.grace_s, self.purge_after_s = grace_s, purge_after_s
+        self.proxy = proxy or ProxySettings()
 
     @classmethod
     def configured(cls, metadata: Metadata, driver: Driver, settings: Settings) -> Collector:
-        """The collector `settings` describe (`gc.grace`, `uploads.purge_after`)."""
-        return cls(metadata, driver, parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after))
+        """The collector `settings` describe (`gc.grace`, `uploads.purge_after`, the caches' caps)."""
+        grace, purge_after = parse_duration(settings.gc.grace), parse_duration(settings.uploads.purge_after)
+        return cls(metadata, driver, grace, purge_after, settings.proxy)
 
     async def run(self, *, dry_run: bool = False, delete_untagged: bool = False, storage_only: bool = False) -> Report:
         """Collect (or, dry, only plan); with `storage_only`, only what storage holds and the metadata
@@ -186,11 +198,14 @@ class Collector:
 
     async def _collect(self, report: Report, started: float, holder: str) -> None:
         cutoff = started - self.grace_s
+        evicted = await evict(self.metadata.cache, self.proxy, cutoff)
+        report.cached_manifests_evicted = evicted
+        report.manifests_removed += evicted
         snapshot = await self.queries.snapshot()
         kept = kept_manifests(snapshot, cutoff, report.delete_untagged)
         candidates = [m for m in snapshot.manifests if (m.repository, m.digest) not in kept]
         removed = await self.queries.remove_manifests(candidates, cutoff)
-        report.manifests_removed = len(removed)
+        report.manifests_removed += len(removed)
         report.manifest_bytes_removed = sum(m.size for m in removed)
 
         await self.queries.lock(holder, LOCK_TTL_S)

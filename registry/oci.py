@@ -10,6 +10,7 @@ from typing import Any
 from registry.errors import DigestInvalid, ManifestInvalid
 from registry.names import parse_digest
 from registry.numbers import INT64_MAX
+from storage.metadata import ManifestRecord
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -67,6 +68,13 @@ class Manifest:
         blobs = [self.config] if self.config else []
         blobs += [layer for layer in self.layers if not (layer.urls and layer.media_type in FOREIGN_LAYER_TYPES)]
         return {d.digest: d.size for d in blobs}
+
+
+def manifest_record(digest: str, size: int, manifest: Manifest) -> ManifestRecord:
+    """What the metadata keeps of `manifest`, whose bytes (`size` of them) have `digest`."""
+    annotations = json.dumps(manifest.annotations, sort_keys=True) if manifest.annotations else None
+    subject = manifest.subject.digest if manifest.subject else None
+    return ManifestRecord(digest, manifest.media_type, size, manifest.artifact_type, subject, annotations)
 
 
 def is_type_name(value: str) -> bool:

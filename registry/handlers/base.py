@@ -44,6 +44,21 @@ def repository(request: Request) -> str:
     return parse_name(request.path_params["name"])
 
 
+def namespace(request: Request) -> str | None:
+    """The registry host a containerd mirror request is for (`?ns=docker.io`), or None."""
+    return request.query_params.get("ns") or None
+
+
+def cache_headers(status: str | None) -> dict[str, str]:
+    """The headers saying how a pull-through cache served a response (none outside a cache)."""
+    if status is None:
+        return {}
+    headers = {"X-Registry-Cache": status}
+    if status == "stale":
+        headers["Warning"] = '110 - "Response is Stale"'
+    return headers
+
+
 def path_digest(request: Request) -> Digest:
     """The digest named in the path, checked against the grammar."""
     return parse_digest(request.path_params["digest"])

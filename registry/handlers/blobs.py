@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from registry.errors import RangeInvalid
-from registry.handlers.base import empty_response, path_digest, registry_of, repository
+from registry.handlers.base import cache_headers, empty_response, namespace, path_digest, registry_of, repository
 from registry.numbers import parse_number
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -55,26 +55,41 @@ class BlobResponse(Response):
         start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         # The first piece is read before the headers go out, so a store that fails to open the blob
         # still gets a proper error response.
-        first = await anext(self._chunks, b"")
-        await send(start)
-        await send({"type": "http.response.body", "body": first, "more_body": True})
-        async for chunk in self._chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            first = await anext(self._chunks, b"")
+            await send(start)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for chunk in self._chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            close = getattr(self._chunks, "aclose", None)  # at once, also when the client went away
+            if close is not None:
+                await close()
 
 
 async def get_blob(request: Request) -> Response:
-    """`GET`/`HEAD` a blob, whole or one byte range, or a redirect to the store when redirects are on."""
-    name, digest = repository(request), path_digest(request)
+    """`GET`/`HEAD` a blob, whole or one byte range, or a redirect to the store when redirects are on.
+    From a pull-through cache, an uncached blob's bytes stream as they arrive from the upstream."""
+    name, digest, ns = repository(request), path_digest(request), namespace(request)
     registry = registry_of(request)
-    blob = await registry.blob(name, digest)
+    ranged = request.headers.get("range") is not None
+    pulled = await registry.pull_blob(name, digest, ns, stream=request.method == "GET" and not ranged)
+    if pulled.live is not None:
+        headers = {"Docker-Content-Digest": pulled.blob.digest, "Content-Type": "application/octet-stream"}
+        if pulled.blob.size:
+            headers["Content-Length"] = str(pulled.blob.size)
+        return BlobResponse(200, headers | cache_headers(pulled.cache), pulled.live)
+    blob = pulled.blob
+    if ranged and pulled.cache == "miss":  # a range of an uncached blob: served once it is all stored
+        blob = await registry.fetched_blob(name, digest, ns)
     headers = {
         "Docker-Content-Digest": blob.digest,
         "Accept-Ranges": "bytes",
         "Content-Type": "application/octet-stream",
         "ETag": f'"{blob.digest}"',
         "Cache-Control": "max-age=31536000",
-    }
+    } | cache_headers(pulled.cache)
     byte_range = parse_range(request.headers.get("range"), blob.size)
     start, end = byte_range or (0, blob.size - 1)
     headers["Content-Length"] = str(end - start + 1)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.handlers.base import json_response, next_link, pagination, path_digest, registry_of, repository
+from registry.handlers.base import (
+    json_response,
+    namespace,
+    next_link,
+    pagination,
+    path_digest,
+    registry_of,
+    repository,
+)
 from registry.oci import OCI_INDEX
 from registry.rule_syntax import PULL
 
@@ -18,7 +26,7 @@ async def list_tags(request: Request) -> Response:
     """`GET` the tags of a repository, a page at a time."""
     name = repository(request)
     last, limit = pagination(request, None, TAGS_PAGE_MAX)
-    page = await registry_of(request).tags(name, last, limit)
+    page = await registry_of(request).tags(name, last, limit, namespace(request))
     headers = next_link(request.url.path, page.items[-1], limit) if page.more and page.items else None
     return json_response({"name": name, "tags": page.items}, headers=headers)
 

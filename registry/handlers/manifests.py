@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from registry.errors import ManifestTooLarge, ManifestUnknown
 from registry.facade import ManifestRecord
-from registry.handlers.base import empty_response, read_body, registry_of, repository
+from registry.handlers.base import cache_headers, empty_response, namespace, read_body, registry_of, repository
 from registry.urls import manifest_path
 
 
@@ -35,14 +35,15 @@ async def get_manifest(request: Request) -> Response:
     """`GET`/`HEAD` a manifest by tag or digest, if the `Accept` headers admit its media type."""
     name, reference = repository(request), request.path_params["reference"]
     registry = registry_of(request)
-    record = await registry.manifest(name, reference)
+    pulled = await registry.pull_manifest(name, reference, namespace(request))
+    record = pulled.record
     if not _acceptable(record.media_type, request):
         raise ManifestUnknown(
             {"reference": reference, "media_type": record.media_type},
             message=f"the manifest is a {record.media_type}, which the Accept header does not admit",
         )
     body = None if request.method == "HEAD" else await registry.manifest_bytes(record)
-    return Response(body, 200, _headers(record))
+    return Response(body, 200, _headers(record) | cache_headers(pulled.cache))
 
 
 async def put_manifest(request: Request) -> Response:

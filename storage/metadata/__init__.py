@@ -6,6 +6,7 @@ Callers import from here only; the modules behind it are the package's own.
 from __future__ import annotations
 
 from storage.errors import BlobCollecting, MissingReferences
+from storage.metadata.cache import CachedManifest, CachedTag, CacheQueries
 from storage.metadata.database import Connection, Cursor, Database, Row
 from storage.metadata.garbage import (
     Blob,
@@ -18,10 +19,12 @@ from storage.metadata.garbage import (
     Totals,
     UploadTotals,
 )
+from storage.metadata.leases import Leases
 from storage.metadata.logins import Limits, Logins, Reservation
+from storage.metadata.rows import ManifestRecord
 from storage.metadata.schema import DELETING, PRESENT
 from storage.metadata.sqlite import SQLiteDatabase
-from storage.metadata.store import Chunk, ManifestRecord, Metadata, RemovedRepository, Upload
+from storage.metadata.store import Chunk, Metadata, RemovedRepository, Upload
 
 __all__ = [
     "DELETING",
@@ -29,11 +32,15 @@ __all__ = [
     "Blob",
     "BlobCollecting",
     "BlobRow",
+    "CacheQueries",
+    "CachedManifest",
+    "CachedTag",
     "Chunk",
     "Connection",
     "Cursor",
     "Database",
     "GarbageQueries",
+    "Leases",
     "Limits",
     "Logins",
     "ManifestNode",

@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.metadata.database import Connection, Database, one, placeholders
+from storage.metadata.leases import Leases
 from storage.metadata.schema import DELETING, PRESENT
+
+GC_LEASE = "gc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,26 +164,15 @@ class GarbageQueries:
 
     def __init__(self, db: Database):
         self.db = db
+        self.leases = Leases(db)
 
     async def lock(self, holder: str, ttl_s: float) -> bool:
         """Take or renew the collector's lease for `holder`; False while another holder has it."""
-        now = time.time()
-
-        def take(c: Connection) -> bool:
-            row = c.execute("SELECT holder, expires_at FROM locks WHERE name = 'gc'").fetchone()
-            if row is None:
-                c.execute("INSERT INTO locks (name, holder, expires_at) VALUES ('gc', ?, ?)", (holder, now + ttl_s))
-                return True
-            if row[0] != holder and row[1] > now:
-                return False
-            c.execute("UPDATE locks SET holder = ?, expires_at = ? WHERE name = 'gc'", (holder, now + ttl_s))
-            return True
-
-        return await self.db.write(take)
+        return await self.leases.take(GC_LEASE, holder, ttl_s)
 
     async def unlock(self, holder: str) -> None:
         """Give up the lease if `holder` has it."""
-        await self.db.write(lambda c: c.execute("DELETE FROM locks WHERE name = 'gc' AND holder = ?", (holder,)))
+        await self.leases.release(GC_LEASE, holder)
 
     async def snapshot(self) -> Snapshot:
         """Every manifest, reference and blob, read in one transaction."""

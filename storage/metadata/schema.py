@@ -114,6 +114,14 @@ MIGRATIONS: list[list[Statement]] = [
         "CREATE INDEX login_failures_by_address ON login_failures (address)",
         "CREATE INDEX login_failures_by_time ON login_failures (at)",
     ],
+    [
+        # The pull-through cache. A cached tag remembers when its upstream last confirmed it (NULL: a
+        # tag pushed here); a cached manifest when it was last pulled (recorded in batches), so the
+        # collector evicts the least recently pulled first.
+        "ALTER TABLE tags ADD COLUMN checked_at DOUBLE PRECISION",
+        "ALTER TABLE manifests ADD COLUMN pulled_at DOUBLE PRECISION",
+        "CREATE INDEX manifests_by_pull ON manifests (pulled_at)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,25 +9,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from storage.errors import BlobCollecting, MissingReferences
+from storage.errors import MissingReferences
+from storage.metadata.cache import CacheQueries
 from storage.metadata.database import Connection, Database, placeholders
 from storage.metadata.garbage import GarbageQueries
+from storage.metadata.leases import Leases
 from storage.metadata.logins import Logins
+from storage.metadata.rows import ManifestRecord, link_blob, put_manifest_rows
 from storage.metadata.schema import PRESENT
 
 TOUCH_INTERVAL_S = 1.0  # a blob used this recently is not marked used again (saves a write per push)
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestRecord:
-    """What the metadata keeps of a manifest; its bytes are the blob `digest` in storage."""
-
-    digest: str
-    media_type: str
-    size: int
-    artifact_type: str | None = None
-    subject: str | None = None
-    annotations: str | None = None  # JSON text of the manifest's annotations
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,32 +52,6 @@ class RemovedRepository:
     uploads: tuple[str, ...]
 
 
-def _ensure_repository(conn: Connection, repository: str, now: float) -> None:
-    conn.execute(
-        "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-        (repository, now),
-    )
-
-
-def _link_blob(conn: Connection, repository: str, digest: str, size: int, now: float) -> None:
-    """Record the stored blob as present and visible in `repository`; raises BlobCollecting when the
-    collector is deleting it (a blob never goes back from `deleting` to present)."""
-    conn.execute(
-        "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (digest) DO NOTHING",
-        (digest, size, PRESENT, now, now),
-    )
-    cursor = conn.execute("UPDATE blobs SET last_used_at = ? WHERE digest = ? AND state = ?", (now, digest, PRESENT))
-    if cursor.rowcount == 0:
-        raise BlobCollecting(digest)
-    _ensure_repository(conn, repository, now)
-    conn.execute(
-        "INSERT INTO repository_blobs (repository, digest, linked_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (repository, digest) DO UPDATE SET linked_at = excluded.linked_at",
-        (repository, digest, now),
-    )
-
-
 def _sizes(c: Connection, sql: str, parameters: tuple[str, ...], digests: dict[str, int]) -> dict[str, int]:
     """Digest -> size of the rows `sql` (digest, size; ending in `IN`) selects for those of `digests`."""
     if not digests:
@@ -117,14 +82,17 @@ def _check_references(c: Connection, repository: str, blobs: dict[str, int], chi
 class Metadata:
     """The registry's metadata over `db`; holds no state of its own besides the database.
 
-    `garbage` and `logins` are the garbage collector's and the login limiter's queries over the same
-    database. `db` is there for tests and tools that inspect rows; the registry uses the methods.
+    `garbage`, `logins` and `cache` are the garbage collector's, the login limiter's and the
+    pull-through cache's queries over the same database; `leases` its named leases. `db` is there for
+    tests and tools that inspect rows; the registry uses the methods.
     """
 
     def __init__(self, db: Database):
         self.db = db
         self.garbage = GarbageQueries(db)
         self.logins = Logins(db)
+        self.cache = CacheQueries(db)
+        self.leases = Leases(db)
 
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""
@@ -186,6 +154,13 @@ class Metadata:
         size: int = row[0]
         return size
 
+    async def stored_blob_size(self, digest: str) -> int | None:
+        """Size of `digest` if it is present in any repository, else None."""
+        row = await self.db.read(
+            lambda c: c.execute("SELECT size FROM blobs WHERE digest = ? AND state = ?", (digest, PRESENT)).fetchone()
+        )
+        return None if row is None else int(row[0])
+
     async def repositories_with_blob(self, digest: str) -> list[str]:
         """Repositories where `digest` is present, in lexical order."""
         return await self.db.read(
@@ -233,7 +208,7 @@ class Metadata:
         """Record that the stored blob `digest` is present and visible in `repository`; raises
         BlobCollecting when the collector is deleting it."""
         now = time.time()
-        await self.db.write(lambda c: _link_blob(c, repository, digest, size, now))
+        await self.db.write(lambda c: link_blob(c, repository, digest, size, now))
 
     async def unlink_blob(self, repository: str, digest: str) -> bool:
         """Remove `digest` from `repository`; False when it was not linked there."""
@@ -315,7 +290,7 @@ class Metadata:
             if c.execute("DELETE FROM uploads WHERE id = ? AND size = ?", (upload_id, expected)).rowcount != 1:
                 return False
             c.execute("DELETE FROM upload_chunks WHERE upload = ?", (upload_id,))
-            _link_blob(c, repository, digest, size, now)
+            link_blob(c, repository, digest, size, now)
             return True
 
         return await self.db.write(finish)
@@ -340,35 +315,7 @@ class Metadata:
 
         def put(c: Connection) -> None:
             _check_references(c, repository, blobs, children)
-            _link_blob(c, repository, manifest.digest, manifest.size, now)
-            c.execute(
-                "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository, digest) DO NOTHING",
-                (
-                    repository,
-                    manifest.digest,
-                    manifest.media_type,
-                    manifest.artifact_type,
-                    manifest.subject,
-                    manifest.annotations,
-                    manifest.size,
-                    now,
-                ),
-            )
-            references = [(repository, manifest.digest, d, "blob") for d in blobs]
-            references += [(repository, manifest.digest, d, "manifest") for d in children]
-            c.executemany(
-                "INSERT INTO manifest_references (repository, manifest, child, kind) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (repository, manifest, child) DO NOTHING",
-                references,
-            )
-            if tag is not None:
-                c.execute(
-                    "INSERT INTO tags (repository, name, digest, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, "
-                    "updated_at = excluded.updated_at",
-                    (repository, tag, manifest.digest, now),
-                )
+            put_manifest_rows(c, repository, manifest, blobs, children, tag, now)
 
         await self.db.write(put)
 

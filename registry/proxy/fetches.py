@@ -1,0 +1,168 @@
+"""Single-flight work across every process and replica: one holder of a named lease in the metadata
+index does the work (fetches a manifest or a blob from an upstream) while the others wait for its
+result to become visible; a holder that dies lets its lease expire, and a waiter takes over.
+
+A blob fetch streams to the client that started it while its bytes are hashed and written to storage;
+the blob becomes visible only once its digest matched. The last piece goes to that client only then,
+so a client never receives a whole body with wrong bytes: on a mismatch, a short read or a broken
+upstream its connection is aborted and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+from registry.errors import BlobUnknown, DigestInvalid
+from registry.layout import blob_key
+from registry.names import Digest
+from registry.proxy.upstream import BlobStream, UpstreamError, refusal
+from storage.drivers import Driver, Writer
+from storage.metadata import Leases, Metadata
+
+log = logging.getLogger("registry.proxy")
+
+T = TypeVar("T")
+
+LEASE_TTL_S = 15.0  # a holder that stops renewing (killed) loses its lease after this
+RENEW_EVERY_S = LEASE_TTL_S / 3
+POLL_S = 0.05  # how often a waiter looks whether the holder's result is visible
+
+
+class Leased:
+    """Named single-flight work over the metadata's leases."""
+
+    def __init__(self, leases: Leases):
+        self.leases = leases
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def once(self, name: str, ready: Callable[[], Awaitable[T | None]], work: Callable[[], Awaitable[T]]) -> T:
+        """`ready()` when it gives a result; else `work()` if this takes lease `name`, else wait for
+        `ready()` (or for the lease to be free, then try again). Work holds the lease, renewed, until it
+        ends."""
+        holder = uuid.uuid4().hex
+        while True:
+            found = await ready()
+            if found is not None:
+                return found
+            if await self.leases.take(name, holder, LEASE_TTL_S):
+                try:
+                    found = await ready()  # the last holder may have finished just now
+                    if found is not None:
+                        return found
+                    renewal = asyncio.create_task(self._renew(name, holder))
+                    try:
+                        return await work()
+                    finally:
+                        renewal.cancel()
+                finally:
+                    await self.leases.release(name, holder)
+            await asyncio.sleep(POLL_S)
+
+    async def take(self, name: str) -> str | None:
+        """Take lease `name` for a holder of its own; returns the holder, or None when it is taken."""
+        holder = uuid.uuid4().hex
+        return holder if await self.leases.take(name, holder, LEASE_TTL_S) else None
+
+    async def _renew(self, name: str, holder: str) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            with contextlib.suppress(Exception):  # a missed renewal is tried again; expiry only lets a waiter in
+                await self.leases.take(name, holder, LEASE_TTL_S)
+
+    def finish_in_background(self, work: Awaitable[None]) -> None:
+        """Run `work` to its end although its caller left (a client that went away mid-fetch)."""
+
+        async def run() -> None:
+            with contextlib.suppress(Exception):  # each piece of work logs its own failure
+                await work
+
+        task = asyncio.create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class BlobFetch:
+    """One blob being fetched from an upstream into storage and, as it arrives, to the client that
+    asked first. Holds lease `lease` (for `holder`) until it ends, whatever the client does."""
+
+    def __init__(
+        self,
+        leased: Leased,
+        metadata: Metadata,
+        driver: Driver,
+        upstream: BlobStream,
+        repository: str,
+        digest: Digest,
+        lease: str,
+        holder: str,
+    ):
+        self.leased, self.metadata, self.driver = leased, metadata, driver
+        self.upstream, self.repository, self.digest = upstream, repository, digest
+        self.lease, self.holder = lease, holder
+        self.size = upstream.size
+        self._pieces = self._pump()
+        self._finished = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The blob's bytes for the client; each piece is sent once the next one arrived, and the last
+        only once the whole blob matched its digest and was stored (raises otherwise)."""
+        try:
+            held = None
+            async for piece in self._pieces:
+                if held is not None:
+                    yield held
+                held = piece
+            if held is not None:
+                yield held
+        finally:
+            if not self._finished:  # the client went away: the fetch goes on for the next one
+                self.leased.finish_in_background(self.drain())
+
+    async def drain(self) -> None:
+        """Fetch and store the rest, sending it nowhere."""
+        async for _ in self._pieces:
+            pass
+
+    async def _upstream_chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self.upstream.chunks():
+                yield piece
+        except UpstreamError as e:
+            raise refusal(e, f"blob {self.digest}", BlobUnknown) from None
+
+    async def _pump(self) -> AsyncIterator[bytes]:
+        writer: Writer | None = None
+        try:
+            writer = await self.driver.writer(blob_key(str(self.digest)))
+            hasher = self.digest.hasher()
+            renewed = time.monotonic()
+            async for piece in self._upstream_chunks():
+                hasher.update(piece)
+                await writer.write(piece)
+                if time.monotonic() - renewed > RENEW_EVERY_S:
+                    renewed = time.monotonic()
+                    await self.leased.leases.take(self.lease, self.holder, LEASE_TTL_S)
+                yield piece
+            if hasher.hexdigest() != self.digest.encoded:
+                raise DigestInvalid(
+                    {"expected": str(self.digest), "computed": f"{self.digest.algorithm}:{hasher.hexdigest()}"},
+                    message="the upstream sent bytes that do not match the digest; nothing was stored",
+                )
+            size = await writer.commit()
+            await self.metadata.link_blob(self.repository, str(self.digest), size)
+            log.info("cached blob %s of %s (%d bytes)", self.digest, self.repository, size)
+        except BaseException as e:
+            log.warning("fetch of blob %s for %s failed, nothing stored: %s", self.digest, self.repository, e)
+            raise
+        finally:
+            self._finished = True
+            self.upstream.close()
+            if writer is not None:
+                await writer.cancel()
+            await self.leased.leases.release(self.lease, self.holder)
