@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from registry.layout import blob_key
@@ -20,6 +21,7 @@ class CheckReport:
 
     blobs: int = 0
     manifests: int = 0
+    not_yet_cached: int = 0  # blobs that cached manifests refer to and no pull fetched yet (not problems)
     problems: list[str] = field(default_factory=list)  # the metadata promises what storage lacks
     orphans: list[str] = field(default_factory=list)  # bytes in storage the metadata does not know
     leftovers: list[str] = field(default_factory=list)  # the driver's own, of writes abandoned mid-way
@@ -30,10 +32,14 @@ class CheckReport:
         return not self.problems
 
 
-async def check(metadata: Metadata, driver: Driver, verify_digests: bool = False) -> CheckReport:
+async def check(
+    metadata: Metadata, driver: Driver, verify_digests: bool = False, cache_prefixes: Sequence[str] = ()
+) -> CheckReport:
     """Every present blob has its bytes at the recorded size (and, with `verify_digests`, content
     that hashes to its digest); every manifest's bytes and every blob a manifest refers to are
-    present; every stored blob and upload folder is known to the metadata. Also lists the driver's
+    present, except in the pull-through caches under `cache_prefixes`, which fetch a manifest's blobs
+    only when they are pulled (those are counted); every stored blob and upload folder is known to
+    the metadata. Also lists the driver's
     leftovers of writes abandoned mid-way (on S3 that includes writes in progress that have not
     sent a part for a while: see `Driver.abandoned`)."""
     queries = metadata.garbage
@@ -44,8 +50,13 @@ async def check(metadata: Metadata, driver: Driver, verify_digests: bool = False
     for m in snapshot.manifests:
         if m.digest not in present:
             report.problems.append(f"manifest {m.repository}@{m.digest}: its bytes are not a present blob")
+    cached = tuple(f"{prefix}/" for prefix in cache_prefixes)
     for ref in snapshot.blob_refs:
-        if ref.child not in present:
+        if ref.child in present:
+            continue
+        if ref.repository.startswith(cached):
+            report.not_yet_cached += 1
+        else:
             report.problems.append(
                 f"manifest {ref.repository}@{ref.manifest} refers to {ref.child}, which is not present"
             )

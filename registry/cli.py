@@ -273,7 +273,8 @@ def check(args: argparse.Namespace) -> None:
     settings = _settings(args)
 
     async def run(metadata: Metadata, driver: Driver) -> CheckReport:
-        return await check_storage(metadata, driver, verify_digests=args.verify_digests)
+        prefixes = [upstream.prefix for upstream in settings.proxy.upstreams]
+        return await check_storage(metadata, driver, verify_digests=args.verify_digests, cache_prefixes=prefixes)
 
     report = asyncio.run(_with_storage(settings, run))
     for problem in report.problems:
@@ -286,6 +287,11 @@ def check(args: argparse.Namespace) -> None:
     print(
         f"checked {report.blobs} blobs and {report.manifests} manifests: {verdict}; {len(report.orphans)} orphans, "
         f"{len(report.leftovers)} leftovers of abandoned writes"
+        + (
+            f"; {report.not_yet_cached} blob references of cached images not pulled yet"
+            if report.not_yet_cached
+            else ""
+        )
     )
     if args.repair:
         from registry.gc import Collector, CollectorBusy

@@ -142,13 +142,21 @@ class BlobFetch:
             writer = await self.driver.writer(blob_key(str(self.digest)))
             hasher = self.digest.hasher()
             renewed = time.monotonic()
+            # Each piece is hashed in a worker thread (hashlib lets go of the GIL) while it is written
+            # and sent, and while the next one arrives.
+            loop = asyncio.get_running_loop()
+            hashing: asyncio.Future[None] | None = None
             async for piece in self._upstream_chunks():
-                hasher.update(piece)
+                if hashing is not None:
+                    await hashing
+                hashing = loop.run_in_executor(None, hasher.update, piece)
                 await writer.write(piece)
                 if time.monotonic() - renewed > RENEW_EVERY_S:
                     renewed = time.monotonic()
                     await self.leased.leases.take(self.lease, self.holder, LEASE_TTL_S)
                 yield piece
+            if hashing is not None:
+                await hashing
             if hasher.hexdigest() != self.digest.encoded:
                 raise DigestInvalid(
                     {"expected": str(self.digest), "computed": f"{self.digest.algorithm}:{hasher.hexdigest()}"},
