@@ -105,3 +105,49 @@ def test_config_depends_on_no_other_part_of_the_registry() -> None:
     code = "import sys, registry.config; print(sorted(m for m in sys.modules if m.startswith(('registry', 'storage'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['registry', 'registry.config', 'registry.rule_syntax']"
+
+
+def test_upstreams_from_yaml_and_from_the_environment(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "proxy:\n  connect_timeout_s: 2.5\n  upstreams:\n"
+        "    - {prefix: docker.io, aliases: [dockerhub], url: https://registry-1.docker.io, mirror: true}\n"
+    )
+    s = load_settings(str(path), env={})
+    (upstream,) = s.proxy.upstreams
+    assert (upstream.prefix, upstream.namespaces, upstream.mirror, upstream.tag_ttl) == (
+        "docker.io",
+        ["docker.io", "dockerhub"],
+        True,
+        "5m",
+    )
+    assert s.proxy.connect_timeout_s == 2.5
+    env = {"REGISTRY_PROXY_UPSTREAMS": "[{prefix: ghcr.io, url: 'https://ghcr.io', password_env: GHCR_TOKEN}]"}
+    (upstream,) = load_settings(env=env).proxy.upstreams
+    assert (upstream.prefix, upstream.password_env) == ("ghcr.io", "GHCR_TOKEN")
+
+
+@pytest.mark.parametrize(
+    ("upstreams", "message"),
+    [
+        ([{"prefix": "up", "url": "ftp://x"}], r"upstreams\[0\]\.url: an http:// or https:// URL"),
+        ([{"prefix": "Up/x", "url": "http://x"}], "is not one name component"),
+        ([{"prefix": "a", "url": "http://x"}, {"prefix": "b", "aliases": ["a"], "url": "http://y"}], "is taken"),
+        ([{"prefix": "a", "url": "http://x", "hosts": ["h"]}, {"prefix": "b", "url": "http://y", "hosts": ["h"]}], "h"),
+        ([{"prefix": "a", "url": "http://x", "tag_ttl": "soon"}], r"tag_ttl: not a duration"),
+        ([{"prefix": "a", "url": "http://x", "password": "p", "password_env": "P"}], "one of password"),
+        (
+            [{"prefix": "a", "url": "http://x", "mirror": True}, {"prefix": "b", "url": "http://y", "mirror": True}],
+            "one",
+        ),
+    ],
+)
+def test_bad_upstreams_name_the_setting(upstreams: list[dict[str, object]], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env={}, overrides={"proxy": {"upstreams": upstreams}})
+
+
+def test_float_settings_take_numbers_and_refuse_words() -> None:
+    assert load_settings(env={"REGISTRY_PROXY_READ_TIMEOUT_S": "12.5"}).proxy.read_timeout_s == 12.5
+    with pytest.raises(ConfigError, match=r"proxy\.read_timeout_s: expected float"):
+        load_settings(env={"REGISTRY_PROXY_READ_TIMEOUT_S": "slow"})
