@@ -26,6 +26,7 @@ What these clients send to a mirror (found with Distribution 2.8's access log, d
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -110,6 +111,7 @@ class Dockerd:
         ]  # fmt: skip
         self.process = ServerProcess(command, log_path=self.base_dir / "dockerd.log", env=_daemon_env(), name="dockerd")
         self.cli = DockerOn(self.base_dir / "cli", f"unix://{self.socket}")
+        atexit.register(self._atexit)
 
     @property
     def containerd_socket(self) -> Path:
@@ -163,6 +165,11 @@ class Dockerd:
         _unmount_under(self.base_dir)
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
+    def _atexit(self) -> None:  # a session that ended without the fixture's teardown leaves no daemon behind
+        if self.base_dir.exists():
+            with contextlib.suppress(Exception):
+                self.close()
+
 
 CONTAINERD_CONFIG = """version = 2
 root = "{base}/root"
@@ -213,6 +220,7 @@ class Containerd:
             env=_daemon_env(),
             name="containerd",
         )
+        atexit.register(self._atexit)
 
     def start(self) -> Self:
         self.config_path.write_text(CONTAINERD_CONFIG.format(base=self.base_dir))
@@ -261,6 +269,11 @@ class Containerd:
         self.stop()
         _unmount_under(self.base_dir)
         shutil.rmtree(self.base_dir, ignore_errors=True)
+
+    def _atexit(self) -> None:
+        if self.base_dir.exists():
+            with contextlib.suppress(Exception):
+                self.close()
 
 
 def engines_available() -> bool:

@@ -7,14 +7,15 @@ with, and a throttling TCP relay that makes an upstream slow.
     ... pull through the cache ...
     assert dist.fetches(f"/v2/team/app/blobs/{digest}", since=seed) == 1
 
-Distribution writes one Apache "combined" line per request to stdout (`"GET /v2/...?ns=x HTTP/1.1" 200 ...`, the
-query string included); our registry writes `CLIENT METHOD PATH STATUS BYTES DURATIONms` lines to stderr (no
-query string). Both write the line once the response has been handed to the connection, so a client can be done
-before its line is there: `wait_for_requests` polls until the expected lines arrived.
+Distribution writes one Apache "combined" line per request to stdout (`"GET /v2/...?ns=x HTTP/1.1" 200 ...`,
+the query string included); our registry writes `... INFO <logger> CLIENT METHOD PATH STATUS BYTES DURATIONms`
+lines to stderr (no query string). Both write the line once the response has been handed to the connection, so
+a client can be done before its line is there: `wait_for_requests` polls until the expected lines arrived.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gzip
 import io
@@ -36,6 +37,7 @@ from typing import Self
 import bcrypt
 import httpx
 
+from tests.support.clients import BUSYBOX, BUSYBOX_APPLETS
 from tests.support.content import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, digest_of
 from tests.support.processes import HOST, ServerProcess, free_port, wait_for_port_free
 from tests.support.server import RegistryServer, registry_command, start_server
@@ -58,7 +60,8 @@ class Request:
 
 
 _COMBINED = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
-_OURS = re.compile(r" registry\.edge \S+ (?P<method>[A-Z]+) (?P<target>\S+) (?P<status>\d{3}) \d+ [\d.]+ms$")
+# `<time> INFO <logger> CLIENT METHOD PATH STATUS BYTES DURATIONms` (the logger's name is not part of the contract)
+_OURS = re.compile(r" INFO \S+ \S+ (?P<method>[A-Z]+) (?P<target>/\S*) (?P<status>\d{3}) \d+ [\d.]+ms$")
 
 
 def _parse(pattern: re.Pattern[str], text: str) -> list[Request]:
@@ -77,7 +80,7 @@ def distribution_requests(log: str) -> list[Request]:
 
 
 def registry_requests(log: str) -> list[Request]:
-    """The requests in our registry's log (its `registry.edge` access lines)."""
+    """The requests in our registry's log (its access lines)."""
     return _parse(_OURS, log)
 
 
@@ -150,6 +153,7 @@ class Distribution(AccessLog):
             name=f"Distribution on {self.host}",
         )
         super().__init__(self.process.log_text, distribution_requests)
+        atexit.register(self.process.kill)  # a session that ended without the fixture's teardown
 
     @property
     def host(self) -> str:
@@ -294,6 +298,10 @@ class PlatformImage:
     def blobs(self) -> list[bytes]:
         return [self.config, *self.layers]
 
+    @property
+    def blob_digests(self) -> list[str]:
+        return [digest_of(b) for b in self.blobs]
+
     def descriptor(self) -> dict[str, object]:
         return {
             "mediaType": OCI_MANIFEST,
@@ -303,15 +311,32 @@ class PlatformImage:
         }
 
 
-def layer_tar(files: Mapping[str, bytes]) -> bytes:
-    """An uncompressed layer tarball holding `files` (path -> bytes, mode 0644, fixed mtime)."""
+def layer_tar(
+    files: Mapping[str, bytes], executable: Iterable[str] = (), links: Mapping[str, str] | None = None
+) -> bytes:
+    """An uncompressed layer tarball holding `files` (path -> bytes; mode 0755 for the paths in `executable`,
+    else 0644) and symbolic `links` (path -> target), all with one fixed mtime."""
+    executable = set(executable)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w") as tar:
         for path, data in files.items():
             info = tarfile.TarInfo(path.lstrip("/"))
-            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+            info.size, info.mtime = len(data), 1_700_000_000
+            info.mode = 0o755 if path in executable else 0o644
             tar.addfile(info, io.BytesIO(data))
+        for path, target in (links or {}).items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.type, info.linkname, info.mtime = tarfile.SYMTYPE, target, 1_700_000_000
+            tar.addfile(info)
     return raw.getvalue()
+
+
+def busybox_layer(marker: bytes, busybox: Path = BUSYBOX) -> bytes:
+    """An uncompressed root filesystem layer: a static busybox with its applets, and `/etc/marker` holding
+    `marker`, so that each marker gives a layer of its own (no engine already has it)."""
+    files = {"bin/busybox": busybox.read_bytes(), "etc/marker": marker}
+    links = {f"bin/{applet}": "busybox" for applet in BUSYBOX_APPLETS}
+    return layer_tar(files, executable=["bin/busybox"], links=links)
 
 
 def platform_image(files: Mapping[str, bytes], architecture: str = "amd64", base: bytes | None = None) -> PlatformImage:
@@ -401,20 +426,20 @@ class SlowRelay:
         return f"http://{HOST}:{self.port}"
 
     def start(self) -> Self:
+        """Listen (again, after `close()`) on `port` and relay each connection on threads of its own."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((HOST, self.port))
         listener.listen(64)
         self._listener = listener
-        threading.Thread(target=self._accept, daemon=True, name=f"relay-{self.port}").start()
+        threading.Thread(target=self._accept, args=(listener,), daemon=True, name=f"relay-{self.port}").start()
         return self
 
-    def _accept(self) -> None:
-        assert self._listener is not None
+    def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                client, _ = self._listener.accept()
-            except OSError:
+                client, _ = listener.accept()
+            except OSError:  # closed
                 return
             try:
                 server = socket.create_connection((HOST, self.target_port), timeout=5)
@@ -437,7 +462,10 @@ class SlowRelay:
             sink.shutdown(socket.SHUT_WR)
 
     def close(self) -> None:
+        """Stop listening (a connection attempt is refused from now on) and cut every relayed connection."""
         if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in progress; close() alone would not
             self._listener.close()
             self._listener = None
         with self._lock:
@@ -446,3 +474,25 @@ class SlowRelay:
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
             self._sockets.clear()
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+
+
+def upstream_entry(prefix: str, url: str, host: str, **options: object) -> dict[str, object]:
+    """One `proxy.upstreams` entry: the cache of `url` under `prefix`, standing for registry host `host`
+    (containerd's `?ns=`); `options` are its other keys (mirror, username, password, tag_ttl...)."""
+    return {"prefix": prefix, "url": url, "hosts": [host], **options}
+
+
+def start_cache(
+    directory: Path, upstreams: Iterable[Mapping[str, object]], gc_grace: str = "1h", **proxy: object
+) -> RegistryServer:
+    """Our registry as a pull-through cache of `upstreams` (`upstream_entry` dicts), auth mode none, its config
+    `directory/cache.yaml` and its data under `directory`; `proxy` are the other keys of the proxy section
+    (max_bytes, connect_timeout_s...)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config = directory / "cache.yaml"
+    document = {"proxy": {**proxy, "upstreams": [dict(u) for u in upstreams]}, "gc": {"grace": gc_grace}}
+    config.write_text(json.dumps(document, indent=2))
+    return start_server(directory, config)
