@@ -15,8 +15,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from registry.errors import BlobUnknown, DigestInvalid
 from registry.layout import blob_key
@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 LEASE_TTL_S = 15.0  # a holder that stops renewing (killed) loses its lease after this
 RENEW_EVERY_S = LEASE_TTL_S / 3
+AHEAD_PIECES = 32  # pieces (of up to 256 KiB) a fetch reads ahead of its client
 POLL_S = 0.05  # how often a waiter looks whether the holder's result is visible
 
 
@@ -75,16 +76,13 @@ class Leased:
             with contextlib.suppress(Exception):  # a missed renewal is tried again; expiry only lets a waiter in
                 await self.leases.take(name, holder, LEASE_TTL_S)
 
-    def finish_in_background(self, work: Awaitable[None]) -> None:
-        """Run `work` to its end although its caller left (a client that went away mid-fetch)."""
-
-        async def run() -> None:
-            with contextlib.suppress(Exception):  # each piece of work logs its own failure
-                await work
-
-        task = asyncio.create_task(run())
+    def finish_in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` in a task of its own, to its end whoever waits for it (a fetch whose client went
+        away); the task is kept until it ends."""
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
 
 class BlobFetch:
@@ -106,28 +104,56 @@ class BlobFetch:
         self.upstream, self.repository, self.digest = upstream, repository, digest
         self.lease, self.holder = lease, holder
         self.size = upstream.size
-        self._pieces = self._pump()
-        self._finished = False
+        # The fetch runs in a task of its own, ahead of the client by up to AHEAD_PIECES pieces, so
+        # that reading the upstream, storing and sending to the client overlap.
+        self._pieces: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(AHEAD_PIECES)
+        self._listening = True
+        self._task: asyncio.Task[None] | None = None
+
+    def _start(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self._task = self.leased.finish_in_background(self._run())
+        return self._task
+
+    async def _run(self) -> None:
+        """The whole fetch; the client, while it listens, gets each piece, then None once the blob
+        matched and was stored (or the exception that ended the fetch)."""
+        end: BaseException | None = None
+        try:
+            async for piece in self._pump():
+                if self._listening:
+                    await self._pieces.put(piece)
+        except Exception as e:
+            end = e
+        if self._listening:
+            await self._pieces.put(end)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The blob's bytes for the client; each piece is sent once the next one arrived, and the last
-        only once the whole blob matched its digest and was stored (raises otherwise)."""
+        only once the whole blob matched its digest and was stored (raises otherwise). A client that
+        goes away leaves the fetch running, for the next one."""
+        self._start()
         try:
             held = None
-            async for piece in self._pieces:
+            while (item := await self._pieces.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
                 if held is not None:
                     yield held
-                held = piece
+                held = item
             if held is not None:
                 yield held
         finally:
-            if not self._finished:  # the client went away: the fetch goes on for the next one
-                self.leased.finish_in_background(self.drain())
+            self._listening = False
+            while not self._pieces.empty():  # lets a fetch waiting to hand over a piece go on
+                self._pieces.get_nowait()
 
     async def drain(self) -> None:
-        """Fetch and store the rest, sending it nowhere."""
-        async for _ in self._pieces:
-            pass
+        """Wait until the fetch has stored the blob (or failed), sending it nowhere."""
+        self._listening = False
+        while not self._pieces.empty():
+            self._pieces.get_nowait()
+        await asyncio.shield(self._start())
 
     async def _upstream_chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -169,7 +195,6 @@ class BlobFetch:
             log.warning("fetch of blob %s for %s failed, nothing stored: %s", self.digest, self.repository, e)
             raise
         finally:
-            self._finished = True
             self.upstream.close()
             if writer is not None:
                 await writer.cancel()

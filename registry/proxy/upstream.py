@@ -37,7 +37,7 @@ MANIFEST_ACCEPT = ", ".join(
 MAX_REDIRECTS = 5
 PAUSE_AFTER_FAILURE_S = 3.0  # an upstream that could not be reached is not tried again for this long
 TOKEN_LIFETIME_S = 60  # the token spec's default when a token server states none
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 256 << 10  # measured: aiohttp reads 256 KiB pieces about twice as fast as 1 MiB ones
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
