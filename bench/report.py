@@ -73,13 +73,34 @@ METRICS = (
     Metric("load rate", "req/s", True),
     Metric("load p50", "ms", False),
     Metric("load p99", "ms", False),
+    Metric("cache cold pull", "MiB/s", True),
+    Metric("cache cold upstream sent", "MiB", False),
+    Metric("cache warm pull", "MiB/s", True),
+    Metric("cache hot pull", "MiB/s", True),
+    Metric("cache 16 cold pulls", "s", False),
+    Metric("cache 16 upstream sent", "MiB", False),
+    Metric("cache manifest-get rate", "req/s", True),
+    Metric("cache manifest-get p50", "ms", False),
+    Metric("cache manifest-get p99", "ms", False),
+    Metric("cache local pull", "MiB/s", True),
+    Metric("cache local hot pull", "MiB/s", True),
+    Metric("cache local manifest-get rate", "req/s", True),
+)
+# Metrics also compared with a reference measured on one server only: (metric, reference metric, its server, what
+# the reference is). The cache workload pulls the large layer straight from its upstream and, on ours, locally.
+REFERENCES = (
+    ("cache cold pull", "cache direct pull", "upstream", "direct from the upstream"),
+    ("cache warm pull", "cache local pull", "ours", "a local blob GET of ours"),
+    ("cache hot pull", "cache local hot pull", "ours", "local blob GETs of ours"),
+    ("cache manifest-get rate", "cache local manifest-get rate", "ours", "a local manifest GET of ours"),
 )
 
 
 def cores(samples: list[Sample], key: str, per: str = "wall_s") -> float:
     """Median over samples of `key` (a CPU seconds field) per second of `per` (wall_s, or active_s: the time
     requests were in flight, which leaves out the gaps while curl processes start)."""
-    return statistics.median(getattr(s, key) / getattr(s, per) for s in samples if getattr(s, per)) if samples else 0.0
+    rates = [getattr(s, key) / getattr(s, per) for s in samples if getattr(s, per)]
+    return statistics.median(rates) if rates else 0.0  # none: instant readings (the cache's upstream byte counts)
 
 
 def bottleneck(samples: list[Sample]) -> str:
@@ -163,6 +184,33 @@ def summary_rows(bench: Bench) -> list[dict[str, Any]]:
     return rows
 
 
+def reference_rows(bench: Bench) -> list[dict[str, Any]]:
+    """For each of REFERENCES measured in this run: each server's median of the metric, the reference's median and
+    their ratio."""
+    rows = []
+    for metric, reference, reference_server, label in REFERENCES:
+        base = [s.value for s in bench.samples if s.metric == reference and s.server == reference_server]
+        if not base:
+            continue
+        base_median = statistics.median(base)
+        for server in ("ours", "distribution"):
+            values = [s.value for s in bench.samples if s.metric == metric and s.server == server]
+            if values:
+                median = statistics.median(values)
+                rows.append(
+                    {
+                        "metric": metric,
+                        "server": server,
+                        "median": round(median, 3),
+                        "reference": label,
+                        "reference_median": round(base_median, 3),
+                        "reference_values": base,
+                        "ratio": float(f"{median / base_median:.4g}") if base_median else float("inf"),
+                    }
+                )
+    return rows
+
+
 def ratio_text(ratio: float) -> str:
     """A ratio with three significant digits (`11.4x`, `0.95x`, `0.00291x`)."""
     return f"{ratio:.3g}x"
@@ -192,6 +240,13 @@ def print_report(rows: list[dict[str, Any]], bench: Bench) -> None:
                 f"  {row['ours_bottleneck']}"
             )
         print(line)
+    references = reference_rows(bench)
+    if references:
+        print()
+    for ref in references:
+        unit = next(m.unit for m in METRICS if m.name == ref["metric"])
+        left = f"{ref['metric']:<23} {ref['server']:<12} {ref['median']:>10.2f} {unit:<6}"
+        print(f"{left} vs {ref['reference_median']:>10.2f} {ref['reference']:<26} {ratio_text(ref['ratio']):>8}")
     print()
     for name, per_server in bench.peaks.items():
         parts = []
@@ -258,6 +313,7 @@ def write_results(bench: Bench, args: argparse.Namespace, rows: list[dict[str, A
         },
         "versions": tool_versions(),
         "summary": rows,
+        "references": reference_rows(bench),
         "peak_rss_kib": {
             w: {s: {str(p): k for p, k in peaks.items()} for s, peaks in per.items()} for w, per in bench.peaks.items()
         },

@@ -30,14 +30,18 @@ import time
 from pathlib import Path
 
 from bench import MIB, RESULTS_DIR, soak
+from bench.cache import LARGE_MIB, PullThroughCache
 from bench.images import docker
 from bench.metrics import peaks_kib, reset_peaks, rss_kib, tree_pids
 from bench.report import log_problems, plot_ratios, print_report, summary_rows, write_results
 from bench.servers import DISTRIBUTION_BIN, OURS_BIN, env_pair, settle_workers, start_distribution, start_ours
 from bench.session import Bench, Run, Sizes, cleanup
-from bench.workloads import WORKLOADS, Workload
+from bench.workloads import WORKLOADS as PAIRED
+from bench.workloads import Workload
 
 SOAK = "soak"  # bench/soak.py, run after the paired workloads with its own server
+# The paired workloads and the pull-through cache's (bench/cache.py builds on bench/workloads.py, so it joins here).
+WORKLOADS: dict[str, type[Workload]] = {**PAIRED, PullThroughCache.name: PullThroughCache}
 DEFAULTS = {
     "rounds": (3, 1),
     "large_mib": (512, 64),
@@ -110,7 +114,9 @@ def preflight(args: argparse.Namespace, tmp: Path) -> None:
     pushes = s.rounds * (3 * ("push-large" in args.workloads) + ("push-chunked" in args.workloads)) + 1
     pushes += (2 * s.rounds + 2) * ("s3" in args.workloads)  # SeaweedFS keeps what both registries push there
     docker_mib = s.rounds * s.docker_mib * ("docker" in args.workloads)
-    need_mib = 2 * (pushes * s.large_mib + docker_mib) + 2 * s.large_mib + 1024
+    # the cache workload: its layer's file and chunks, the upstream's copy, a cache's, a local push per round
+    cache_mib = (4 + s.rounds) * min(s.large_mib, LARGE_MIB) * ("cache" in args.workloads)
+    need_mib = 2 * (pushes * s.large_mib + docker_mib) + 2 * s.large_mib + cache_mib + 1024
     free_mib = shutil.disk_usage(tmp).free // MIB
     if free_mib < need_mib:
         sys.exit(f"{tmp}: {free_mib} MiB free, this run needs about {need_mib} MiB")
