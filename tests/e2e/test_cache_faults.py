@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from registry.layout import blob_key
+from registry.proxy.upstream import PAUSE_AFTER_FAILURE_S
 from tests.support.clients import Docker
 from tests.support.content import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, digest_of
 from tests.support.processes import HOST, free_port
@@ -124,8 +125,9 @@ def test_upstream_down_cached_tags_pull_stale_uncached_fail_at_once_then_recover
     docker: Docker, distribution: Distribution, caches: Callable[..., RegistryServer]
 ) -> None:
     """With the upstream stopped, a tag cached earlier still pulls, also past its tag_ttl (served stale,
-    marked so); an uncached one fails within seconds with 503 UNAVAILABLE naming the upstream; once the
-    upstream is back, the uncached one pulls."""
+    marked so); an uncached one fails within seconds with 503 UNAVAILABLE naming the upstream (docker shows
+    only the status of a 5xx answer, never its message). Once the upstream is back, the uncached one pulls,
+    and one the upstream does not have fails with a 404 whose message (docker shows it) names the upstream."""
     cache = caches([dist_entry(distribution, tag_ttl="1s")])
     seed(distribution, "team/kept", "1")
     later = seed(distribution, "team/later", "1")
@@ -153,18 +155,22 @@ def test_upstream_down_cached_tags_pull_stale_uncached_fail_at_once_then_recover
     refused = cache_get(cache, "/v2/dist/team/later/manifests/1")
     assert refused.status_code == 503, refused.text
     assert "UNAVAILABLE" in error_message(refused) and distribution.url in error_message(refused), refused.text
-    # docker shows no message of a 5xx answer, only its status
     assert "503 Service Unavailable" in failed.stderr, failed.stderr
 
     distribution.start()
-    deadline = time.monotonic() + QUICK_S  # the cache may wait a few seconds before it tries a failed upstream
-    while cache_get(cache, "/v2/dist/team/later/manifests/1").status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.5)
+    # Each worker of the cache waits PAUSE_AFTER_FAILURE_S after its last failure before it tries the upstream
+    # again; no failure can happen once the upstream is back, so all of them try again after that long.
+    time.sleep(PAUSE_AFTER_FAILURE_S + 0.2)
+    absent = "/v2/dist/team/absent/manifests/1"
+    missing = cache_get(cache, absent)
+    assert missing.status_code == 404, missing.text
+    assert "MANIFEST_UNKNOWN" in error_message(missing) and distribution.url in error_message(missing)
+    not_there = docker.run("pull", docker.track(f"{cache.host}/dist/team/absent:1"), check=False)
+    assert "manifest unknown" in not_there.stderr and distribution.url in not_there.stderr, not_there.stderr
+
     docker.run("pull", uncached)
-    assert (
-        f"{cache.host}/dist/team/later@{later.digest}"
-        in docker.run("image", "inspect", "-f", "{{range .RepoDigests}}{{.}} {{end}}", uncached).stdout.split()
-    )
+    digests = docker.run("image", "inspect", "-f", "{{range .RepoDigests}}{{.}} {{end}}", uncached).stdout
+    assert f"{cache.host}/dist/team/later@{later.digest}" in digests.split()
 
 
 def test_a_hanging_upstream_fails_the_pull_after_the_read_timeout(
@@ -233,8 +239,9 @@ def test_kill9_in_the_middle_of_a_blob_fetch_leaves_nothing_half_visible(
     relays: Callable[[int, int], SlowRelay],
 ) -> None:
     """The cache is killed while it streams a 24 MiB blob from a slow upstream (4 MiB/s): after a restart
-    the blob is not in storage and not served while the upstream is unreachable (503, never a short 200);
-    with the upstream back, a docker pull succeeds and the stored blob has the right bytes."""
+    the blob is not in storage and not served while the upstream is unreachable (503, never a short 200;
+    the answer waits until the dead fetcher's lease expired, about 15 s); with the upstream back, a docker
+    pull succeeds and the stored blob has the right bytes."""
     image = seed(distribution, "team/big", "1", size=24 << 20)
     layer = image.blob_digests[-1]
     relay = relays(distribution.port, 4 << 20)
@@ -262,6 +269,7 @@ def test_kill9_in_the_middle_of_a_blob_fetch_leaves_nothing_half_visible(
 
     relay.bytes_per_s = 0  # back, at full speed
     relay.start()
+    time.sleep(PAUSE_AFTER_FAILURE_S + 0.2)  # the worker that answered 503 tries the upstream again after this
     reference = docker.track(f"{cache.host}/dist/team/big:1")
     docker.run("pull", reference, timeout=120)
     path = stored_blob(cache, layer)
@@ -339,9 +347,9 @@ def run_gc(cache: RegistryServer) -> subprocess.CompletedProcess[str]:
 def test_gc_evicts_the_least_recently_pulled_image_above_max_bytes_and_keeps_local_pushes(
     docker: Docker, base_image: str, distribution: Distribution, caches: Callable[..., RegistryServer]
 ) -> None:
-    """Three cached images of ~1 MiB each under a proxy.max_bytes of 2.5 MiB: `registry gc` (grace 0s)
-    deletes the blobs of the one pulled least recently and keeps the other two, and an image pushed to the
-    same server outside the cache namespaces."""
+    """Three cached images of ~1 MiB each under a proxy.max_bytes of 2.5 MiB, pulled in the order 0, 1, 2,
+    then 0 again: `registry gc` (grace 0s) deletes the blobs of 1, the least recently pulled (not the first
+    fetched), keeps 0 and 2, and keeps an image pushed to the same server outside the cache namespaces."""
     images = [seed(distribution, f"team/evict-{i}", "1", size=1 << 20) for i in range(3)]
     cache = caches([dist_entry(distribution)], gc_grace="0s", max_bytes=int(2.5 * (1 << 20)))
     local = f"{cache.host}/team/local:1"
@@ -351,16 +359,20 @@ def test_gc_evicts_the_least_recently_pulled_image_above_max_bytes_and_keeps_loc
         local_manifest = http.get("/v2/team/local/manifests/1", headers={"Accept": ACCEPT}).json()
     local_blobs = [local_manifest["config"]["digest"], *(layer["digest"] for layer in local_manifest["layers"])]
 
-    for i in range(len(images)):
-        reference = docker.track(f"{cache.host}/dist/team/evict-{i}:1")
+    references = [docker.track(f"{cache.host}/dist/team/evict-{i}:1") for i in range(len(images))]
+    for reference in [*references, references[0]]:
+        docker.run("rmi", reference, check=False)
         docker.run("pull", reference)
         time.sleep(1.1)  # pull times one second apart at least
     cache.stop()  # records the pull times it has not yet written
+    for image in images:
+        assert all(stored_blob(cache, d).exists() for d in image.blob_digests)
 
-    run_gc(cache)
+    report = run_gc(cache).stdout
 
-    oldest, *newer = images
-    assert [stored_blob(cache, d).exists() for d in oldest.blob_digests] == [False] * len(oldest.blob_digests)
-    for image in newer:
+    assert "(1 evicted from caches)" in report, report
+    evicted = images[1]
+    assert [stored_blob(cache, d).exists() for d in evicted.blob_digests] == [False] * len(evicted.blob_digests)
+    for image in (images[0], images[2]):
         assert all(stored_blob(cache, d).exists() for d in image.blob_digests)
     assert all(stored_blob(cache, d).exists() for d in local_blobs)
