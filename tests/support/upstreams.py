@@ -281,8 +281,8 @@ class ChallengeAuth(httpx.Auth):
 
 @dataclass
 class PlatformImage:
-    """A runnable-looking image for one platform: one gzip layer holding `files`, an OCI config naming the
-    platform, and its OCI manifest."""
+    """An image for one platform: its gzip layers (see `platform_image`), an OCI config naming the platform,
+    and its OCI manifest."""
 
     architecture: str
     layers: list[bytes]
