@@ -205,6 +205,7 @@ class Registry:
 
     async def append_upload(self, repository: str, upload_id: str, body: Body, content_range: ByteRange | None) -> int:
         """Append `body` to the upload as one chunk (at `content_range`, when given); returns its new size."""
+        self._require_writable(repository)
         return await self._uploads.append(repository, upload_id, body, content_range)
 
     async def finish_upload(
@@ -217,6 +218,7 @@ class Registry:
     ) -> int:
         """Close the upload as blob `digest` once its bytes, `body` (a last chunk) included, match;
         returns the blob's size."""
+        self._require_writable(repository)
         return await self._uploads.finish(repository, upload_id, digest, body, content_range)
 
     async def cancel_upload(self, repository: str, upload_id: str) -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from registry.errors import BlobUnknown, DigestInvalid
@@ -29,7 +29,7 @@ log = logging.getLogger("registry.proxy")
 
 T = TypeVar("T")
 
-LEASE_TTL_S = 15.0  # a holder that stops renewing (killed) loses its lease after this
+LEASE_TTL_S = 8.0  # a holder that stops renewing (killed) loses its lease after this
 RENEW_EVERY_S = LEASE_TTL_S / 3
 AHEAD_PIECES = 32  # pieces (of up to 256 KiB) a fetch reads ahead of its client
 POLL_S = 0.05  # how often a waiter looks whether the holder's result is visible
@@ -46,29 +46,25 @@ class Leased:
         """`ready()` when it gives a result; else `work()` if this takes lease `name`, else wait for
         `ready()` (or for the lease to be free, then try again). Work holds the lease, renewed, until it
         ends."""
-        holder = uuid.uuid4().hex
         while True:
             found = await ready()
             if found is not None:
                 return found
-            if await self.leases.take(name, holder, LEASE_TTL_S):
+            lease = await self.take(name)
+            if lease is not None:
                 try:
                     found = await ready()  # the last holder may have finished just now
-                    if found is not None:
-                        return found
-                    renewal = asyncio.create_task(self._renew(name, holder))
-                    try:
-                        return await work()
-                    finally:
-                        renewal.cancel()
+                    return found if found is not None else await work()
                 finally:
-                    await self.leases.release(name, holder)
+                    await lease.release()
             await asyncio.sleep(POLL_S)
 
-    async def take(self, name: str) -> str | None:
-        """Take lease `name` for a holder of its own; returns the holder, or None when it is taken."""
+    async def take(self, name: str) -> Lease | None:
+        """Take lease `name` for a holder of its own, renewed until released; None when it is taken."""
         holder = uuid.uuid4().hex
-        return holder if await self.leases.take(name, holder, LEASE_TTL_S) else None
+        if not await self.leases.take(name, holder, LEASE_TTL_S):
+            return None
+        return Lease(self, name, holder, asyncio.create_task(self._renew(name, holder)))
 
     async def _renew(self, name: str, holder: str) -> None:
         while True:
@@ -85,9 +81,23 @@ class Leased:
         return task
 
 
+@dataclass
+class Lease:
+    """A lease `Leased.take` took, renewed by `renewal` until `release()`."""
+
+    leased: Leased
+    name: str
+    holder: str
+    renewal: asyncio.Task[None]
+
+    async def release(self) -> None:
+        self.renewal.cancel()
+        await self.leased.leases.release(self.name, self.holder)
+
+
 class BlobFetch:
     """One blob being fetched from an upstream into storage and, as it arrives, to the client that
-    asked first. Holds lease `lease` (for `holder`) until it ends, whatever the client does."""
+    asked first. Holds `lease` until it ends, whatever the client does."""
 
     def __init__(
         self,
@@ -97,12 +107,11 @@ class BlobFetch:
         upstream: BlobStream,
         repository: str,
         digest: Digest,
-        lease: str,
-        holder: str,
+        lease: Lease,
     ):
         self.leased, self.metadata, self.driver = leased, metadata, driver
         self.upstream, self.repository, self.digest = upstream, repository, digest
-        self.lease, self.holder = lease, holder
+        self.lease = lease
         self.size = upstream.size
         # The fetch runs in a task of its own, ahead of the client by up to AHEAD_PIECES pieces, so
         # that reading the upstream, storing and sending to the client overlap.
@@ -167,7 +176,6 @@ class BlobFetch:
         try:
             writer = await self.driver.writer(blob_key(str(self.digest)))
             hasher = self.digest.hasher()
-            renewed = time.monotonic()
             # Each piece is hashed in a worker thread (hashlib lets go of the GIL) while it is written
             # and sent, and while the next one arrives.
             loop = asyncio.get_running_loop()
@@ -177,9 +185,6 @@ class BlobFetch:
                     await hashing
                 hashing = loop.run_in_executor(None, hasher.update, piece)
                 await writer.write(piece)
-                if time.monotonic() - renewed > RENEW_EVERY_S:
-                    renewed = time.monotonic()
-                    await self.leased.leases.take(self.lease, self.holder, LEASE_TTL_S)
                 yield piece
             if hashing is not None:
                 await hashing
@@ -198,4 +203,4 @@ class BlobFetch:
             self.upstream.close()
             if writer is not None:
                 await writer.cancel()
-            await self.leased.leases.release(self.lease, self.holder)
+            await self.lease.release()

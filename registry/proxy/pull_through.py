@@ -194,13 +194,13 @@ class PullThrough:
         CachedBlob with `fetch` set streams it to this caller, else another request fetched it
         meanwhile and it is stored); without, only its size is asked of the upstream."""
         key = str(digest)
-        size = await self.metadata.blob_size(route.repository, key)
-        if size is None:
-            size = await self._link_if_stored(route, key)
-        if size is not None:
-            self.pulls.blob(key)
-            return CachedBlob(Blob(key, size), HIT)
         try:
+            size = await self.metadata.blob_size(route.repository, key)
+            if size is None:
+                size = await self._link_if_stored(route, key)
+            if size is not None:
+                self.pulls.blob(key)
+                return CachedBlob(Blob(key, size), HIT)
             if not fetch:
                 return CachedBlob(Blob(key, await route.cached.upstream.blob_size(route.remote, key)), MISS)
             return await self._fetch_blob(route, digest)
@@ -222,28 +222,26 @@ class PullThrough:
     async def _fetch_blob(self, route: Route, digest: Digest) -> CachedBlob:
         """Start the one fetch of `digest`, for this caller; or wait until another request's fetch
         stored it (a fetcher that died lets its lease expire, and this one takes over)."""
-        key, lease = str(digest), f"blob:{digest}"
+        key, name = str(digest), f"blob:{digest}"
         while True:
-            holder = await self.leased.take(lease)
-            if holder is not None:
+            lease = await self.leased.take(name)
+            if lease is not None:
                 try:
                     size = await self.metadata.blob_size(route.repository, key) or await self._link_if_stored(
                         route, key
                     )
                     if size is not None:  # fetched by the last holder
-                        await self.leased.leases.release(lease, holder)
+                        await lease.release()
                         return CachedBlob(Blob(key, size), HIT)
                     stream = await route.cached.upstream.blob(route.remote, key)
                 except BaseException:
-                    await self.leased.leases.release(lease, holder)
+                    await lease.release()
                     raise
-                fetch = BlobFetch(
-                    self.leased, self.metadata, self.driver, stream, route.repository, digest, lease, holder
-                )
+                fetch = BlobFetch(self.leased, self.metadata, self.driver, stream, route.repository, digest, lease)
                 return CachedBlob(Blob(key, stream.size or 0), MISS, fetch)
             await asyncio.sleep(POLL_S)
             size = await self.metadata.blob_size(route.repository, key)
-            if size is None and not await self.leased.leases.held(lease):
+            if size is None and not await self.leased.leases.held(name):
                 size = await self._link_if_stored(route, key)
             if size is not None:
                 self.pulls.blob(key)

@@ -35,6 +35,7 @@ MANIFEST_ACCEPT = ", ".join(
     ]
 )
 MAX_REDIRECTS = 5
+REDIRECTS = (301, 302, 303, 307, 308)
 PAUSE_AFTER_FAILURE_S = 3.0  # an upstream that could not be reached is not tried again for this long
 TOKEN_LIFETIME_S = 60  # the token spec's default when a token server states none
 CHUNK_BYTES = 256 << 10  # measured: aiohttp reads 256 KiB pieces about twice as fast as 1 MiB ones
@@ -183,12 +184,13 @@ class Upstream:
         """`_call`, then the redirects it answers, to any host, without our credentials."""
         response = await self._call(method, path, name, {}, redirects=True)
         for _ in range(MAX_REDIRECTS):
-            if response.status not in (301, 302, 303, 307, 308):
+            if response.status not in REDIRECTS:
                 return response
             location = urljoin(str(response.url), response.headers.get("Location", ""))
             response.release()
             response = await self._send(method, location, {})
-            _raise_for_status(self.url, response, path)
+            if response.status not in REDIRECTS:
+                _raise_for_status(self.url, response, path)
         response.release()
         raise UpstreamUnreachable(self.url, f"more than {MAX_REDIRECTS} redirects for {path}")
 

@@ -150,12 +150,6 @@ async def test_a_holder_that_keeps_receiving_keeps_its_lease(tmp_path, monkeypat
         assert upstream.count("GET", f"/v2/team/app/blobs/{digest}") == 1, "no waiter took a lease still renewed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fetches.py BlobFetch._pump renews the blob's lease only when a piece arrives, so an upstream that "
-    "is slow but within read_timeout_s (30 s) for longer than LEASE_TTL_S (15 s) loses the lease to a waiter, "
-    "which fetches the blob a second time; Leased.once renews manifests on a timer instead",
-)
 async def test_a_holder_whose_upstream_pauses_longer_than_the_lease_keeps_it(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(fetches, "LEASE_TTL_S", 0.3)
     monkeypatch.setattr(fetches, "RENEW_EVERY_S", 0.1)

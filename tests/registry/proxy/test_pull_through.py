@@ -331,11 +331,6 @@ def lenient(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://registry.test")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pull_through.py PullThrough.blob calls _link_if_stored outside its try/except UpstreamError, so the "
-    "upstream's 404 (or outage) on the confirming HEAD escapes as a 500 instead of 404 BLOB_UNKNOWN / 503",
-)
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
 @pytest.mark.parametrize(
     ("upstream_state", "status", "code"), [("lacks it", 404, "BLOB_UNKNOWN"), ("down", 503, "UNAVAILABLE")]
@@ -455,11 +450,6 @@ async def test_a_cached_manifest_is_refused_to_a_client_whose_accept_header_excl
         assert r.status_code == 200 and json.loads(r.content)["mediaType"] == OCI_MANIFEST
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="facade.py: append_upload and finish_upload (PATCH/PUT of an upload) do not call _require_writable, so "
-    "an upload open in a repository that is now under a cache prefix still fills that cache",
-)
 async def test_an_upload_begun_before_its_repository_became_a_cache_cannot_finish_into_it(tmp_path) -> None:
     data = os.urandom(1000)
     async with FakeUpstream() as upstream:
