@@ -35,7 +35,8 @@ def caps(settings: ProxySettings) -> list[Cap]:
 
 async def evict(cache: CacheQueries, settings: ProxySettings, before: float) -> int:
     """Evict cached manifests last pulled before `before` until every cap holds (or nothing older is
-    left); returns how many were evicted."""
+    left); returns how many were evicted. The cached bytes are counted once per cap (a scan), then
+    each eviction says by how much it lowered them."""
     every = [upstream.prefix for upstream in settings.upstreams]
     evicted = 0
     for cap in caps(settings):
@@ -51,9 +52,10 @@ async def evict(cache: CacheQueries, settings: ProxySettings, before: float) -> 
                 )
                 break
             for candidate in candidates:
-                if await cache.evict(candidate.repository, candidate.digest, before):
+                freed = await cache.evict(candidate.repository, candidate.digest, before, cap.prefixes, every)
+                if freed is not None:
                     evicted += 1
-                    cached = await cache.cached_bytes(cap.prefixes, every)
+                    cached -= freed
                     if cached <= cap.max_bytes:
                         break
     if evicted:

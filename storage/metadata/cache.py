@@ -41,18 +41,19 @@ def _under(column: str, prefixes: Sequence[str]) -> tuple[str, tuple[str | int, 
     return f"({terms})", parameters
 
 
-def _evict(c: Connection, repository: str, digest: str) -> bool:
-    """Delete a cached manifest with its tags and references, and unlink from its repository the blobs
-    that no other manifest there refers to (their bytes go when the collector finds them unused)."""
-    if c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest)).rowcount == 0:
-        return False
-    children = [
-        row[0]
-        for row in c.execute(
-            "SELECT child FROM manifest_references WHERE repository = ? AND manifest = ? AND kind = 'blob'",
-            (repository, digest),
-        ).fetchall()
-    ]
+def _blob_children(c: Connection, repository: str, digest: str) -> list[str]:
+    rows = c.execute(
+        "SELECT child FROM manifest_references WHERE repository = ? AND manifest = ? AND kind = 'blob'",
+        (repository, digest),
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def _evict(c: Connection, repository: str, digest: str, children: list[str]) -> None:
+    """Delete a cached manifest (whose blobs are `children`) with its tags and references, and unlink
+    from its repository the blobs no other manifest there refers to (their bytes go when the
+    collector finds them unused)."""
+    c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
     c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
     c.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))
     for child in [digest, *children]:
@@ -65,7 +66,22 @@ def _evict(c: Connection, repository: str, digest: str) -> bool:
             c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, child))
     if c.execute("SELECT 1 FROM repository_blobs WHERE repository = ? LIMIT 1", (repository,)).fetchone() is None:
         c.execute("DELETE FROM repositories WHERE name = ?", (repository,))
-    return True
+
+
+def _cached_sizes(c: Connection, digests: Sequence[str], prefixes: Sequence[str], every_prefix: Sequence[str]) -> int:
+    """The bytes of those of `digests` that `cached_bytes(prefixes, every_prefix)` counts."""
+    ours, ours_parameters = _under("r.repository", prefixes)
+    cache, cache_parameters = _under("r.repository", every_prefix)
+    total = 0
+    for digest in digests:
+        row = c.execute(
+            "SELECT b.size FROM blobs b WHERE b.digest = ? AND b.state = ? "
+            f"AND EXISTS (SELECT 1 FROM repository_blobs r WHERE r.digest = b.digest AND {ours}) "
+            f"AND NOT EXISTS (SELECT 1 FROM repository_blobs r WHERE r.digest = b.digest AND NOT {cache})",
+            (digest, PRESENT, *ours_parameters, *cache_parameters),
+        ).fetchone()
+        total += 0 if row is None else int(row[0])
+    return total
 
 
 class CacheQueries:
@@ -156,18 +172,25 @@ class CacheQueries:
         rows = await self.db.scan(lambda c: c.execute(sql, (*parameters, before, limit)).fetchall())
         return [CachedManifest(*row) for row in rows]
 
-    async def evict(self, repository: str, digest: str, before: float) -> bool:
+    async def evict(
+        self, repository: str, digest: str, before: float, prefixes: Sequence[str], every_prefix: Sequence[str]
+    ) -> int | None:
         """Evict a cached manifest if it was still last pulled before `before`: delete it with its tags
-        and references, and unlink the blobs no other manifest of its repository refers to. False when
-        it is gone or was pulled meanwhile."""
+        and references, and unlink the blobs no other manifest of its repository refers to. Returns by
+        how many bytes that lowered `cached_bytes(prefixes, every_prefix)`, or None when the manifest
+        is gone or was pulled meanwhile."""
 
-        def evict(c: Connection) -> bool:
+        def evict(c: Connection) -> int | None:
             row = c.execute(
                 "SELECT COALESCE(pulled_at, created_at) FROM manifests WHERE repository = ? AND digest = ?",
                 (repository, digest),
             ).fetchone()
             if row is None or row[0] >= before:
-                return False
-            return _evict(c, repository, digest)
+                return None
+            children = _blob_children(c, repository, digest)
+            touched = [digest, *children]
+            counted = _cached_sizes(c, touched, prefixes, every_prefix)
+            _evict(c, repository, digest, children)
+            return counted - _cached_sizes(c, touched, prefixes, every_prefix)
 
         return await self.db.write(evict)

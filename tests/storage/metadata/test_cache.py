@@ -175,7 +175,9 @@ async def test_evicting_removes_the_manifest_its_tags_and_the_blobs_only_it_used
     await metadata.cache.put_manifest("a/app", record(D[0]), {}, {}, "latest")  # a second tag of D[0]
     later = time.time() + 1
 
-    assert await metadata.cache.evict("a/app", D[0], later)
+    before = await metadata.cache.cached_bytes(["a"], ["a"])
+    assert await metadata.cache.evict("a/app", D[0], later, ["a"], ["a"]) == 300 + 20, "its bytes and its own layer"
+    assert await metadata.cache.cached_bytes(["a"], ["a"]) == before - 320
     assert await metadata.get_manifest("a/app", D[0]) is None
     assert await metadata.list_tags("a/app", "", None) == ["2"]
     assert await metadata.blob_size("a/app", own) is None
@@ -183,9 +185,9 @@ async def test_evicting_removes_the_manifest_its_tags_and_the_blobs_only_it_used
     assert await metadata.blob_size("a/app", shared) == 10, "the other manifest still uses it"
     assert await rows(metadata, "SELECT child FROM manifest_references WHERE manifest = ?", D[0]) == []
     assert await metadata.stored_blob_size(own) == 20, "the bytes stay until the collector finds them unused"
-    assert not await metadata.cache.evict("a/app", D[0], later), "gone already"
+    assert await metadata.cache.evict("a/app", D[0], later, ["a"], ["a"]) is None, "gone already"
 
-    assert await metadata.cache.evict("a/app", D[1], later)
+    assert await metadata.cache.evict("a/app", D[1], later, ["a"], ["a"]) == 300 + 10 + 30
     assert not await metadata.repository_exists("a/app"), "an emptied cache repository goes"
 
 
@@ -194,7 +196,7 @@ async def test_an_image_pulled_since_the_cutoff_is_not_evicted(metadata: Metadat
     cutoff = time.time() - 60
     await set_times(metadata, "a/app", D[0], cutoff - 100, None)
     await metadata.cache.record_pulls({("a/app", D[0]): cutoff + 1}, {})
-    assert not await metadata.cache.evict("a/app", D[0], cutoff)
+    assert await metadata.cache.evict("a/app", D[0], cutoff, ["a"], ["a"]) is None
     assert await metadata.get_manifest("a/app", D[0]) is not None
     assert await metadata.blob_size("a/app", D[1]) == 10
 
