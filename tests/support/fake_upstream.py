@@ -31,6 +31,8 @@ from aiohttp import web
 from starlette.applications import Starlette
 
 from registry.config import Settings, load_settings
+from registry.layout import blob_key
+from storage.drivers import NotFound
 from tests.support.app import running_app
 from tests.support.content import Image, digest_of
 
@@ -317,6 +319,15 @@ class Received:
     body: bytes = b""
     complete: bool = False  # whether the app said the body ended (and so handed over all of it)
     error: BaseException | None = None  # what the app raised, if it did
+
+
+async def blob_stored(app: Starlette, digest: str) -> bool:
+    """Whether the bytes of blob `digest` are in the storage of `app`'s registry."""
+    try:
+        await app.state.registry.driver.stat(blob_key(digest))
+    except NotFound:
+        return False
+    return True
 
 
 async def raw_get(app: Starlette, path: str, *, leave_after: int | None = None) -> Received:

@@ -15,11 +15,9 @@ from starlette.applications import Starlette
 
 from registry.config import ProxySettings, UpstreamSettings
 from registry.gc import Collector
-from registry.layout import blob_key
 from registry.proxy.eviction import Cap, caps, evict
-from storage.drivers import NotFound
 from tests.support.content import OCI_MANIFEST, Image, digest_of, make_image, push_image
-from tests.support.fake_upstream import FakeUpstream, cache_app
+from tests.support.fake_upstream import FakeUpstream, blob_stored, cache_app
 
 pytestmark = pytest.mark.anyio
 
@@ -40,14 +38,6 @@ async def pull(client: httpx.AsyncClient, name: str, image: Image) -> None:
     for blob in [image.config, *image.layers]:
         r = await client.get(f"/v2/{name}/blobs/{digest_of(blob)}")
         assert r.status_code == 200 and r.content == blob, name
-
-
-async def stored(app: Starlette, digest: str) -> bool:
-    try:
-        await app.state.registry.driver.stat(blob_key(digest))
-    except NotFound:
-        return False
-    return True
 
 
 def collector(app: Starlette, proxy: ProxySettings, grace_s: float = 0.0) -> Collector:
@@ -89,8 +79,8 @@ async def test_the_least_recently_pulled_image_goes_first_and_its_bytes_after_th
         metadata = app.state.registry.metadata
         assert await metadata.get_manifest("a/team/two", two.digest) is None
         assert await metadata.cache.tagged("a/team/two", "1") is None
-        assert [await stored(app, d) for d in digests(two)] == [False] * 3, "evicted bytes are collected"
-        assert all([await stored(app, d) for d in digests(one) + digests(three)])
+        assert [await blob_stored(app, d) for d in digests(two)] == [False] * 3, "evicted bytes are collected"
+        assert all([await blob_stored(app, d) for d in digests(one) + digests(three)])
         assert await metadata.cache.cached_bytes(["a"], ["a"]) == 2 * size_of(one)
 
         before = len(upstream.requests)
@@ -117,8 +107,8 @@ async def test_what_was_pulled_within_the_grace_period_stays_over_the_cap(tmp_pa
         metadata = app.state.registry.metadata
         assert await metadata.get_manifest("a/team/old", old.digest) is None
         assert await metadata.get_manifest("a/team/recent", recent.digest) is not None
-        assert not any([await stored(app, d) for d in digests(old)])
-        assert all([await stored(app, d) for d in digests(recent)])
+        assert not any([await blob_stored(app, d) for d in digests(old)])
+        assert all([await blob_stored(app, d) for d in digests(recent)])
         assert any("over its cap" in m and "grace" in m for m in caplog.messages)
 
 
@@ -152,8 +142,8 @@ async def test_content_pushed_here_is_neither_counted_nor_evicted(tmp_path) -> N
         report = await collector(app, capped(app_proxy(app), total=1, a=1)).run()
         assert report.cached_manifests_evicted == 1
         assert await cache.cached_bytes(["a"], ["a"]) == 0
-        assert not await stored(app, cached.digest) and not await stored(app, digest_of(cached.layers[1]))
-        assert all([await stored(app, d) for d in digests(local)])
+        assert not await blob_stored(app, cached.digest) and not await blob_stored(app, digest_of(cached.layers[1]))
+        assert all([await blob_stored(app, d) for d in digests(local)])
         r = await client.get("/v2/team/local/manifests/1", headers={"Accept": OCI_MANIFEST})
         assert r.status_code == 200 and r.content == local.manifest
         for blob in [local.config, *local.layers]:

@@ -13,26 +13,16 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.layout import blob_key
 from registry.proxy import fetches
-from storage.drivers import NotFound
 from tests.support.app import running_app, stored_keys
 from tests.support.content import OCI_MANIFEST, make_image
-from tests.support.fake_upstream import FakeUpstream, cache_app, cache_settings, raw_get
+from tests.support.fake_upstream import FakeUpstream, blob_stored, cache_app, cache_settings, raw_get
 
 pytestmark = pytest.mark.anyio
 
 
 def dist(upstream: FakeUpstream) -> dict[str, object]:
     return {"prefix": "dist", "url": upstream.url, "tag_ttl": "1h"}
-
-
-async def stored(app: Starlette, digest: str) -> bool:
-    try:
-        await app.state.registry.driver.stat(blob_key(digest))
-    except NotFound:
-        return False
-    return True
 
 
 async def visible(app: Starlette, digest: str) -> bool:
@@ -62,7 +52,7 @@ async def test_twenty_clients_at_once_cause_one_upstream_get(tmp_path) -> None:
         assert all(r.content == data for r in responses)
         assert sorted(r.headers["X-Registry-Cache"] for r in responses) == ["hit"] * 19 + ["miss"]
         assert upstream.count("GET", f"/v2/team/app/blobs/{digest}") == 1
-        assert await stored(app, digest)
+        assert await blob_stored(app, digest)
 
 
 async def test_two_app_instances_on_one_index_and_one_storage_cause_one_upstream_get(tmp_path) -> None:
@@ -205,7 +195,7 @@ async def test_bad_bytes_reach_no_client_whole_and_store_nothing(tmp_path, fault
             assert received.status == 200 and received.body, "pieces that arrive apart are sent as they arrive"
 
         assert not await visible(app, digest)
-        assert not await stored(app, digest)
+        assert not await blob_stored(app, digest)
         assert await stored_keys(app.state.registry.driver, "blobs/") == []
         assert not await app.state.registry.metadata.leases.held(f"blob:{digest}")
         again = await raw_get(app, f"/v2/dist/team/app/blobs/{digest}")
@@ -216,7 +206,7 @@ async def test_bad_bytes_reach_no_client_whole_and_store_nothing(tmp_path, fault
         upstream.short.clear()
         r = await client.get(f"/v2/dist/team/app/blobs/{digest}")
         assert (r.status_code, r.content) == (200, data)
-        assert await visible(app, digest) and await stored(app, digest)
+        assert await visible(app, digest) and await blob_stored(app, digest)
 
 
 async def test_bad_bytes_fail_every_waiting_client_too(tmp_path) -> None:

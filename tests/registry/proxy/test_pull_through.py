@@ -14,8 +14,6 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from registry.layout import blob_key
-from storage.drivers import NotFound
 from tests.support.app import stored_keys
 from tests.support.content import (
     DOCKER_LIST,
@@ -29,7 +27,7 @@ from tests.support.content import (
     push_blob,
     push_image,
 )
-from tests.support.fake_upstream import FakeUpstream, cache_app
+from tests.support.fake_upstream import FakeUpstream, blob_stored, cache_app
 
 pytestmark = pytest.mark.anyio
 
@@ -41,14 +39,6 @@ PASSWORD = "cache-Upstream-pa55word"
 def dist(upstream: FakeUpstream, **more: object) -> dict[str, object]:
     """The settings of upstream `upstream` cached under the prefix `dist`, with a short tag TTL."""
     return {"prefix": "dist", "url": upstream.url, "tag_ttl": f"{TTL_S}s", **more}
-
-
-async def stored(app: Starlette, digest: str) -> bool:
-    try:
-        await app.state.registry.driver.stat(blob_key(digest))
-    except NotFound:
-        return False
-    return True
 
 
 async def blob_linked(app: Starlette, repository: str, digest: str) -> bool:
@@ -215,7 +205,7 @@ async def test_a_manifest_by_digest_is_fetched_once_and_never_again(tmp_path) ->
         await upstream.stop()
         r = await client.get(path, headers=ACCEPT)
         assert (r.status_code, r.headers["X-Registry-Cache"]) == (200, "hit"), "no upstream needed"
-        assert await stored(app, digest)
+        assert await blob_stored(app, digest)
 
 
 async def test_a_manifest_whose_bytes_do_not_match_its_digest_is_refused_and_not_stored(tmp_path) -> None:
@@ -231,7 +221,7 @@ async def test_a_manifest_whose_bytes_do_not_match_its_digest_is_refused_and_not
         assert await metadata.get_manifest("dist/team/app", digest) is None
         assert await metadata.get_manifest("dist/team/app", other.digest) is None
         assert await metadata.cache.tagged("dist/team/app", "1") is None
-        assert not await stored(app, digest) and not await stored(app, other.digest)
+        assert not await blob_stored(app, digest) and not await blob_stored(app, other.digest)
         assert await stored_keys(app.state.registry.driver, "blobs/") == []
 
 
@@ -281,7 +271,7 @@ async def test_a_blob_miss_streams_the_bytes_then_it_is_a_hit(tmp_path) -> None:
             "hit",
         )
         assert [(s.method, s.path) for s in upstream.requests] == [("GET", f"/v2/team/app/blobs/{digest}")]
-        assert await stored(app, digest)
+        assert await blob_stored(app, digest)
         assert await blob_linked(app, "dist/team/app", digest)
 
 
@@ -293,7 +283,7 @@ async def test_head_of_an_uncached_blob_asks_the_upstream_for_its_size_only(tmp_
         assert r.status_code == 200 and r.headers["Content-Length"] == str(len(data))
         assert (r.headers["Docker-Content-Digest"], r.headers["X-Registry-Cache"]) == (digest, "miss")
         assert [(s.method, s.path) for s in upstream.requests] == [("HEAD", f"/v2/team/app/blobs/{digest}")]
-        assert not await stored(app, digest) and not await blob_linked(app, "dist/team/app", digest)
+        assert not await blob_stored(app, digest) and not await blob_linked(app, "dist/team/app", digest)
 
 
 async def test_a_range_of_an_uncached_blob_is_served_once_it_is_stored(tmp_path) -> None:
@@ -308,7 +298,7 @@ async def test_a_range_of_an_uncached_blob_is_served_once_it_is_stored(tmp_path)
         r = await client.get(path, headers={"Range": "bytes=-10"})
         assert (r.status_code, r.content, r.headers["X-Registry-Cache"]) == (206, data[-10:], "hit")
         assert upstream.count("GET", f"/v2/team/app/blobs/{digest}") == 1
-        assert await stored(app, digest)
+        assert await blob_stored(app, digest)
 
 
 async def test_a_blob_stored_here_is_linked_into_a_cache_once_the_upstream_confirms_it(tmp_path) -> None:
