@@ -6,7 +6,7 @@ Callers import from here only; the modules behind it are the package's own.
 from __future__ import annotations
 
 from storage.errors import BlobCollecting, MissingReferences
-from storage.metadata.cache import CachedManifest, CachedTag, CacheQueries
+from storage.metadata.cache import CachedTag, CacheEntry, CacheQueries
 from storage.metadata.database import Connection, Cursor, Database, Row
 from storage.metadata.garbage import (
     Blob,
@@ -32,8 +32,8 @@ __all__ = [
     "Blob",
     "BlobCollecting",
     "BlobRow",
+    "CacheEntry",
     "CacheQueries",
-    "CachedManifest",
     "CachedTag",
     "Chunk",
     "Connection",

@@ -22,7 +22,7 @@ class CachedTag:
 
 
 @dataclass(frozen=True, slots=True)
-class CachedManifest:
+class CacheEntry:
     """A manifest of a cache repository, and when it was last pulled (or cached)."""
 
     repository: str
@@ -161,7 +161,7 @@ class CacheQueries:
         total: int = (await self.db.scan(lambda c: one(c.execute(sql, parameters))))[0]
         return total
 
-    async def least_recently_pulled(self, prefixes: Sequence[str], before: float, limit: int) -> list[CachedManifest]:
+    async def least_recently_pulled(self, prefixes: Sequence[str], before: float, limit: int) -> list[CacheEntry]:
         """Up to `limit` manifests of repositories under `prefixes` last pulled (or cached) before
         `before`, least recently first."""
         under, parameters = _under("repository", prefixes)
@@ -170,7 +170,7 @@ class CacheQueries:
             f"WHERE {under} AND COALESCE(pulled_at, created_at) < ? ORDER BY used, repository, digest LIMIT ?"
         )
         rows = await self.db.scan(lambda c: c.execute(sql, (*parameters, before, limit)).fetchall())
-        return [CachedManifest(*row) for row in rows]
+        return [CacheEntry(*row) for row in rows]
 
     async def evict(
         self, repository: str, digest: str, before: float, prefixes: Sequence[str], every_prefix: Sequence[str]
