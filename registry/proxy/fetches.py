@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 LEASE_TTL_S = 8.0  # a holder that stops renewing (killed) loses its lease after this
 RENEW_EVERY_S = LEASE_TTL_S / 3
+HASH_BATCH = 1 << 20  # bytes hashed at once in a worker thread
 AHEAD_PIECES = 32  # pieces (of up to 256 KiB) a fetch reads ahead of its client
 POLL_S = 0.05  # how often a waiter looks whether the holder's result is visible
 
@@ -180,14 +181,25 @@ class BlobFetch:
             # and sent, and while the next one arrives.
             loop = asyncio.get_running_loop()
             hashing: asyncio.Future[None] | None = None
+            batch: list[bytes] = []
+            batched = 0
+
+            def hash_all(pieces: list[bytes]) -> None:
+                for piece in pieces:
+                    hasher.update(piece)
+
             async for piece in self._upstream_chunks():
-                if hashing is not None:
-                    await hashing
-                hashing = loop.run_in_executor(None, hasher.update, piece)
+                batch.append(piece)
+                batched += len(piece)
+                if batched >= HASH_BATCH:
+                    if hashing is not None:
+                        await hashing
+                    hashing, batch, batched = loop.run_in_executor(None, hash_all, batch), [], 0
                 await writer.write(piece)
                 yield piece
             if hashing is not None:
                 await hashing
+            hash_all(batch)
             if hasher.hexdigest() != self.digest.encoded:
                 raise DigestInvalid(
                     {"expected": str(self.digest), "computed": f"{self.digest.algorithm}:{hasher.hexdigest()}"},
