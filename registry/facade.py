@@ -30,7 +30,7 @@ from registry.ingest import Body, ByteRange, Uploads
 from registry.layout import blob_key, upload_prefix
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
 from registry.oci import OCI_INDEX, is_type_name, manifest_record, parse_manifest
-from registry.proxy.pull_through import PullThrough
+from registry.proxy.pull_through import MISS, PullThrough
 from registry.proxy.routing import Route, Routes
 from storage.drivers import Driver
 from storage.metadata import Blob, ManifestRecord, Metadata, RemovedRepository
@@ -75,6 +75,7 @@ class PulledBlob:
     blob: Blob
     cache: str | None = None
     live: AsyncIterator[bytes] | None = None
+    stored: bool = True  # False when only the upstream knows the blob yet (its size, for a HEAD)
 
 
 class Registry:
@@ -147,7 +148,8 @@ class Registry:
             return PulledBlob(await self.blob(repository, digest))
         assert self.pull_through is not None
         cached = await self.pull_through.blob(route, digest, stream)
-        return PulledBlob(cached.blob, cached.status, None if cached.fetch is None else cached.fetch.chunks())
+        live = None if cached.fetch is None else cached.fetch.chunks()
+        return PulledBlob(cached.blob, cached.status, live, cached.status != MISS)
 
     async def fetched_blob(self, repository: str, digest: Digest, namespace: str | None) -> Blob:
         """The blob a pull of `repository` reads, once it is stored (fetched into a cache first, when

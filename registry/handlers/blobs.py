@@ -81,7 +81,7 @@ async def get_blob(request: Request) -> Response:
             headers["Content-Length"] = str(pulled.blob.size)
         return BlobResponse(200, headers | cache_headers(pulled.cache), pulled.live)
     blob = pulled.blob
-    if ranged and pulled.cache == "miss":  # a range of an uncached blob: served once it is all stored
+    if ranged and not pulled.stored:  # a range of an uncached blob: served once it is all stored
         blob = await registry.fetched_blob(name, digest, ns)
     headers = {
         "Docker-Content-Digest": blob.digest,
