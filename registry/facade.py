@@ -117,8 +117,12 @@ class Registry:
                 message=f"{repository} is in a pull-through cache of {url}: only pulls fill it, it cannot be pushed to",
             )
 
-    async def _route(self, repository: str, namespace: str | None) -> Route | None:
-        return None if self.pull_through is None else await self.pull_through.route(repository, namespace)
+    async def _cache(self, repository: str, namespace: str | None) -> tuple[PullThrough, Route] | None:
+        """The cache a pull of `repository` reads, and its route there; None for a repository here."""
+        if self.pull_through is None:
+            return None
+        route = await self.pull_through.route(repository, namespace)
+        return None if route is None else (self.pull_through, route)
 
     async def close(self) -> None:
         """Release the upstreams' connections and record pending pulls (at shutdown)."""
@@ -143,22 +147,22 @@ class Registry:
         """The blob a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache when
         the name is one. An uncached blob is fetched when `stream` (its bytes then come `live` to this
         caller, unless another request fetched it meanwhile) and otherwise only sized upstream."""
-        route = await self._route(repository, namespace)
-        if route is None:
+        found = await self._cache(repository, namespace)
+        if found is None:
             return PulledBlob(await self.blob(repository, digest))
-        assert self.pull_through is not None
-        cached = await self.pull_through.blob(route, digest, stream)
+        pull_through, route = found
+        cached = await pull_through.blob(route, digest, stream)
         live = None if cached.fetch is None else cached.fetch.chunks()
         return PulledBlob(cached.blob, cached.status, live, cached.status != MISS)
 
     async def fetched_blob(self, repository: str, digest: Digest, namespace: str | None) -> Blob:
         """The blob a pull of `repository` reads, once it is stored (fetched into a cache first, when
         the name is one, however long that takes)."""
-        route = await self._route(repository, namespace)
-        if route is None:
+        found = await self._cache(repository, namespace)
+        if found is None:
             return await self.blob(repository, digest)
-        assert self.pull_through is not None
-        cached = await self.pull_through.blob(route, digest, True)
+        pull_through, route = found
+        cached = await pull_through.blob(route, digest, True)
         if cached.fetch is not None:
             await cached.fetch.drain()
             return await self.blob(route.repository, digest)
@@ -277,11 +281,11 @@ class Registry:
     async def pull_manifest(self, repository: str, reference: str, namespace: str | None) -> PulledManifest:
         """The manifest a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache
         when the name is one (registry/proxy/pull_through.py says when the upstream is asked)."""
-        route = await self._route(repository, namespace)
-        if route is None:
+        found = await self._cache(repository, namespace)
+        if found is None:
             return PulledManifest(await self.manifest(repository, reference))
-        assert self.pull_through is not None
-        cached = await self.pull_through.manifest(route, reference)
+        pull_through, route = found
+        cached = await pull_through.manifest(route, reference)
         return PulledManifest(cached.record, cached.status)
 
     async def manifest_bytes(self, record: ManifestRecord) -> bytes:
@@ -324,8 +328,8 @@ class Registry:
     async def tags(self, repository: str, last: str, limit: int | None, namespace: str | None = None) -> Page:
         """Tags of `repository` after `last`, lexically; raises NameUnknown for an unknown repository.
         A cache lists the tags it holds (it does not ask the upstream)."""
-        route = await self._route(repository, namespace)
-        repository = repository if route is None else route.repository
+        found = await self._cache(repository, namespace)
+        repository = repository if found is None else found[1].repository
         if not await self.metadata.repository_exists(repository):
             raise NameUnknown({"name": repository})
         last = _without_nul(last)
