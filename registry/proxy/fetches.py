@@ -177,8 +177,8 @@ class BlobFetch:
         try:
             writer = await self.driver.writer(blob_key(str(self.digest)))
             hasher = self.digest.hasher()
-            # Each piece is hashed in a worker thread (hashlib lets go of the GIL) while it is written
-            # and sent, and while the next one arrives.
+            # The pieces are hashed a MiB at a time in a worker thread (hashlib lets go of the GIL) while
+            # they are written and sent, and while the next ones arrive.
             loop = asyncio.get_running_loop()
             hashing: asyncio.Future[None] | None = None
             batch: list[bytes] = []
