@@ -23,7 +23,7 @@ from registry.edge import Edge, printable
 from registry.errors import BlobUploadInvalid, EndpointUnknown, RegistryError, Unsupported, translate
 from registry.factory import make_driver, make_metadata, make_registry
 from registry.gc import Collector, collect_every
-from registry.handlers import base, blobs, listings, manifests, token, uploads
+from registry.handlers import base, blobs, listings, manifests, search, token, uploads
 from registry.rule_syntax import DELETE, PULL, PUSH
 from storage.drivers import Driver
 from storage.errors import BackendUnavailable, StorageError
@@ -63,6 +63,17 @@ def _guarded(endpoint: Endpoint, needs: Needs) -> Endpoint:
         return await endpoint(request)
 
     return guarded
+
+
+def _identified(endpoint: Endpoint) -> Endpoint:
+    """`endpoint`, called with the caller known (request.state.principal), anonymous when no
+    credentials came: for routes whose answer depends on who asks but that need no access."""
+
+    async def identified(request: Request) -> Response:
+        request.state.principal = await request.app.state.gate.identify(request)
+        return await endpoint(request)
+
+    return identified
 
 
 def _route(path: str, method: str, endpoint: Endpoint, needs: Needs | None = None) -> Route:
@@ -108,6 +119,9 @@ def _routes(settings: Settings) -> list[Route]:
         _route(f"{name}/referrers/{{digest}}", "GET", listings.referrers, pull),
         # catalog
         _route("/v2/_catalog", "GET", listings.catalog, _catalog),
+        # docker search (the registry API v1 endpoints the engine calls for it)
+        _route("/v1/_ping", "GET", search.ping),
+        Route("/v1/search", _identified(search.search), methods=["GET"], name="search"),
     ]
     if settings.auth.mode == "token":
         routes += [

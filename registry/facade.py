@@ -29,7 +29,16 @@ from registry.errors import (
 from registry.ingest import Body, ByteRange, Uploads
 from registry.layout import blob_key, upload_prefix
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
-from registry.oci import OCI_INDEX, is_type_name, manifest_record, parse_manifest
+from registry.oci import (
+    CONFIG_READ_MAX,
+    OCI_INDEX,
+    Manifest,
+    annotated_description,
+    is_type_name,
+    labelled_description,
+    manifest_record,
+    parse_manifest,
+)
 from registry.proxy.pull_through import MISS, PullThrough
 from registry.proxy.routing import Route, Routes
 from storage.drivers import Driver
@@ -40,6 +49,7 @@ __all__ = [
     "Blob",
     "Body",
     "ByteRange",
+    "Found",
     "ManifestRecord",
     "Page",
     "PulledBlob",
@@ -57,6 +67,14 @@ class Page:
 
     items: list[str]
     more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One page of a search: how many repositories matched in all, and this page's (name, description)."""
+
+    total: int
+    repositories: list[tuple[str, str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +280,18 @@ class Registry:
             await self.metadata.check_references(repository, blobs, children)
             if not await self._uploads.keep_if_stored(record.digest):
                 await self.driver.put(blob_key(record.digest), body)
-            await self.metadata.put_manifest(repository, record, blobs, children, tag)
+            description = None if tag is None else await self._description(manifest)
+            await self.metadata.put_manifest(repository, record, blobs, children, tag, description)
         return record
+
+    async def _description(self, manifest: Manifest) -> str | None:
+        """The image's description: its manifest's annotation, else its config's label (the config
+        was checked present; one small read)."""
+        found = annotated_description(manifest)
+        config = manifest.config
+        if found is None and config is not None and config.size <= CONFIG_READ_MAX:
+            found = labelled_description(await self.driver.get(blob_key(config.digest)))
+        return found
 
     async def manifest(self, repository: str, reference: str) -> ManifestRecord:
         """The manifest a tag or digest names in `repository`; raises ManifestUnknown, also for a
@@ -346,6 +374,13 @@ class Registry:
             if len(names) < batch or (limit is not None and len(found) > limit):
                 return _page(found, limit)
             last = names[-1]
+
+    async def search(self, term: str, page: int, per_page: int, visible: Callable[[str], bool]) -> Found:
+        """Page `page` (from 1) of `per_page` repositories whose name or description holds `term`
+        (ignoring case), by name, leaving out those `visible` rejects."""
+        found = [(name, about) for name, about in await self.metadata.search_repositories(term) if visible(name)]
+        start = (page - 1) * per_page
+        return Found(len(found), found[start : start + per_page])
 
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> dict[str, Any]:
         """The OCI image index of the manifests in `repository` whose subject is `subject`."""

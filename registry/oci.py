@@ -77,6 +77,31 @@ def manifest_record(digest: str, size: int, manifest: Manifest) -> ManifestRecor
     return ManifestRecord(digest, manifest.media_type, size, manifest.artifact_type, subject, annotations)
 
 
+DESCRIPTION = "org.opencontainers.image.description"  # the annotation, or image label, `docker search` shows
+DESCRIPTION_MAX = 300  # characters of a description kept
+CONFIG_READ_MAX = 1 << 20  # an image config larger than this is not read for its labels
+
+
+def annotated_description(manifest: Manifest) -> str | None:
+    """The description an image's manifest (or an index) carries as an annotation, if any."""
+    found = (manifest.annotations or {}).get(DESCRIPTION)
+    return found[:DESCRIPTION_MAX] if found else None
+
+
+def labelled_description(config: bytes) -> str | None:
+    """The description label of an image config (`config.Labels`), if it has one; None for anything
+    that is not such a config."""
+    try:
+        doc = json.loads(config)
+    except ValueError:
+        return None
+    labels = (
+        doc.get("config", {}).get("Labels") if isinstance(doc, dict) and isinstance(doc.get("config"), dict) else None
+    )
+    found = labels.get(DESCRIPTION) if isinstance(labels, dict) else None
+    return found[:DESCRIPTION_MAX] if isinstance(found, str) and found else None
+
+
 def is_type_name(value: str) -> bool:
     """Whether `value` can be a media or artifact type: non-empty printable text (no control, format
     or separator characters other than space; a NUL, for one, PostgreSQL cannot store)."""

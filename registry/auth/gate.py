@@ -92,6 +92,9 @@ class OpenGate:
     async def admit(self, request: Request, needed: list[Access]) -> Principal:
         return ANYONE
 
+    async def identify(self, request: Request) -> Principal:
+        return ANYONE
+
 
 class BasicGate:
     """Mode `htpasswd`: HTTP Basic credentials on every request, then the rules."""
@@ -103,18 +106,33 @@ class BasicGate:
         return Unauthorized(message=message, headers={"WWW-Authenticate": f'Basic realm="{self.realm}"'})
 
     async def admit(self, request: Request, needed: list[Access]) -> Principal:
-        try:
-            credentials = parse_basic(request.headers.get("authorization"))
-        except MalformedCredentials as e:
-            raise self._challenge(f"malformed Basic credentials: {e}") from None
-        user = None
-        if credentials is not None:
-            user, password = credentials
-            if not await self.passwords.check(user, password, self.passwords.address(request)):
-                raise self._challenge("incorrect username or password")
-        elif not needed:
+        user = await self._user(request)
+        if user is None and not needed:
             raise self._challenge()  # `GET /v2/` asks for credentials so `docker login` has a challenge
         for access in needed:
             if not rules_allow(self.rules, user, access):
                 raise self._challenge() if user is None else Denied({"scope": str(access)})
         return rules_principal(self.rules, user)
+
+    async def identify(self, request: Request) -> Principal:
+        """The caller, anonymous without credentials; 401 for wrong ones."""
+        return rules_principal(self.rules, await self._user(request))
+
+    async def _user(self, request: Request) -> str | None:
+        """The user whose Basic credentials came with `request` (None: none came); 401 when wrong."""
+        return await basic_user(self.passwords, request, self._challenge)
+
+
+async def basic_user(passwords: Passwords, request: Request, challenge: Callable[[str], Unauthorized]) -> str | None:
+    """The user of the request's HTTP Basic credentials, None without any; raises `challenge(reason)`
+    when they are malformed or wrong."""
+    try:
+        credentials = parse_basic(request.headers.get("authorization"))
+    except MalformedCredentials as e:
+        raise challenge(f"malformed Basic credentials: {e}") from None
+    if credentials is None:
+        return None
+    user, password = credentials
+    if not await passwords.check(user, password, passwords.address(request)):
+        raise challenge("incorrect username or password")
+    return user

@@ -54,5 +54,5 @@ def build_auth(settings: Settings, metadata: Metadata) -> Auth:
             trusted += certificate_keys(external.certificates, external.issuer)
         if external.jwks:
             trusted += jwks_keys(external.jwks, external.issuer)
-    gate = TokenGate(TokenVerifier(trusted, token.service), rules, token.issuer, token.realm, token.path, users)
+    gate = TokenGate(TokenVerifier(trusted, token.service), rules, token.issuer, token.realm, token.path, passwords)
     return Auth(gate, TokenServer(issuer, rules, passwords, config.realm))

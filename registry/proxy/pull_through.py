@@ -22,7 +22,7 @@ from registry.errors import BlobUnknown, DigestInvalid, ManifestInvalid, Manifes
 from registry.ingest import Uploads
 from registry.layout import blob_key
 from registry.names import Digest, lookup_reference, parse_digest
-from registry.oci import manifest_record, parse_manifest
+from registry.oci import annotated_description, manifest_record, parse_manifest
 from registry.proxy.fetches import POLL_S, BlobFetch, Leased
 from registry.proxy.routing import Route, Routes
 from registry.proxy.upstream import UpstreamDenied, UpstreamError, UpstreamMissing, UpstreamUnreachable, refusal
@@ -183,7 +183,10 @@ class PullThrough:
         if not await self.uploads.keep_if_stored(digest):
             await self.driver.put(blob_key(digest), fetched.body)
         children = {m.digest: m.size for m in manifest.manifests}
-        await self.metadata.cache.put_manifest(route.repository, record, manifest.required_blobs, children, tag)
+        description = annotated_description(manifest)  # the config is not fetched yet: no labels
+        await self.metadata.cache.put_manifest(
+            route.repository, record, manifest.required_blobs, children, tag, description
+        )
         log.info("cached manifest %s of %s from %s", digest, route.repository, upstream.url)
         return record
 

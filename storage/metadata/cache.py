@@ -97,12 +97,16 @@ class CacheQueries:
         blobs: dict[str, int],
         children: dict[str, int],
         tag: str | None,
+        description: str | None = None,
     ) -> None:
         """Record a manifest fetched from an upstream (its bytes stored), its references, and `tag`
-        pointing at it as confirmed now. The blobs and children it refers to need not be cached yet: they
-        are fetched when asked for. Raises BlobCollecting when the collector is deleting its bytes."""
+        pointing at it as confirmed now (with the image's `description`). The blobs and children it
+        refers to need not be cached yet: they are fetched when asked for. Raises BlobCollecting when
+        the collector is deleting its bytes."""
         now = time.time()
-        await self.db.write(lambda c: put_manifest_rows(c, repository, manifest, blobs, children, tag, now, now))
+        await self.db.write(
+            lambda c: put_manifest_rows(c, repository, manifest, blobs, children, tag, now, now, description)
+        )
 
     async def tagged(self, repository: str, tag: str) -> CachedTag | None:
         """The manifest `tag` of `repository` points at, with when an upstream last confirmed it."""

@@ -57,9 +57,11 @@ def put_manifest_rows(
     tag: str | None,
     now: float,
     checked_at: float | None = None,
+    description: str | None = None,
 ) -> None:
     """Record a manifest whose bytes are stored, its references, and `tag` pointing at it (confirmed by
-    an upstream at `checked_at`, for a cached tag; None for a pushed one). Checks no reference."""
+    an upstream at `checked_at`, for a cached tag; None for a pushed one); a tag makes `description`
+    (the image's) the repository's. Checks no reference."""
     link_blob(c, repository, manifest.digest, manifest.size, now)
     c.execute(
         "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, "
@@ -89,3 +91,4 @@ def put_manifest_rows(
             "updated_at = excluded.updated_at, checked_at = excluded.checked_at",
             (repository, tag, manifest.digest, now, checked_at),
         )
+        c.execute("UPDATE repositories SET description = ? WHERE name = ?", (description, repository))

@@ -122,6 +122,11 @@ MIGRATIONS: list[list[Statement]] = [
         "ALTER TABLE manifests ADD COLUMN pulled_at DOUBLE PRECISION",
         "CREATE INDEX manifests_by_pull ON manifests (pulled_at)",
     ],
+    [
+        # What `docker search` and the UI show of a repository: the description of the image its newest
+        # tag names (org.opencontainers.image.description), set when a tag is pushed.
+        "ALTER TABLE repositories ADD COLUMN description TEXT",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -110,6 +110,18 @@ class Metadata:
             lambda c: c.execute("SELECT 1 FROM repositories WHERE name = ?", (repository,)).fetchone() is not None
         )
 
+    async def search_repositories(self, term: str) -> list[tuple[str, str | None]]:
+        """(name, description) of every repository whose name or description holds `term`, ignoring
+        case, in lexical order of name."""
+        escaped = term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        sql = (
+            "SELECT name, description FROM repositories WHERE LOWER(name) LIKE ? ESCAPE '\\' "
+            "OR LOWER(COALESCE(description, '')) LIKE ? ESCAPE '\\' ORDER BY name"
+        )
+        rows = await self.db.scan(lambda c: c.execute(sql, (pattern, pattern)).fetchall())
+        return [(row[0], row[1]) for row in rows]
+
     async def list_repositories(self, last: str, limit: int | None) -> list[str]:
         """Names after `last` in lexical order, at most `limit` (all when None)."""
         sql = "SELECT name FROM repositories WHERE name > ? ORDER BY name"
@@ -304,8 +316,10 @@ class Metadata:
         blobs: dict[str, int],
         children: dict[str, int],
         tag: str | None,
+        description: str | None = None,
     ) -> None:
-        """Store a manifest, its references and optionally a tag pointing at it, in one transaction.
+        """Store a manifest, its references and optionally a tag pointing at it, in one transaction;
+        with a tag, the image's `description` becomes the repository's.
 
         `blobs` maps each referenced blob digest to the size the manifest states, `children` each
         manifest an index lists to its stated size. Raises MissingReferences, changing nothing, when
@@ -315,7 +329,7 @@ class Metadata:
 
         def put(c: Connection) -> None:
             _check_references(c, repository, blobs, children)
-            put_manifest_rows(c, repository, manifest, blobs, children, tag, now)
+            put_manifest_rows(c, repository, manifest, blobs, children, tag, now, description=description)
 
         await self.db.write(put)
 

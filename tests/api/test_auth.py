@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -15,48 +14,19 @@ from starlette.applications import Starlette
 
 from registry.auth.access import access
 from registry.auth.users import Htpasswd
-from registry.config import RuleSettings, Settings
+from registry.config import Settings
 from tests.support.app import app_client, running_app
 from tests.support.content import digest_of, error_codes, make_image, push_blob, push_image
+from tests.support.users import basic, bearer, configure, htpasswd_bytes
 
 pytestmark = pytest.mark.anyio
 
-RULES = [
-    RuleSettings(["anonymous"], "public/**", ["pull"]),
-    RuleSettings(["*"], "{user}/**", ["*"]),
-    RuleSettings(["group:admins"], "**", ["*"]),
-    RuleSettings(["*"], "public/**", ["pull"]),
-]
 DIGEST = digest_of(b"x")
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")
 def htpasswd_file(tmp_path_factory) -> bytes:
-    """alice, bob and root, each with the password `<name>-pw` (hashed once: bcrypt is slow)."""
-    path = tmp_path_factory.mktemp("users") / "htpasswd"
-    users = Htpasswd(str(path))
-    for user in ("alice", "bob", "root"):
-        users.set_password(user, f"{user}-pw")
-    return path.read_bytes()
-
-
-def configure(settings: Settings, mode: str, htpasswd: bytes) -> Settings:
-    settings.auth.mode = mode
-    settings.auth.rules = RULES
-    settings.auth.groups = {"admins": ["root"]}
-    settings.auth.login_attempts = 3
-    os.makedirs(settings.data_dir, exist_ok=True)
-    with open(settings.htpasswd_path, "wb") as f:
-        f.write(htpasswd)
-    return settings
+    return htpasswd_bytes(tmp_path_factory.mktemp("users"))
 
 
 @pytest.fixture
