@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs (Debian) and starts what the tests need: the Docker engine, skopeo, busybox-static, nginx, the
 # PostgreSQL server binaries (initdb, postgres: the tests run throw-away clusters of their own, see tests/support/services.py),
-# and for the pull-through cache tests CNCF Distribution and containerd's ctr (tests/support/upstreams.py, daemons.py).
+# for the pull-through cache tests CNCF Distribution and containerd's ctr (tests/support/upstreams.py, daemons.py),
+# and Debian's chromium, the browser Playwright drives in the web UI's tests (tests/support/browser.py; Playwright's
+# own browser download is never used).
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -13,6 +15,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)  # round-robin proxy of the replica tests
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)  # Distribution 2.8: the cache's upstream
 command -v ctr >/dev/null 2>&1 || missing+=(containerd)  # ctr and a containerd of the tests' own
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the web UI's tests (tests/e2e/test_ui.py)
 # Debian keeps initdb off PATH, in /usr/lib/postgresql/<major>/bin.
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
   missing+=(postgresql)
