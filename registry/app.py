@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from registry.auth.access import CATALOG, Access, access
 from registry.auth.setup import build_auth
@@ -194,8 +194,14 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
             await metadata.close()
 
     auth = build_auth(settings, metadata)
+    routes: list[BaseRoute] = list(_routes(settings))
+    if settings.ui.enabled:
+        # Imported here: Jinja2 and the templates cost memory only where the UI is on.
+        from registry.ui import ui_routes
+
+        routes += ui_routes(settings, registry, auth.gate, registry_error)
     app = Starlette(
-        routes=_routes(settings),
+        routes=routes,
         middleware=[Middleware(Edge, access_log=settings.log.access)],
         # One handler for every error. Starlette calls it for the classes named here; for any other
         # exception (a storage one without a translation included) through ServerErrorMiddleware, which

@@ -168,6 +168,14 @@ class ProxySettings:
 
 
 @dataclass
+class UiSettings:
+    """The web UI (registry/ui/), served under /ui/."""
+
+    enabled: bool = True  # false: no /ui/ at all (404), and / redirects nowhere
+    session_s: int = 12 * 3600  # a sign-in lasts this long
+
+
+@dataclass
 class LogSettings:
     level: str = "info"
     access: bool = True  # one line per request
@@ -185,6 +193,7 @@ class Settings:
     gc: GcSettings = field(default_factory=GcSettings)
     uploads: UploadSettings = field(default_factory=UploadSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    ui: UiSettings = field(default_factory=UiSettings)
 
     @property
     def storage_root(self) -> str:
@@ -201,6 +210,11 @@ class Settings:
     @property
     def token_key_path(self) -> str:
         return self.auth.token.key or os.path.join(self.data_dir, "token-key.pem")
+
+    @property
+    def ui_key_path(self) -> str:
+        """The key signing the web UI's session cookies, generated on first use."""
+        return os.path.join(self.data_dir, "ui-session-key")
 
 
 # One component of a repository name (registry/names.py has the whole grammar; config stays a leaf).
@@ -389,6 +403,8 @@ def _check(settings: Settings) -> None:
     for i, issuer in enumerate(settings.auth.token.issuers):
         if not issuer.issuer or (issuer.certificates is None) == (issuer.jwks is None):
             raise ConfigError(f"auth.token.issuers[{i}]: needs issuer and one of certificates or jwks")
+    if settings.ui.session_s < 1:
+        raise ConfigError("ui.session_s: 1 or more seconds")
     _check_proxy(settings.proxy)
 
 

@@ -6,6 +6,7 @@ Callers import from here only; the modules behind it are the package's own.
 from __future__ import annotations
 
 from storage.errors import BlobCollecting, MissingReferences
+from storage.metadata.browse import BrowseQueries, RepositoryStats, RepositoryUsage, StoredTotal, TagRow
 from storage.metadata.cache import CachedTag, CacheEntry, CacheQueries
 from storage.metadata.database import Connection, Cursor, Database, Row
 from storage.metadata.garbage import (
@@ -32,6 +33,7 @@ __all__ = [
     "Blob",
     "BlobCollecting",
     "BlobRow",
+    "BrowseQueries",
     "CacheEntry",
     "CacheQueries",
     "CachedTag",
@@ -50,10 +52,14 @@ __all__ = [
     "PurgedUpload",
     "Reference",
     "RemovedRepository",
+    "RepositoryStats",
+    "RepositoryUsage",
     "Reservation",
     "Row",
     "SQLiteDatabase",
     "Snapshot",
+    "StoredTotal",
+    "TagRow",
     "Totals",
     "Upload",
     "UploadTotals",

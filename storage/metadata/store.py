@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 from storage.errors import MissingReferences
+from storage.metadata.browse import BrowseQueries
 from storage.metadata.cache import CacheQueries
 from storage.metadata.database import Connection, Database, placeholders
 from storage.metadata.garbage import GarbageQueries
@@ -82,8 +83,8 @@ def _check_references(c: Connection, repository: str, blobs: dict[str, int], chi
 class Metadata:
     """The registry's metadata over `db`; holds no state of its own besides the database.
 
-    `garbage`, `logins` and `cache` are the garbage collector's, the login limiter's and the
-    pull-through cache's queries over the same database; `leases` its named leases. `db` is there for
+    `garbage`, `logins`, `cache` and `browse` are the garbage collector's, the login limiter's, the
+    pull-through cache's and the web UI's queries over the same database; `leases` its named leases. `db` is there for
     tests and tools that inspect rows; the registry uses the methods.
     """
 
@@ -93,6 +94,7 @@ class Metadata:
         self.logins = Logins(db)
         self.cache = CacheQueries(db)
         self.leases = Leases(db)
+        self.browse = BrowseQueries(db)
 
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""
