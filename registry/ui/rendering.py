@@ -19,6 +19,15 @@ HERE = os.path.dirname(__file__)
 TEMPLATES = os.path.join(HERE, "templates")
 STATIC = os.path.join(HERE, "static")
 PAGE_MAX = 1 << 31
+# Every page: no framing (clickjacking of the delete button), scripts and styles from /ui/static only,
+# forms posted to this site only, and nothing cached (pages differ per visitor).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 
 def human_bytes(size: int | None) -> str:
@@ -77,6 +86,7 @@ def render(
         "sign_in": request.app.state.visitors.sign_in,
         "csrf": None if visitor is None else visitor.session.csrf,
     }
+    headers = PAGE_HEADERS | (headers or {})
     return templates.TemplateResponse(request, template, common | context, status_code=status, headers=headers)
 
 
