@@ -412,15 +412,22 @@ class Registry:
         self, term: str, page: int, per_page: int, visible: Callable[[str], bool]
     ) -> RepositoryListing:
         """Page `page` (from 1) of `per_page` repositories `visible` admits whose name or description
-        holds `term` (all for ""), by name, as `search` finds them, each with its stats."""
-        found = await self.search(term, page, per_page, visible)
-        stats = await self.metadata.browse.repository_stats([name for name, _ in found.repositories])
+        holds `term` (ignoring case, as `search` matches; every repository for ""), by name, each with
+        its stats. Only the names are read for all (the page's stats in one statement)."""
+        if term:
+            matched = [name for name, _ in await self.metadata.search_repositories(term)]
+        else:
+            matched = await self.metadata.list_repositories("", None)
+        shown = [name for name in matched if visible(name)]
+        start = (page - 1) * per_page
+        names = shown[start : start + per_page]
+        stats = await self.metadata.browse.repository_stats(names)
         summaries = []
-        for name, about in found.repositories:
-            stat = stats.get(name)
-            tags, last_push, size = (0, None, 0) if stat is None else (stat.tags, stat.last_push, stat.size)
-            summaries.append(RepositorySummary(name, about, tags, last_push, size))
-        return RepositoryListing(found.total, summaries)
+        for name in names:
+            stat = stats.get(name)  # None: deleted since the names were read
+            if stat is not None:
+                summaries.append(RepositorySummary(name, stat.description, stat.tags, stat.last_push, stat.size))
+        return RepositoryListing(len(shown), summaries)
 
     async def browse_tags(self, repository: str, order: str, descending: bool, page: int, per_page: int) -> TagListing:
         """Page `page` (from 1) of `per_page` tags of `repository` by `order` (`name` or `pushed`), each

@@ -18,10 +18,11 @@ TAG_ORDERS = {"name": "t.name", "pushed": "t.updated_at"}
 
 @dataclass(frozen=True, slots=True)
 class RepositoryStats:
-    """A repository as a listing shows it: its tags, its newest tag's push time (None without tags),
-    and the bytes of the distinct present blobs linked into it (manifests included)."""
+    """A repository as a listing shows it: its description, its tags, its newest tag's push time (None
+    without tags), and the bytes of the distinct present blobs linked into it (manifests included)."""
 
     name: str
+    description: str | None
     tags: int
     last_push: float | None
     size: int
@@ -88,7 +89,7 @@ class BrowseQueries:
             found: dict[str, RepositoryStats] = {}
             for batch in _batches(names):
                 rows = c.execute(
-                    "SELECT r.name, "
+                    "SELECT r.name, r.description, "
                     "(SELECT COUNT(*) FROM tags t WHERE t.repository = r.name), "
                     "(SELECT MAX(t.updated_at) FROM tags t WHERE t.repository = r.name), "
                     "(SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs l JOIN blobs b ON b.digest = l.digest "
@@ -96,8 +97,8 @@ class BrowseQueries:
                     f"FROM repositories r WHERE r.name IN ({placeholders(len(batch))})",
                     (PRESENT, *batch),
                 ).fetchall()
-                for name, tags, last_push, size in rows:
-                    found[name] = RepositoryStats(name, int(tags), last_push, int(size))
+                for name, description, tags, last_push, size in rows:
+                    found[name] = RepositoryStats(name, description, int(tags), last_push, int(size))
             return found
 
         return await self.db.read(read)

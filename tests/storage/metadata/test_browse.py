@@ -30,7 +30,7 @@ async def test_stats_of_a_page_of_repositories(metadata: Metadata) -> None:
     await image(metadata, "b", D[5], {D[1]: 10}, None)  # no tag
     stats = await metadata.browse.repository_stats(["a", "b", "missing"])
     assert set(stats) == {"a", "b"}
-    assert (stats["a"].tags, stats["a"].size) == (2, 10 + 20 + 5 + 100 + 100)
+    assert (stats["a"].tags, stats["a"].size, stats["a"].description) == (2, 10 + 20 + 5 + 100 + 100, None)
     assert stats["a"].last_push is not None and abs(stats["a"].last_push - time.time()) < 60
     assert (stats["b"].tags, stats["b"].last_push, stats["b"].size) == (0, None, 110)
     assert await metadata.browse.repository_stats([]) == {}
