@@ -26,6 +26,10 @@ DOCKER_SCHEMA1 = (
 MAX_DEPTH = 64
 
 IMAGE_TYPES = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
+# The configs of runnable images: a manifest whose config is one of these is an image, not an artifact.
+IMAGE_CONFIG_TYPES = frozenset(
+    {"application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"}
+)
 INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 MANIFEST_TYPES = IMAGE_TYPES | INDEX_TYPES
 

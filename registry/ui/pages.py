@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from registry.errors import DigestInvalid, ManifestUnknown, NameInvalid, NameUnknown
 from registry.names import parse_digest, parse_name
+from registry.oci import IMAGE_CONFIG_TYPES
 from registry.rule_syntax import DELETE, PULL
 from registry.ui.images import image_view
 from registry.ui.rendering import page_number, pages, registry_of, render
@@ -100,6 +101,7 @@ async def image(request: Request, visitor: Visitor) -> Response:
             "name": name,
             "digest": str(digest),
             "record": parts.record,
+            "image_configs": IMAGE_CONFIG_TYPES,  # an image's artifact type is its config's: not shown
             "view": image_view(parts),
             "host": request.headers.get("host", "localhost"),
             "may_delete": may_delete(request, visitor, name),

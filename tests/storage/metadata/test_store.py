@@ -191,7 +191,8 @@ async def test_a_write_waits_while_another_process_holds_the_write_lock(tmp_path
     await db.open()
     fd = os.open(str(tmp_path / "locked.db.write-lock"), os.O_RDWR)  # as another process would
     fcntl.flock(fd, fcntl.LOCK_EX)
-    write = asyncio.ensure_future(db.write(lambda c: c.execute("INSERT INTO repositories (name, created_at) VALUES ('w', 0)")))
+    insert = "INSERT INTO repositories (name, created_at) VALUES ('w', 0)"
+    write = asyncio.ensure_future(db.write(lambda c: c.execute(insert)))
     await asyncio.sleep(0.3)
     assert not write.done()
     fcntl.flock(fd, fcntl.LOCK_UN)
