@@ -56,7 +56,7 @@ async def metadata(request, tmp_path) -> AsyncIterator[Metadata]:
 
 
 # The test directories whose `settings` (and so `served`, `client` and `driver`) are each backend in turn.
-EVERY_BACKEND = ("tests/api", "tests/registry/gc")
+EVERY_BACKEND = ("tests/api", "tests/registry/gc", "tests/registry/ui")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
