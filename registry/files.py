@@ -9,7 +9,7 @@ import tempfile
 def write_private_file(path: str, data: bytes) -> None:
     """Replace `path` with `data` (mode 0600) so readers see the old or the new file, never a part."""
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # a new data directory is private
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:

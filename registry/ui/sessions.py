@@ -50,7 +50,7 @@ def load_or_create_key(path: str) -> bytes:
             key = f.read()
     except FileNotFoundError:
         directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)  # the data directory: private, as the drivers make it
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -250,8 +250,12 @@ def busybox(
 
 
 def token_client(server: RegistryServer) -> httpx.Client:
+    """A client of `server` with READER's credentials, a new connection a request: a PUT answered 401
+    before its body was read may leave its connection closed by the server, and a request sent on it
+    meanwhile would fail with "server disconnected"."""
     ((user, password),) = READER.items()
-    return httpx.Client(base_url=server.url, timeout=60, auth=ChallengeAuth(user, password))
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    return httpx.Client(base_url=server.url, timeout=60, auth=ChallengeAuth(user, password), limits=no_reuse)
 
 
 def seed(client: httpx.Client, repository: str, tag: str, base: bytes | None = None) -> PlatformImage:

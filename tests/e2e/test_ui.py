@@ -45,16 +45,17 @@ PHONE = {"width": 375, "height": 740}
 # ---------------------------------------------------------------------------------------------- the browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    """Playwright's driver, once per session."""
+    """Playwright's driver, once for this module. Not longer: its sync API keeps an event loop running on
+    the main thread while it lives, and the async tests that follow (anyio) could start none of theirs."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    """Debian's chromium, headless, once per session: skips the tests without it, fails them under CI=true."""
+    """Debian's chromium, headless, once for this module: skips the tests without it, fails them under CI=true."""
     executable = chromium_path()
     require_service(executable is not None, "chromium (Debian's `chromium` package)")
     assert executable is not None
