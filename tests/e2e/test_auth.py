@@ -12,26 +12,17 @@ import pytest
 from tests.support.clients import Docker, Skopeo
 from tests.support.layouts import build_oci_layout
 from tests.support.server import RegistryServer, registry_command, start_server
+from tests.support.users import auth_config
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """
-auth:
-  mode: {mode}
-  groups: {{admins: [root]}}
-  rules:
-    - {{who: anonymous, repository: "public/**", actions: [pull]}}
-    - {{who: group:admins, repository: "**", actions: ["*"]}}
-    - {{who: "*", repository: "{{user}}/**", actions: ["*"]}}
-    - {{who: "*", repository: "public/**", actions: [pull]}}
-"""
 PASSWORDS = {"alice": "alice-secret", "root": "root-secret"}
 
 
 def start_secured(directory: Path, mode: str) -> RegistryServer:
     """A registry in `mode` with users alice and root, added through `registry user add`."""
     config = directory / "config.yaml"
-    config.write_text(CONFIG.format(mode=mode))
+    config.write_text(auth_config(mode))
     data = directory / "data"
     for user, password in PASSWORDS.items():
         subprocess.run(

@@ -21,21 +21,10 @@ from tests.support.clients import Docker, Skopeo
 from tests.support.content import digest_of
 from tests.support.layouts import build_oci_layout
 from tests.support.server import RegistryServer, start_server
-from tests.support.users import USERS, htpasswd_bytes
+from tests.support.users import USERS, auth_config, htpasswd_bytes
 
 pytestmark = pytest.mark.e2e
 
-# the rules of tests.support.users.RULES
-CONFIG = """
-auth:
-  mode: {mode}
-  groups: {{admins: [root]}}
-  rules:
-    - {{who: anonymous, repository: "public/**", actions: [pull]}}
-    - {{who: group:admins, repository: "**", actions: ["*"]}}
-    - {{who: "*", repository: "{{user}}/**", actions: ["*"]}}
-    - {{who: "*", repository: "public/**", actions: [pull]}}
-"""
 DESCRIPTION = "org.opencontainers.image.description"
 WEB_ABOUT = "Frontend Web server of the shop, with a description longer than a table shows"
 NOTES_ABOUT = "Quarterly LEDGER figures"
@@ -111,7 +100,7 @@ def searched(
     """A registry in auth mode `request.param` with USERS, the repositories of ABOUT pushed by root."""
     mode = request.param
     directory = tmp_path_factory.mktemp(f"search-{mode}")
-    (directory / "config.yaml").write_text(CONFIG.format(mode=mode))
+    (directory / "config.yaml").write_text(auth_config(mode))
     (directory / "data").mkdir()
     (directory / "data" / "htpasswd").write_bytes(htpasswd)
     server = start_server(directory, directory / "config.yaml")
@@ -160,7 +149,7 @@ def password_only(directory: Path, server: RegistryServer, user: str, secret: st
 
 
 def visible(searched: Searched, user: str | None) -> set[str]:
-    """The repositories of ABOUT `user` may pull under CONFIG's rules (everyone everything in mode none)."""
+    """The repositories of ABOUT `user` may pull under tests.support.users.RULES (everyone everything in mode none)."""
     if not searched.secured or user == "root":
         return set(ABOUT)
     return {WEB} | {name for name in ABOUT if user is not None and name.startswith(f"{user}/")}

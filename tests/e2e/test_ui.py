@@ -34,7 +34,7 @@ from tests.support.upstreams import (
     push_platform_image,
     put_manifest,
 )
-from tests.support.users import htpasswd_bytes
+from tests.support.users import auth_config, htpasswd_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -111,17 +111,6 @@ def phone(request: pytest.FixtureRequest, browser: Browser, screenshots: Screens
 
 # ---------------------------------------------------------------------------------------------- the registries
 
-# the rules of tests.support.users.RULES: anonymous pulls public/**, each user has {user}/**, root everything
-CONFIG = """
-auth:
-  mode: {mode}
-  groups: {{admins: [root]}}
-  rules:
-    - {{who: anonymous, repository: "public/**", actions: [pull]}}
-    - {{who: group:admins, repository: "**", actions: ["*"]}}
-    - {{who: "*", repository: "{{user}}/**", actions: ["*"]}}
-    - {{who: "*", repository: "public/**", actions: [pull]}}
-"""
 SHOP, MULTI, DOOMED = "public/shop-web", "public/multi", "public/doomed"
 ALICE_PRIVATE, BOB_PRIVATE = "alice/private-notes", "bob/secret-plans"
 PUBLIC = {SHOP, MULTI, DOOMED}
@@ -205,7 +194,7 @@ def htpasswd(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def start_registry(directory: Path, mode: str, htpasswd: bytes) -> RegistryServer:
-    (directory / "config.yaml").write_text(CONFIG.format(mode=mode))
+    (directory / "config.yaml").write_text(auth_config(mode))
     (directory / "data").mkdir()
     (directory / "data" / "htpasswd").write_bytes(htpasswd)
     server = start_server(directory, directory / "config.yaml")

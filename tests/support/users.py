@@ -7,6 +7,8 @@ import base64
 import os
 from pathlib import Path
 
+import yaml
+
 from registry.auth.users import Htpasswd
 from registry.config import RuleSettings, Settings
 
@@ -17,6 +19,12 @@ RULES = [
     RuleSettings(["group:admins"], "**", ["*"]),
     RuleSettings(["*"], "public/**", ["pull"]),
 ]
+
+
+def auth_config(mode: str) -> str:
+    """The `auth` section of a registry config file (YAML) in `mode`, with root an admin and RULES."""
+    rules = [{"who": list(r.who), "repository": r.repository, "actions": list(r.actions)} for r in RULES]
+    return yaml.safe_dump({"auth": {"mode": mode, "groups": {"admins": ["root"]}, "rules": rules}})
 
 
 def basic(user: str, password: str) -> dict[str, str]:
