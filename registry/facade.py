@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from registry.browsing import Browsing
 from registry.cache import DEFAULT_CACHE_BYTES, DigestCache
 from registry.errors import (
     BlobUnknown,
@@ -31,7 +32,6 @@ from registry.layout import blob_key, upload_prefix
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
 from registry.oci import (
     CONFIG_READ_MAX,
-    INDEX_TYPES,
     OCI_INDEX,
     Manifest,
     annotated_description,
@@ -43,7 +43,7 @@ from registry.oci import (
 from registry.proxy.pull_through import MISS, PullThrough
 from registry.proxy.routing import Route, Routes
 from storage.drivers import Driver
-from storage.metadata import Blob, ManifestRecord, Metadata, RemovedRepository, RepositoryUsage, StoredTotal, TagRow
+from storage.metadata import Blob, ManifestRecord, Metadata, RemovedRepository
 
 # The types of the facade's methods, for its callers (no handler imports `storage`).
 __all__ = [
@@ -51,21 +51,12 @@ __all__ = [
     "Body",
     "ByteRange",
     "Found",
-    "ImageParts",
     "ManifestRecord",
     "Page",
     "PulledBlob",
     "PulledManifest",
     "Registry",
     "RemovedRepository",
-    "RepositoryListing",
-    "RepositorySummary",
-    "RepositoryUsage",
-    "StorageUsage",
-    "StoredTotal",
-    "TagListing",
-    "TagRow",
-    "TagSummary",
 ]
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
@@ -128,6 +119,7 @@ class Registry:
             None if routes is None else PullThrough(routes, metadata, driver, self._uploads, manifest_max_bytes)
         )
         self.manifest_cache = DigestCache(manifest_cache_bytes)
+        self.browsing = Browsing(self)  # what the web UI reads
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
 
@@ -405,143 +397,6 @@ class Registry:
                 descriptor["annotations"] = json.loads(record.annotations)
             descriptors.append(descriptor)
         return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}
-
-    # -- browsing (the web UI) ------------------------------------------------------------------
-
-    async def browse_repositories(
-        self, term: str, page: int, per_page: int, visible: Callable[[str], bool]
-    ) -> RepositoryListing:
-        """Page `page` (from 1) of `per_page` repositories `visible` admits whose name or description
-        holds `term` (ignoring case, as `search` matches; every repository for ""), by name, each with
-        its stats. Only the names are read for all (the page's stats in one statement)."""
-        if term:
-            matched = [name for name, _ in await self.metadata.search_repositories(term)]
-        else:
-            matched = await self.metadata.list_repositories("", None)
-        shown = [name for name in matched if visible(name)]
-        start = (page - 1) * per_page
-        names = shown[start : start + per_page]
-        stats = await self.metadata.browse.repository_stats(names)
-        summaries = []
-        for name in names:
-            stat = stats.get(name)  # None: deleted since the names were read
-            if stat is not None:
-                summaries.append(RepositorySummary(name, stat.description, stat.tags, stat.last_push, stat.size))
-        return RepositoryListing(len(shown), summaries)
-
-    async def browse_tags(self, repository: str, order: str, descending: bool, page: int, per_page: int) -> TagListing:
-        """Page `page` (from 1) of `per_page` tags of `repository` by `order` (`name` or `pushed`), each
-        with the platforms of a multi-arch image; raises NameUnknown for an unknown repository."""
-        if not await self.metadata.repository_exists(repository):
-            raise NameUnknown({"name": repository})
-        total = await self.metadata.browse.tag_count(repository)
-        rows = await self.metadata.browse.tags(repository, order, descending, (page - 1) * per_page, per_page)
-        tags = []
-        for row in rows:
-            platforms: list[str] = []
-            if row.media_type in INDEX_TYPES:
-                record = await self.metadata.get_manifest(repository, row.digest)
-                if record is not None:
-                    platforms = index_platforms(await self.manifest_bytes(record))
-            tags.append(TagSummary(row, platforms))
-        return TagListing(total, tags)
-
-    async def image(self, repository: str, digest: Digest) -> ImageParts:
-        """The manifest `digest` of `repository` with what shows it without a pull: its bytes, the parsed
-        manifest, its config's bytes (None for an index, or a config over CONFIG_READ_MAX) and its
-        referrers; raises ManifestUnknown."""
-        record = await self.manifest(repository, str(digest))
-        data = await self.manifest_bytes(record)
-        manifest = parse_manifest(data, record.media_type)
-        config = None
-        if manifest.config is not None and manifest.config.size <= CONFIG_READ_MAX:
-            with storage_errors(ManifestRead(manifest.config.digest)):  # a config gone: the image is unreadable
-                config = await self.driver.get(blob_key(manifest.config.digest))
-        referrers = await self.metadata.referrers(repository, record.digest, None)
-        return ImageParts(record, data, manifest, config, referrers)
-
-    async def storage_usage(self, visible: Callable[[str], bool]) -> StorageUsage:
-        """The bytes stored in the repositories `visible` admits: their distinct blobs in all (each counted
-        once however many of them hold it), and each repository's."""
-        usage = await self.metadata.browse.usage()
-        shown = [u for u in usage if visible(u.name)]
-        names = None if len(shown) == len(usage) else [u.name for u in shown]
-        return StorageUsage(await self.metadata.browse.stored_total(names), shown)
-
-
-# -- browsing (the web UI): what its methods return --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RepositorySummary:
-    """A repository as the UI lists it: its description, tag count, newest push (None without tags) and
-    the bytes of its distinct blobs."""
-
-    name: str
-    description: str | None
-    tags: int
-    last_push: float | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class RepositoryListing:
-    """One page of repositories, and how many matched in all."""
-
-    total: int
-    repositories: list[RepositorySummary]
-
-
-@dataclass(frozen=True, slots=True)
-class TagSummary:
-    """A tag's row, and the platforms (`os/architecture[/variant]`) of the index it names ([] for an image)."""
-
-    row: TagRow
-    platforms: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class TagListing:
-    """One page of a repository's tags, and how many it has in all."""
-
-    total: int
-    tags: list[TagSummary]
-
-
-@dataclass(frozen=True, slots=True)
-class ImageParts:
-    """A manifest as the UI shows it: its record and bytes, the parsed manifest, the bytes of its config
-    (None for an index or a config too large to read) and the manifests whose subject it is."""
-
-    record: ManifestRecord
-    data: bytes
-    manifest: Manifest
-    config: bytes | None
-    referrers: list[ManifestRecord]
-
-
-@dataclass(frozen=True, slots=True)
-class StorageUsage:
-    """The distinct blobs of the repositories shown, and each repository's usage, by name."""
-
-    total: StoredTotal
-    repositories: list[RepositoryUsage]
-
-
-def index_platforms(data: bytes) -> list[str]:
-    """`os/architecture[/variant]` of each manifest the index `data` lists ("unknown" where none is given)."""
-    found = []
-    for entry in json.loads(data).get("manifests", []):
-        platform = entry.get("platform") if isinstance(entry, dict) else None
-        if not isinstance(platform, dict):
-            found.append("unknown")
-            continue
-        parts = [platform.get("os"), platform.get("architecture"), platform.get("variant")]
-        found.append("/".join(str(p) for p in parts if p) or "unknown")
-    return found
-
-
-# -- end of browsing ------------------------------------------------------------------------------
 
 
 def _without_nul(last: str) -> str:

@@ -35,7 +35,7 @@ async def confirm_delete(request: Request, visitor: Visitor) -> Response:
     record = await registry_of(request).manifest(name, reference)  # 404 when it is not there
     tags: list[str] = []
     if by_digest:
-        listing = await registry_of(request).browse_tags(name, "name", False, 1, 1000)
+        listing = await registry_of(request).browsing.tags(name, "name", False, 1, 1000)
         tags = [t.row.name for t in listing.tags if t.row.digest == record.digest]
     context = {"name": name, "reference": reference, "by_digest": by_digest, "record": record, "tags": tags}
     return render(request, "delete.html", context)

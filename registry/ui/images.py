@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.facade import ImageParts
+from registry.browsing import ImageParts
 from registry.oci import INDEX_TYPES
 
 

@@ -45,7 +45,7 @@ async def repositories(request: Request, visitor: Visitor) -> Response:
     """`/ui/?q=&page=`: the repositories the visitor may pull whose name or description holds `q`."""
     term = request.query_params.get("q", "")[:TERM_MAX]
     number = page_number(request)
-    listing = await registry_of(request).browse_repositories(
+    listing = await registry_of(request).browsing.repositories(
         term, number, REPOSITORIES_PER_PAGE, lambda name: visitor.principal.may(name, PULL)
     )
     return render(
@@ -68,7 +68,7 @@ async def repository(request: Request, visitor: Visitor) -> Response:
     order = request.query_params.get("order", "desc" if sort == "pushed" else "asc")
     order = order if order in ("asc", "desc") else "asc"
     number = page_number(request)
-    listing = await registry_of(request).browse_tags(name, sort, order == "desc", number, TAGS_PER_PAGE)
+    listing = await registry_of(request).browsing.tags(name, sort, order == "desc", number, TAGS_PER_PAGE)
     return render(
         request,
         "repository.html",
@@ -93,7 +93,7 @@ async def image(request: Request, visitor: Visitor) -> Response:
         digest = parse_digest(reference)
     except DigestInvalid:
         raise ManifestUnknown({"reference": reference[:300]}) from None
-    parts = await registry_of(request).image(name, digest)
+    parts = await registry_of(request).browsing.image(name, digest)
     return render(
         request,
         "image.html",
@@ -111,7 +111,7 @@ async def image(request: Request, visitor: Visitor) -> Response:
 
 async def storage(request: Request, visitor: Visitor) -> Response:
     """`/ui/storage`: the bytes stored for the repositories the visitor may pull, in all and each."""
-    usage = await registry_of(request).storage_usage(lambda name: visitor.principal.may(name, PULL))
+    usage = await registry_of(request).browsing.storage(lambda name: visitor.principal.may(name, PULL))
     ordered = sorted(usage.repositories, key=lambda u: (-u.size, u.name))
     number = page_number(request)
     start = (number - 1) * STORAGE_PER_PAGE
