@@ -13,7 +13,7 @@ from registry.errors import ManifestRead, NameUnknown, storage_errors
 from registry.layout import blob_key
 from registry.names import Digest
 from registry.oci import CONFIG_READ_MAX, INDEX_TYPES, Manifest, parse_manifest
-from storage.metadata import ManifestRecord, RepositoryUsage, StoredTotal, TagRow
+from storage.metadata import ManifestRecord, RepositoryStats, RepositoryUsage, StoredTotal, TagRow
 
 if TYPE_CHECKING:
     from registry.facade import Registry
@@ -22,7 +22,7 @@ __all__ = [
     "Browsing",
     "ImageParts",
     "RepositoryListing",
-    "RepositorySummary",
+    "RepositoryStats",
     "RepositoryUsage",
     "StorageUsage",
     "StoredTotal",
@@ -52,12 +52,8 @@ class Browsing:
         start = (page - 1) * per_page
         names = shown[start : start + per_page]
         stats = await self.registry.metadata.browse.repository_stats(names)
-        summaries = []
-        for name in names:
-            stat = stats.get(name)  # None: deleted since the names were read
-            if stat is not None:
-                summaries.append(RepositorySummary(name, stat.description, stat.tags, stat.last_push, stat.size))
-        return RepositoryListing(len(shown), summaries)
+        # A name without stats was deleted since the names were read.
+        return RepositoryListing(len(shown), [stats[name] for name in names if name in stats])
 
     async def tags(self, repository: str, order: str, descending: bool, page: int, per_page: int) -> TagListing:
         """Page `page` (from 1) of `per_page` tags of `repository` by `order` (`name` or `pushed`), each
@@ -100,23 +96,11 @@ class Browsing:
 
 
 @dataclass(frozen=True, slots=True)
-class RepositorySummary:
-    """A repository as the UI lists it: its description, tag count, newest push (None without tags) and
-    the bytes of its distinct blobs."""
-
-    name: str
-    description: str | None
-    tags: int
-    last_push: float | None
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
 class RepositoryListing:
     """One page of repositories, and how many matched in all."""
 
     total: int
-    repositories: list[RepositorySummary]
+    repositories: list[RepositoryStats]
 
 
 @dataclass(frozen=True, slots=True)
