@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from registry.browsing import Browsing
 from registry.cache import DEFAULT_CACHE_BYTES, DigestCache
@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +139,29 @@ class Registry:
                 message=f"{repository} is in a pull-through cache of {url}: only pulls fill it, it cannot be pushed to",
             )
 
-    async def _cache(self, repository: str, namespace: str | None) -> tuple[PullThrough, Route] | None:
-        """The cache a pull of `repository` reads, and its route there; None for a repository here."""
-        if self.pull_through is None:
-            return None
-        route = await self.pull_through.route(repository, namespace)
-        return None if route is None else (self.pull_through, route)
+    async def _pulled(
+        self,
+        repository: str,
+        namespace: str | None,
+        here: Callable[[], Awaitable[T]],
+        cached: Callable[[PullThrough, Route], Awaitable[T]],
+    ) -> T:
+        """What a pull of `repository` (with containerd's `?ns=namespace`) reads: `cached(...)` for a
+        name in a cache by its host or prefix, else `here()`, else, when that found nothing and no
+        repository here has the name, `cached(...)` of the mirror. The mirror's lookup comes only after
+        a miss, so a pull from a repository here costs no metadata read more."""
+        pull_through = self.pull_through
+        if pull_through is None:
+            return await here()
+        route = pull_through.named(repository, namespace)
+        if route is None:
+            try:
+                return await here()
+            except (BlobUnknown, ManifestUnknown, NameUnknown):
+                route = await pull_through.mirrored(repository)
+                if route is None:
+                    raise
+        return await cached(pull_through, route)
 
     async def close(self) -> None:
         """Release the upstreams' connections and record pending pulls (at shutdown)."""
@@ -167,26 +186,32 @@ class Registry:
         """The blob a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache when
         the name is one. An uncached blob is fetched when `stream` (its bytes then come `live` to this
         caller, unless another request fetched it meanwhile) and otherwise only sized upstream."""
-        found = await self._cache(repository, namespace)
-        if found is None:
+
+        async def here() -> PulledBlob:
             return PulledBlob(await self.blob(repository, digest))
-        pull_through, route = found
-        cached = await pull_through.blob(route, digest, stream)
-        live = None if cached.fetch is None else cached.fetch.chunks()
-        return PulledBlob(cached.blob, cached.status, live, cached.status != MISS)
+
+        async def cached(pull_through: PullThrough, route: Route) -> PulledBlob:
+            found = await pull_through.blob(route, digest, stream)
+            live = None if found.fetch is None else found.fetch.chunks()
+            return PulledBlob(found.blob, found.status, live, found.status != MISS)
+
+        return await self._pulled(repository, namespace, here, cached)
 
     async def fetched_blob(self, repository: str, digest: Digest, namespace: str | None) -> Blob:
         """The blob a pull of `repository` reads, once it is stored (fetched into a cache first, when
         the name is one, however long that takes)."""
-        found = await self._cache(repository, namespace)
-        if found is None:
+
+        async def here() -> Blob:
             return await self.blob(repository, digest)
-        pull_through, route = found
-        cached = await pull_through.blob(route, digest, True)
-        if cached.fetch is not None:
-            await cached.fetch.drain()
+
+        async def cached(pull_through: PullThrough, route: Route) -> Blob:
+            found = await pull_through.blob(route, digest, True)
+            if found.fetch is None:
+                return found.blob
+            await found.fetch.drain()
             return await self.blob(route.repository, digest)
-        return cached.blob
+
+        return await self._pulled(repository, namespace, here, cached)
 
     def blob_chunks(self, blob: Blob, offset: int, length: int) -> AsyncIterator[bytes]:
         """Stream `length` bytes of a blob from `offset`."""
@@ -311,12 +336,15 @@ class Registry:
     async def pull_manifest(self, repository: str, reference: str, namespace: str | None) -> PulledManifest:
         """The manifest a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache
         when the name is one (registry/proxy/pull_through.py says when the upstream is asked)."""
-        found = await self._cache(repository, namespace)
-        if found is None:
+
+        async def here() -> PulledManifest:
             return PulledManifest(await self.manifest(repository, reference))
-        pull_through, route = found
-        cached = await pull_through.manifest(route, reference)
-        return PulledManifest(cached.record, cached.status)
+
+        async def cached(pull_through: PullThrough, route: Route) -> PulledManifest:
+            found = await pull_through.manifest(route, reference)
+            return PulledManifest(found.record, found.status)
+
+        return await self._pulled(repository, namespace, here, cached)
 
     async def manifest_bytes(self, record: ManifestRecord) -> bytes:
         """The stored bytes of a manifest."""
@@ -358,12 +386,17 @@ class Registry:
     async def tags(self, repository: str, last: str, limit: int | None, namespace: str | None = None) -> Page:
         """Tags of `repository` after `last`, lexically; raises NameUnknown for an unknown repository.
         A cache lists the tags it holds (it does not ask the upstream)."""
-        found = await self._cache(repository, namespace)
-        repository = repository if found is None else found[1].repository
-        if not await self.metadata.repository_exists(repository):
-            raise NameUnknown({"name": repository})
-        last = _without_nul(last)
-        return _page(await self.metadata.list_tags(repository, last, None if limit is None else limit + 1), limit)
+
+        async def listed(name: str) -> Page:
+            if not await self.metadata.repository_exists(name):
+                raise NameUnknown({"name": name})
+            page = await self.metadata.list_tags(name, _without_nul(last), None if limit is None else limit + 1)
+            return _page(page, limit)
+
+        async def cached(pull_through: PullThrough, route: Route) -> Page:
+            return await listed(route.repository)
+
+        return await self._pulled(repository, namespace, lambda: listed(repository), cached)
 
     async def repositories(self, last: str, limit: int | None, visible: Callable[[str], bool]) -> Page:
         """Repository names after `last`, lexically, leaving out those `visible` rejects."""

@@ -76,10 +76,17 @@ class PullThrough:
         """The cache a pull of `name` (with containerd's `?ns=namespace`) reads, or None for a
         repository of this registry: a named host first, then a prefix, then the mirror for a name
         no repository here has."""
-        route = self.routes.by_host(name, namespace) or self.routes.by_prefix(name)
-        if route is None and self.routes.mirror is not None and not await self.metadata.repository_exists(name):
-            route = self.routes.by_mirror(name)
-        return route
+        return self.named(name, namespace) or await self.mirrored(name)
+
+    def named(self, name: str, namespace: str | None) -> Route | None:
+        """The cache `name` is in by containerd's `?ns=` host or by its prefix (no lookup needed)."""
+        return self.routes.by_host(name, namespace) or self.routes.by_prefix(name)
+
+    async def mirrored(self, name: str) -> Route | None:
+        """The mirror's cache of `name` when there is a mirror and no repository here has that name."""
+        if self.routes.mirror is None or await self.metadata.repository_exists(name):
+            return None
+        return self.routes.by_mirror(name)
 
     async def close(self) -> None:
         await self.pulls.flush()
