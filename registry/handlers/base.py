@@ -68,14 +68,22 @@ def pagination(request: Request, default: int | None = None, maximum: int | None
     """(`last`, `n`) from the query; `n` is clamped to `maximum`; raises PaginationNumberInvalid when
     `n` is not a plain number of at most 2**63-1."""
     last = request.query_params.get("last", "")
-    n = request.query_params.get("n")
-    if n is None or n == "":
+    limit = query_number(request, "n")
+    if limit is None:
         return last, default
-    try:
-        limit = parse_number(n)
-    except NumberInvalid:
-        raise PaginationNumberInvalid({"n": n[:50]}) from None
     return last, limit if maximum is None else min(limit, maximum)
+
+
+def query_number(request: Request, name: str) -> int | None:
+    """Query parameter `name` as a number (None when missing or empty); raises PaginationNumberInvalid
+    when it is not a plain number of at most 2**63-1."""
+    value = request.query_params.get(name)
+    if not value:
+        return None
+    try:
+        return parse_number(value)
+    except NumberInvalid:
+        raise PaginationNumberInvalid({name: value[:50]}) from None
 
 
 def next_link(path: str, last: str, limit: int | None) -> dict[str, str]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.errors import PaginationNumberInvalid
-from registry.handlers.base import json_response, registry_of
-from registry.numbers import NumberInvalid, parse_number
+from registry.handlers.base import json_response, query_number, registry_of
 from registry.rule_syntax import PULL
 
 PAGE_SIZE = 25  # the engine's default `n`
@@ -22,15 +20,9 @@ async def ping(request: Request) -> Response:
 
 
 def _number(request: Request, name: str, default: int, maximum: int) -> int:
-    """Query parameter `name` as a number from 1 to `maximum` (clamped); PaginationNumberInvalid
-    when it is not a plain number."""
-    value = request.query_params.get(name)
-    if not value:
-        return default
-    try:
-        return max(1, min(parse_number(value), maximum))
-    except NumberInvalid:
-        raise PaginationNumberInvalid({name: value[:50]}) from None
+    """Query parameter `name` as a number from 1 to `maximum` (clamped), `default` when missing."""
+    value = query_number(request, name)
+    return default if value is None else max(1, min(value, maximum))
 
 
 async def search(request: Request) -> Response:
