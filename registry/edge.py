@@ -1,5 +1,5 @@
-"""The edge of every request: the Host check, the API version header on each answer, and one
-access-log line whose fields the client cannot forge."""
+"""The edge of every request: the Host check, the request id, the API version header on each answer,
+and one access-log line whose fields the client cannot forge."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import re
 import time
+import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +23,8 @@ HOST_MAX_LENGTH = 262  # a 253-character DNS name and a port
 _HOST = re.compile(r"(?:(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+|\[([0-9A-Fa-f:.]+)\])(?::[0-9]{0,5})?")
 _NAMED_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 LOG_FIELD_MAX = 2048
+# An X-Request-Id a proxy in front may set: kept when it is this plain, else replaced by our own.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def valid_host(value: str | None) -> str | None:
@@ -75,9 +78,23 @@ def _host_problem(scope: Scope) -> HostInvalid | None:
     return None
 
 
+def request_id(scope: Scope) -> str:
+    """The request's id: the `X-Request-Id` a proxy in front sent when it is 1-128 characters of
+    letters, digits and `._:-`, else a new UUID."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return str(uuid.uuid4())
+
+
 class Edge:
     """ASGI middleware: refuses a malformed `Host` with 400 HOST_INVALID before routing (the host goes
-    into redirects and token challenges), stamps `Docker-Distribution-API-Version`, and logs
+    into redirects and token challenges), gives the request its id (`request_id`; kept in the scope's
+    state, so handlers read `request.state.request_id`, and returned as `X-Request-Id`), stamps
+    `Docker-Distribution-API-Version`, and logs
     `CLIENT METHOD PATH STATUS BYTES DURATIONms` per request with each field escaped by `printable`
     (no query string: it may hold secrets)."""
 
@@ -90,12 +107,15 @@ class Edge:
             return
         started = time.perf_counter()
         status, sent = 0, 0
+        rid = request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        id_header = (b"x-request-id", rid.encode("latin-1"))
 
         async def edge_send(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), _VERSION_HEADER]
+                message["headers"] = [*message.get("headers", ()), _VERSION_HEADER, id_header]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)

@@ -22,6 +22,13 @@ async def test_v2_answers_with_the_api_version_header(client: httpx.AsyncClient)
     assert head.status_code == 200
 
 
+async def test_every_answer_carries_a_request_id_the_proxy_in_front_may_set(client: httpx.AsyncClient) -> None:
+    own = await client.get("/v2/")
+    assert len(own.headers["x-request-id"]) == 36
+    relayed = await client.get("/v2/nope/tags/list", headers={"X-Request-Id": "lb-7f3a"})
+    assert relayed.headers["x-request-id"] == "lb-7f3a"
+
+
 async def test_healthz_is_ok_when_the_index_answers(client: httpx.AsyncClient) -> None:
     r = await client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}

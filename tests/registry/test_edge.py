@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from registry.edge import printable, valid_host
+from registry.edge import printable, request_id, valid_host
 
 
 @pytest.mark.parametrize(
@@ -75,3 +77,29 @@ def test_hosts_of_rfc_3986_are_valid(host: str) -> None:
 )
 def test_anything_else_is_not_a_host(host: str) -> None:
     assert valid_host(host) is None
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("abc-123", True),
+        ("4bf92f3577b34da6a3ce929d0e0e4736", True),
+        ("host:1._-x", True),
+        ("a b", False),
+        ("x" * 129, False),
+        ("a\nb", False),
+        ('"quoted"', False),
+        ("", False),
+    ],
+)
+def test_a_plain_x_request_id_from_a_proxy_is_kept_anything_else_replaced(sent: str, kept: bool) -> None:
+    scope = {"headers": [(b"x-request-id", sent.encode("latin-1"))]}
+    found = request_id(scope)
+    assert (found == sent) is kept
+    if not kept:
+        assert uuid.UUID(found)
+
+
+def test_without_x_request_id_each_request_gets_a_new_uuid() -> None:
+    first, second = request_id({"headers": []}), request_id({"headers": []})
+    assert first != second and uuid.UUID(first) and uuid.UUID(second)
