@@ -83,7 +83,7 @@ def request_id(scope: Scope) -> str:
     letters, digits and `._:-`, else a new UUID."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if _REQUEST_ID.fullmatch(text):
                 return text
             break
