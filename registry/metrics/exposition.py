@@ -158,11 +158,13 @@ def for_workers(settings: MetricsSettings) -> Iterator[None]:
     """For `registry serve`, around its workers' lifetime, with metrics on: a fresh directory for their
     values (`prepare_directory`; call this before anything imports prometheus_client, so that the
     workers, forked or spawned, write there), and the listener of `metrics.listen` in this process,
-    merging every worker's files. Both are gone afterwards."""
+    merging every worker's files. Both are gone afterwards, and the variable as it was."""
     if not settings.enabled:
         yield
         return
+    before = os.environ.get(DIRECTORY_VARIABLE)
     directory = prepare_directory()
+    log.info("the workers' metrics are kept in %s", directory)
     listener = None
     try:
         if settings.listen is not None:
@@ -174,3 +176,7 @@ def for_workers(settings: MetricsSettings) -> Iterator[None]:
             listener.shutdown()
             listener.server_close()
         remove_directory(directory)
+        if before is None:
+            os.environ.pop(DIRECTORY_VARIABLE, None)
+        else:
+            os.environ[DIRECTORY_VARIABLE] = before
