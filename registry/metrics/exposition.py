@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from registry.config import MetricsSettings
 from registry.errors import Unauthorized
+from registry.metrics.merge import MergedFiles
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -67,25 +68,23 @@ def _bury_dead(directory: str) -> None:
 
 class Exposition:
     """The text /metrics shows: `own` (an app's registry) when `directory` is None, else every
-    process's files in `directory` merged."""
+    process's files in `directory` merged (registry/metrics/merge.py). Thread-safe."""
 
     def __init__(self, own: CollectorRegistry | None, directory: str | None):
-        from prometheus_client import CollectorRegistry, multiprocess
-
-        self.directory = directory
-        if directory is None:
-            assert own is not None
-            self.registry = own
-        else:
-            self.registry = CollectorRegistry(auto_describe=False)
-            multiprocess.MultiProcessCollector(self.registry, path=directory)  # type: ignore[no-untyped-call]
+        assert own is not None or directory is not None
+        self.own, self.directory = own, directory
+        self._merged = None if directory is None else MergedFiles(directory)
+        self._lock = threading.Lock()
 
     def render(self) -> bytes:
-        from prometheus_client import generate_latest
+        if self._merged is None:
+            from prometheus_client import generate_latest
 
-        if self.directory is not None:
-            _bury_dead(self.directory)
-        return generate_latest(self.registry)
+            assert self.own is not None
+            return generate_latest(self.own)
+        with self._lock:
+            _bury_dead(self._merged.directory)
+            return self._merged.render()
 
 
 def scrape_token(settings: MetricsSettings) -> str | None:
