@@ -31,4 +31,11 @@ class Scrape:
         return {dict(ls)[label] for (n, ls) in self.samples if n == name and label in dict(ls)}
 
     def sample_names(self) -> set[str]:
-        return {name for name, _ in self.samples}
+        """Every sample name shown or announced: those with samples, and those of each `# TYPE` line (a
+        labelled metric nothing counted yet has no sample), a histogram's with `_bucket`, `_sum`, `_count`."""
+        names = {name for name, _ in self.samples}
+        for line in self.text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split(" ", 3)
+                names |= {name + suffix for suffix in ("_bucket", "_sum", "_count")} if kind == "histogram" else {name}
+        return names
