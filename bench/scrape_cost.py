@@ -2,7 +2,7 @@
 every route (so /metrics holds a realistic number of series), scraped `--scrapes` times one after another, on the
 API port (one worker merges every worker's files) and on a listener of its own (`metrics.listen`: the main process
 does). Prints the CPU seconds (user + system, from /proc) the workers and the main process used per scrape, less
-what they used idle over as long, and the size of the scrape.
+what they used idle over as long, and the size of the scrape; and, for comparison, what a GET /v2/ costs.
 
 Run from the project directory:  .venv/bin/python -m bench.scrape_cost [--scrapes 1000]
 """
@@ -109,6 +109,9 @@ def main() -> None:
                     f"workers {workers * 1000:.3f} ms CPU a scrape (both together), "
                     f"main process {main_process * 1000:.3f} ms"
                 )
+                if where == "API port":  # what any request costs, for comparison
+                    plain, _, _, _ = cost(server, f"{url}/v2/", args.scrapes)
+                    print(f"  (a GET /v2/ on the same server: workers {plain * 1000:.3f} ms CPU a request)")
             finally:
                 server.process.stop(10)
 
