@@ -9,6 +9,7 @@ import hmac
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -141,12 +142,17 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics listener: " + format, *args)
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def serve_listener(listen: str, exposition: Exposition, token: str | None) -> ThreadingHTTPServer:
-    """Serve GET /metrics on `listen` (host:port) from a daemon thread of this process; the caller
-    shuts the returned server down."""
+    """Serve GET /metrics on `listen` (host:port, or [IPv6]:port) from a daemon thread of this process;
+    the caller shuts the returned server down."""
     host, _, port = listen.rpartition(":")
     handler = type("MetricsHandler", (_Handler,), {"exposition": exposition, "token": token})
-    server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
+    server_class = _IPv6Server if host.startswith("[") else ThreadingHTTPServer
+    server = server_class((host.strip("[]"), int(port)), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-listener", daemon=True).start()
     return server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -215,8 +216,16 @@ class UpstreamCounts:
         self.metrics = metrics
 
     def fetched(self, upstream: str, size: int) -> None:
-        self.metrics.upstream_bytes.labels(upstream).inc(size)
+        self.metrics.upstream_bytes.labels(_shown(upstream)).inc(size)
 
     def failed(self, upstream: str, error: UpstreamError) -> None:
         kind = type(error).__name__.removeprefix("Upstream").lower()  # missing, denied, unreachable
-        self.metrics.upstream_errors.labels(upstream, kind).inc()
+        self.metrics.upstream_errors.labels(_shown(upstream), kind).inc()
+
+
+def _shown(url: str) -> str:
+    """An upstream's URL as a label: without credentials, should the URL hold any."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from registry.metrics.exposition import Exposition
+from registry.metrics.families import Metrics
 from tests.support.content import digest_of, make_image
 from tests.support.fake_upstream import FakeUpstream, cache_app
 from tests.support.metrics import Scrape
@@ -32,3 +34,11 @@ async def test_hits_misses_upstream_bytes_and_errors_are_counted(tmp_path) -> No
     assert fetched == len(image.manifest) + len(image.layers[0])
     assert found.value("registry_cache_upstream_errors_total", upstream=upstream.url, kind="missing") == 1
     assert found.value("registry_cache_upstream_errors_total", upstream=upstream.url, kind="unreachable") == 1
+
+
+def test_an_upstream_url_is_shown_without_credentials() -> None:
+    metrics = Metrics()
+    metrics.upstreams.fetched("https://robot:secret@registry.example:5000/", 10)
+    found = Scrape(Exposition(metrics.registry, None).render().decode())
+    assert found.value("registry_cache_upstream_bytes_total", upstream="https://registry.example:5000/") == 10
+    assert "secret" not in found.text

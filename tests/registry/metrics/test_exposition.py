@@ -4,6 +4,7 @@ bearer token, metrics off, and every process's files merged with the dead ones' 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -138,3 +139,22 @@ def test_each_start_gets_a_fresh_directory():
         second = os.environ[DIRECTORY_VARIABLE]
         assert second != first and os.listdir(second) == []
     assert DIRECTORY_VARIABLE not in os.environ  # as before: apps built later in this process count alone
+
+
+def test_the_listener_takes_an_ipv6_address():
+    probe = socket.socket(socket.AF_INET6)
+    try:
+        probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    finally:
+        probe.close()
+    listen = f"[::1]:{free_port()}"
+    server = serve_listener(listen, Exposition(_filled_registry(), None), None)
+    try:
+        with httpx.Client(base_url=f"http://{listen}") as client:
+            r = client.get("/metrics")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.status_code == 200 and "registry_http_requests_total" in r.text
