@@ -139,7 +139,8 @@ def registry_error(request: Request, exc: Exception) -> RegistryError:
     """The RegistryError the client gets for `exc`, met while serving `request`: a RegistryError as it
     is, the router's 404 and 405 as EndpointUnknown and Unsupported, a body that ended early as
     BlobUploadInvalid, a storage exception as `registry.errors.translate` says, anything else as a
-    500 UNKNOWN. Logs what the operator should see."""
+    500 UNKNOWN. Logs what the operator should see, and counts the index's and storage's errors."""
+    count_backend_error(request, exc)
     if isinstance(exc, RegistryError):
         return exc
     method, path = request.method, request.scope["path"]
@@ -154,7 +155,6 @@ def registry_error(request: Request, exc: Exception) -> RegistryError:
         # disconnect). Not a server error: one INFO line, and a 400 for a client still listening.
         log.info("%s %s: the client went away or sent a malformed body", printable(method), printable(path))
         return BlobUploadInvalid({"reason": "the request body ended before it was complete, or was malformed"})
-    count_backend_error(request, exc)
     if isinstance(exc, StorageError):
         error = translate(exc)
         if error is not None:

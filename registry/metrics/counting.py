@@ -7,7 +7,8 @@ import re
 import time
 from types import TracebackType
 
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,8 +99,8 @@ def count_backend_error(request: Request, exc: Exception) -> None:
     storage (a driver) when it was raised there, or when it is the RegistryError of an unavailable
     backend; nothing for other errors, or when the request was not counted (metrics off)."""
     metrics = request.scope.get("state", {}).get(STATE_KEY)
-    if not isinstance(metrics, Metrics):
-        return
+    if not isinstance(metrics, Metrics) or isinstance(exc, HTTPException | ClientDisconnect):
+        return  # metrics off; the router's 404 or 405, or a client gone (maybe while a driver read its body)
     if isinstance(exc, RegistryError):
         # A client error, unless it stands for an unavailable backend (registry/errors.py translate).
         if not isinstance(exc.__context__, BackendUnavailable):

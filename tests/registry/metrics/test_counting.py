@@ -12,6 +12,7 @@ from registry.config import Settings
 from tests.support.app import running_app
 from tests.support.content import digest_of, make_image, push_blob, push_image
 from tests.support.metrics import Scrape
+from tests.support.processes import HOST, free_port
 from tests.support.users import basic, configure, htpasswd_bytes
 
 pytestmark = pytest.mark.anyio
@@ -123,3 +124,18 @@ async def test_an_index_that_fails_counts_as_an_index_error(settings: Settings):
     assert found.total("registry_backend_errors_total", backend="index") == 1
     assert found.value("registry_backend_errors_total", backend="index", error="OperationalError") == 1
     assert found.total("registry_backend_errors_total", backend="storage") == 0
+
+
+async def test_an_unreachable_object_store_counts_as_a_storage_error(settings: Settings, monkeypatch):
+    # S3 on a port where nothing listens: the driver's BackendUnavailable, answered 503 UNAVAILABLE.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nothing")
+    s3 = settings.storage.s3
+    s3.bucket, s3.endpoint, s3.region = "nowhere", f"http://{HOST}:{free_port()}", "us-east-1"
+    async with running_app(settings) as (_, client):
+        data = b"bytes for nowhere"
+        r = await client.post("/v2/team/app/blobs/uploads/", params={"digest": digest_of(data)}, content=data)
+        assert r.status_code == 503
+        found = await scrape(client)
+    assert found.value("registry_backend_errors_total", backend="storage", error="BackendUnavailable") == 1
+    assert found.total("registry_backend_errors_total", backend="index") == 0
