@@ -4,6 +4,7 @@ A scrape may have to show a bearer token."""
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hmac
 import logging
@@ -34,17 +35,44 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CHALLENGE = 'Bearer realm="metrics"'
 
 
-def prepare_directory() -> str:
+_PREFIX = "registry-metrics-"
+_LOCK = ".lock"  # held (flock) by the serving process and its workers while they use the directory
+
+
+def prepare_directory() -> tuple[str, int]:
     """A new, empty directory for the workers' metric files, named in PROMETHEUS_MULTIPROC_DIR for
-    the processes started from now on. It is a temporary directory (usually memory-backed, and per
-    machine, unlike the data directory replicas may share): every start counts from zero."""
-    directory = tempfile.mkdtemp(prefix="registry-metrics-")
+    the processes started from now on, and the descriptor of the lock held on it (the workers inherit
+    it). It is a temporary directory (usually memory-backed, and per machine, unlike the data directory
+    replicas may share): every start counts from zero. Directories that servers killed outright left
+    behind (no process holds their lock) are removed first."""
+    _sweep(tempfile.gettempdir())
+    directory = tempfile.mkdtemp(prefix=_PREFIX)
+    lock = os.open(os.path.join(directory, _LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
     os.environ[DIRECTORY_VARIABLE] = directory
-    return directory
+    return directory, lock
 
 
-def remove_directory(directory: str) -> None:
+def _sweep(parent: str) -> None:
+    """Remove the metric directories under `parent` whose lock no process holds."""
+    for directory in glob.glob(os.path.join(parent, _PREFIX + "*")):
+        try:
+            lock = os.open(os.path.join(directory, _LOCK), os.O_RDWR)
+        except OSError:
+            continue  # not ours, or being made
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # in use
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+        finally:
+            os.close(lock)
+
+
+def remove_directory(directory: str, lock: int) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+    os.close(lock)
 
 
 def _alive(pid: int) -> bool:
@@ -168,7 +196,7 @@ def for_workers(settings: MetricsSettings) -> Iterator[None]:
         yield
         return
     before = os.environ.get(DIRECTORY_VARIABLE)
-    directory = prepare_directory()
+    directory, lock = prepare_directory()
     log.info("the workers' metrics are kept in %s", directory)
     listener = None
     try:
@@ -180,7 +208,7 @@ def for_workers(settings: MetricsSettings) -> Iterator[None]:
         if listener is not None:
             listener.shutdown()
             listener.server_close()
-        remove_directory(directory)
+        remove_directory(directory, lock)
         if before is None:
             os.environ.pop(DIRECTORY_VARIABLE, None)
         else:

@@ -47,6 +47,7 @@ def metrics_directory(server: RegistryServer, log_from: int = 0) -> Path:
 
 
 def test_every_worker_s_requests_are_counted_and_a_restart_starts_from_zero(tmp_path: Path):
+    """(On a SIGKILL too: then the next start also removes what the killed one left.)"""
     server = two_workers(tmp_path)
     try:
         assert len(worker_pids(server)) == 2
@@ -64,7 +65,13 @@ def test_every_worker_s_requests_are_counted_and_a_restart_starts_from_zero(tmp_
         with server.client() as client:
             again = Scrape(client.get("/metrics").text)
         assert again.value(REQUESTS, route="/v2/", method="GET", status="200") == 0
-        assert metrics_directory(server, log_length) != directory
+        second = metrics_directory(server, log_length)
+        assert second != directory
+        # Killed outright, the server leaves its directory behind; the next start removes it.
+        log_length = len(server.log_text())
+        server.restart()
+        assert metrics_directory(server, log_length) != second
+        assert not second.exists()
     finally:
         server.stop()
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import httpx
@@ -115,10 +116,11 @@ def _worker(directory: str, n: int, wait: bool) -> subprocess.Popen[str]:
     return process
 
 
-def test_every_process_s_counts_are_merged_and_a_dead_one_s_gauges_dropped():
+def test_every_process_s_counts_are_merged_and_a_dead_one_s_gauges_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with for_workers(Settings().metrics):
         directory = os.environ[DIRECTORY_VARIABLE]
-        assert os.listdir(directory) == []
+        assert os.path.dirname(directory) == str(tmp_path) and os.listdir(directory) == [".lock"]
         living = _worker(directory, 5, wait=True)
         dead = _worker(directory, 7, wait=False)
         dead.wait()
@@ -132,12 +134,13 @@ def test_every_process_s_counts_are_merged_and_a_dead_one_s_gauges_dropped():
     assert not os.path.exists(directory)
 
 
-def test_each_start_gets_a_fresh_directory():
+def test_each_start_gets_a_fresh_directory(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with for_workers(Settings().metrics):
         first = os.environ[DIRECTORY_VARIABLE]
     with for_workers(Settings().metrics):
         second = os.environ[DIRECTORY_VARIABLE]
-        assert second != first and os.listdir(second) == []
+        assert second != first and os.listdir(second) == [".lock"]
     assert DIRECTORY_VARIABLE not in os.environ  # as before: apps built later in this process count alone
 
 
@@ -158,3 +161,35 @@ def test_the_listener_takes_an_ipv6_address():
         server.shutdown()
         server.server_close()
     assert r.status_code == 200 and "registry_http_requests_total" in r.text
+
+
+# `registry serve`'s part: prepare the directory, say where, then wait to be killed. argv: nothing.
+SERVE = textwrap.dedent(
+    """
+    from registry.metrics.exposition import prepare_directory
+    directory, lock = prepare_directory()
+    print(directory, flush=True)
+    import sys
+    sys.stdin.read()
+    """
+)
+
+
+def test_a_directory_a_killed_server_left_is_removed_at_the_next_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    command = [sys.executable, "-c", SERVE]
+    killed = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    living = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert killed.stdout is not None and living.stdout is not None
+        left, used = killed.stdout.readline().strip(), living.stdout.readline().strip()
+        killed.kill()
+        killed.wait()
+        assert os.path.isdir(left)
+        with for_workers(Settings().metrics):
+            assert not os.path.exists(left)
+            assert os.path.isdir(used)  # its server still runs
+    finally:
+        living.communicate("")
+    assert sorted(os.listdir(tmp_path)) == [os.path.basename(used)]  # (it was not killed: it is its own to remove)
