@@ -24,6 +24,9 @@ from registry.errors import BlobUploadInvalid, EndpointUnknown, RegistryError, U
 from registry.factory import make_driver, make_metadata, make_registry
 from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, search, token, uploads
+from registry.metrics.counting import count_backend_error
+from registry.metrics.families import Metrics
+from registry.metrics.setup import metrics_middleware, metrics_routes, metrics_work
 from registry.rule_syntax import DELETE, PULL, PUSH
 from storage.drivers import Driver
 from storage.errors import BackendUnavailable, StorageError
@@ -136,7 +139,8 @@ def registry_error(request: Request, exc: Exception) -> RegistryError:
     """The RegistryError the client gets for `exc`, met while serving `request`: a RegistryError as it
     is, the router's 404 and 405 as EndpointUnknown and Unsupported, a body that ended early as
     BlobUploadInvalid, a storage exception as `registry.errors.translate` says, anything else as a
-    500 UNKNOWN. Logs what the operator should see."""
+    500 UNKNOWN. Logs what the operator should see, and counts the index's and storage's errors."""
+    count_backend_error(request, exc)
     if isinstance(exc, RegistryError):
         return exc
     method, path = request.method, request.scope["path"]
@@ -172,7 +176,8 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
     """
     metadata = metadata or make_metadata(settings)
     driver = driver or make_driver(settings)
-    registry = make_registry(settings, metadata, driver)
+    metrics = Metrics()
+    registry = make_registry(settings, metadata, driver, metrics.upstreams)
 
     collector = Collector.configured(metadata, driver, settings)
 
@@ -180,7 +185,8 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await metadata.open()
         interval = parse_duration(settings.gc.interval)
-        tasks = [asyncio.create_task(collect_every(collector, interval))] if interval else []
+        tasks = [asyncio.create_task(collect_every(collector, interval, metrics.gc_run))] if interval else []
+        tasks += [asyncio.create_task(work) for work in metrics_work(settings, metrics, metadata)]
         if registry.pull_through is not None:
             tasks.append(asyncio.create_task(registry.pull_through.pulls.flush_every()))
         try:
@@ -194,7 +200,7 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
             await metadata.close()
 
     auth = build_auth(settings, metadata)
-    routes: list[BaseRoute] = list(_routes(settings))
+    routes: list[BaseRoute] = [*_routes(settings), *metrics_routes(settings, metrics)]
     if settings.ui.enabled:
         # Imported here: Jinja2 and the templates cost memory only where the UI is on.
         from registry.ui import ui_routes
@@ -202,7 +208,7 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
         routes += ui_routes(settings, registry, auth.gate, registry_error)
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Edge, access_log=settings.log.access)],
+        middleware=[*metrics_middleware(settings, metrics), Middleware(Edge, access_log=settings.log.access)],
         # One handler for every error. Starlette calls it for the classes named here; for any other
         # exception (a storage one without a translation included) through ServerErrorMiddleware, which
         # then re-raises it for the server to log.
@@ -220,4 +226,5 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
     app.state.gate = auth.gate
     app.state.token_server = auth.token_server
     app.state.settings = settings
+    app.state.metrics = metrics
     return app

@@ -87,10 +87,13 @@ def serve(args: argparse.Namespace) -> None:
             open_files,
             per_worker,
         )
-    if settings.http.server == "granian":
-        _serve_granian(settings, workers, per_worker)
-    else:
-        _serve_uvicorn(settings, workers, per_worker)
+    from registry.metrics.exposition import for_workers
+
+    with for_workers(settings.metrics):
+        if settings.http.server == "granian":
+            _serve_granian(settings, workers, per_worker)
+        else:
+            _serve_uvicorn(settings, workers, per_worker)
 
 
 async def _prepare_metadata(settings: Settings) -> None:

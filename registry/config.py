@@ -176,6 +176,17 @@ class UiSettings:
 
 
 @dataclass
+class MetricsSettings:
+    """Prometheus metrics at /metrics (README, "Metrics")."""
+
+    enabled: bool = True
+    listen: str | None = None  # host:port of a listener of its own (then not on the API port)
+    token: str | None = None  # a scrape must send `Authorization: Bearer <token>`
+    token_file: str | None = None  # a file holding that token
+    index_refresh_s: float = 30.0  # how often each worker reads the index figures
+
+
+@dataclass
 class LogSettings:
     level: str = "info"
     access: bool = True  # one line per request
@@ -194,6 +205,7 @@ class Settings:
     uploads: UploadSettings = field(default_factory=UploadSettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     ui: UiSettings = field(default_factory=UiSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def storage_root(self) -> str:
@@ -406,6 +418,18 @@ def _check(settings: Settings) -> None:
     if settings.ui.session_s < 1:
         raise ConfigError("ui.session_s: 1 or more seconds")
     _check_proxy(settings.proxy)
+    _check_metrics(settings.metrics)
+
+
+def _check_metrics(metrics: MetricsSettings) -> None:
+    if metrics.token is not None and metrics.token_file is not None:
+        raise ConfigError("metrics: one of token and token_file")
+    if metrics.index_refresh_s <= 0:
+        raise ConfigError("metrics.index_refresh_s: more than 0 seconds")
+    if metrics.listen is not None:
+        host, _, port = metrics.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"metrics.listen: host:port, got {metrics.listen!r}")
 
 
 def _check_proxy(proxy: ProxySettings) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from registry.config import Settings
 from registry.facade import Registry
 from registry.proxy.routing import Routes
+from registry.proxy.upstream import Tally
 from storage.drivers import Driver
 from storage.drivers.local import LocalDriver
 from storage.drivers.memory import MemoryDriver
@@ -32,8 +33,9 @@ def make_metadata(settings: Settings) -> Metadata:
     return open_metadata(settings.index_url)
 
 
-def make_registry(settings: Settings, metadata: Metadata, driver: Driver) -> Registry:
-    """The registry over `metadata` and `driver`, with the settings' limits and switches."""
+def make_registry(settings: Settings, metadata: Metadata, driver: Driver, tally: Tally | None = None) -> Registry:
+    """The registry over `metadata` and `driver`, with the settings' limits and switches; its upstream
+    clients report their fetched bytes and failures to `tally`."""
     return Registry(
         metadata,
         driver,
@@ -41,5 +43,5 @@ def make_registry(settings: Settings, metadata: Metadata, driver: Driver) -> Reg
         manifest_max_bytes=settings.manifests.max_bytes,
         manifest_cache_bytes=settings.manifests.cache_bytes,
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
-        routes=Routes(settings.proxy) if settings.proxy.upstreams else None,
+        routes=Routes(settings.proxy, tally) if settings.proxy.upstreams else None,
     )

@@ -26,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 
 from registry.config import ProxySettings, Settings, parse_duration
@@ -335,13 +335,24 @@ async def _upload_folders(driver: Driver) -> AsyncIterator[tuple[str, int, float
         yield current
 
 
-async def collect_every(collector: Collector, interval_s: float) -> None:
-    """Collect garbage every `interval_s` seconds, forever; a run another process holds is skipped."""
+def _unobserved(result: str, report: Report | None) -> None:
+    pass
+
+
+async def collect_every(
+    collector: Collector, interval_s: float, observe: Callable[[str, Report | None], None] = _unobserved
+) -> None:
+    """Collect garbage every `interval_s` seconds, forever; a run another process holds is skipped.
+    Each run is told to `observe`: ("done", its report), ("busy", None) when skipped, ("failed", None)."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await collector.run()
+            report = await collector.run()
         except CollectorBusy:
             log.info("garbage collection skipped: another collection is running")
+            observe("busy", None)
         except Exception:
             log.exception("garbage collection failed")
+            observe("failed", None)
+        else:
+            observe("done", report)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from registry.config import ProxySettings, parse_duration
-from registry.proxy.upstream import Upstream
+from registry.proxy.upstream import Tally, Upstream
 
 DOCKER_HUB_HOSTS = ("docker.io", "registry-1.docker.io", "index.docker.io")
 
@@ -40,16 +40,16 @@ class Route:
 
 
 class Routes:
-    """The upstreams of `settings`, and how names reach them."""
+    """The upstreams of `settings`, and how names reach them; their clients report to `tally`."""
 
-    def __init__(self, settings: ProxySettings):
+    def __init__(self, settings: ProxySettings, tally: Tally | None = None):
         self.caches: list[Cached] = []
         self._by_prefix: dict[str, Cached] = {}
         self._by_host: dict[str, Cached] = {}
         self.mirror: Cached | None = None
         for upstream_settings in settings.upstreams:
             cached = Cached(
-                Upstream(upstream_settings, settings.connect_timeout_s, settings.read_timeout_s),
+                Upstream(upstream_settings, settings.connect_timeout_s, settings.read_timeout_s, tally),
                 upstream_settings.prefix,
                 parse_duration(upstream_settings.tag_ttl),
                 upstream_settings.max_bytes,

@@ -14,8 +14,10 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlencode, urljoin
 
 import aiohttp
@@ -62,6 +64,25 @@ class UpstreamUnreachable(UpstreamError):
     """No usable answer: no connection, a timeout, a 5xx, or a body cut short."""
 
 
+class Tally(Protocol):
+    """What an upstream client reports (for metrics): bytes of manifests and blobs it fetched, and its
+    failures, each with the upstream's URL."""
+
+    def fetched(self, upstream: str, size: int) -> None: ...
+
+    def failed(self, upstream: str, error: UpstreamError) -> None: ...
+
+
+class Untallied:
+    """A Tally that keeps nothing."""
+
+    def fetched(self, upstream: str, size: int) -> None:
+        pass
+
+    def failed(self, upstream: str, error: UpstreamError) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """A manifest as the upstream sent it."""
@@ -74,17 +95,20 @@ class Manifest:
 class BlobStream:
     """The body of an upstream blob GET, read once; `size` is its Content-Length when sent."""
 
-    def __init__(self, url: str, response: aiohttp.ClientResponse):
-        self._url, self._response = url, response
+    def __init__(self, url: str, response: aiohttp.ClientResponse, tally: Tally):
+        self._url, self._response, self._tally = url, response, tally
         self.size: int | None = response.content_length
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The bytes as they arrive; raises UpstreamUnreachable when the body breaks off."""
         try:
             async for chunk in self._response.content.iter_any():
+                self._tally.fetched(self._url, len(chunk))
                 yield chunk
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise UpstreamUnreachable(self._url, f"the blob's body broke off: {_describe(e)}") from None
+            error = UpstreamUnreachable(self._url, f"the blob's body broke off: {_describe(e)}")
+            self._tally.failed(self._url, error)
+            raise error from None
 
     def close(self) -> None:
         """Release the connection (it is dropped if the body was not read to its end)."""
@@ -107,11 +131,15 @@ def _password(settings: UpstreamSettings) -> str | None:
 class Upstream:
     """One upstream registry (`settings.url`), with its own connection pool and token cache.
 
-    Open it inside the event loop that uses it; `close()` releases its connections.
+    Open it inside the event loop that uses it; `close()` releases its connections. Its fetched bytes
+    and failures are reported to `tally`.
     """
 
-    def __init__(self, settings: UpstreamSettings, connect_timeout_s: float, read_timeout_s: float):
+    def __init__(
+        self, settings: UpstreamSettings, connect_timeout_s: float, read_timeout_s: float, tally: Tally | None = None
+    ):
         self.url = settings.url.rstrip("/")
+        self._tally = tally or Untallied()
         self.hosts = settings.hosts or [settings.prefix]
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s)
         password = _password(settings)
@@ -142,33 +170,46 @@ class Upstream:
 
     # -- the registry API ---------------------------------------------------------------------------
 
+    @contextmanager
+    def _tallied(self) -> Iterator[None]:
+        """Report the UpstreamError the block raises to the tally."""
+        try:
+            yield
+        except UpstreamError as e:
+            self._tally.failed(self.url, e)
+            raise
+
     async def manifest_digest(self, name: str, reference: str) -> str | None:
         """The digest `reference` names upstream, from one HEAD (cheap: Docker Hub does not count
         it against the pull limit); None when the upstream does not say."""
-        response = await self._call("HEAD", f"/v2/{name}/manifests/{reference}", name, {"Accept": MANIFEST_ACCEPT})
+        with self._tallied():
+            response = await self._call("HEAD", f"/v2/{name}/manifests/{reference}", name, {"Accept": MANIFEST_ACCEPT})
         response.release()
         return response.headers.get("Docker-Content-Digest")
 
     async def manifest(self, name: str, reference: str, limit: int) -> Manifest:
         """The manifest `reference` names upstream (at most `limit` bytes, else UpstreamUnreachable)."""
         url = f"/v2/{name}/manifests/{reference}"
-        response = await self._call("GET", url, name, {"Accept": MANIFEST_ACCEPT})
-        try:
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                body += chunk
-                if len(body) > limit:
-                    raise UpstreamUnreachable(self.url, f"the manifest {reference} is larger than {limit} bytes")
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise UpstreamUnreachable(self.url, f"the manifest's body broke off: {_describe(e)}") from None
-        finally:
-            response.release()
+        with self._tallied():
+            response = await self._call("GET", url, name, {"Accept": MANIFEST_ACCEPT})
+            try:
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    body += chunk
+                    if len(body) > limit:
+                        raise UpstreamUnreachable(self.url, f"the manifest {reference} is larger than {limit} bytes")
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise UpstreamUnreachable(self.url, f"the manifest's body broke off: {_describe(e)}") from None
+            finally:
+                response.release()
+        self._tally.fetched(self.url, len(body))
         media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
         return Manifest(bytes(body), media_type, response.headers.get("Docker-Content-Digest"))
 
     async def blob_size(self, name: str, digest: str) -> int:
         """The size of blob `digest` upstream, from one HEAD (following redirects)."""
-        response = await self._follow("HEAD", f"/v2/{name}/blobs/{digest}", name)
+        with self._tallied():
+            response = await self._follow("HEAD", f"/v2/{name}/blobs/{digest}", name)
         response.release()
         if response.content_length is None:
             raise UpstreamUnreachable(self.url, f"no Content-Length for blob {digest}")
@@ -176,8 +217,9 @@ class Upstream:
 
     async def blob(self, name: str, digest: str) -> BlobStream:
         """Start reading blob `digest` (following redirects); the caller closes the stream."""
-        response = await self._follow("GET", f"/v2/{name}/blobs/{digest}", name)
-        return BlobStream(self.url, response)
+        with self._tallied():
+            response = await self._follow("GET", f"/v2/{name}/blobs/{digest}", name)
+        return BlobStream(self.url, response, self._tally)
 
     # -- HTTP, auth and redirects ---------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from storage.errors import MissingReferences
 from storage.metadata.browse import BrowseQueries
 from storage.metadata.cache import CacheQueries
 from storage.metadata.database import Connection, Database, placeholders
+from storage.metadata.figures import FigureQueries
 from storage.metadata.garbage import GarbageQueries
 from storage.metadata.leases import Leases
 from storage.metadata.logins import Logins
@@ -83,8 +84,9 @@ def _check_references(c: Connection, repository: str, blobs: dict[str, int], chi
 class Metadata:
     """The registry's metadata over `db`; holds no state of its own besides the database.
 
-    `garbage`, `logins`, `cache` and `browse` are the garbage collector's, the login limiter's, the
-    pull-through cache's and the web UI's queries over the same database; `leases` its named leases. `db` is there for
+    `garbage`, `logins`, `cache`, `browse` and `figures` are the garbage collector's, the login limiter's,
+    the pull-through cache's, the web UI's and the metrics' queries over the same database; `leases` its
+    named leases. `db` is there for
     tests and tools that inspect rows; the registry uses the methods.
     """
 
@@ -95,6 +97,7 @@ class Metadata:
         self.cache = CacheQueries(db)
         self.leases = Leases(db)
         self.browse = BrowseQueries(db)
+        self.figures = FigureQueries(db)
 
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""

@@ -151,3 +151,23 @@ def test_float_settings_take_numbers_and_refuse_words() -> None:
     assert load_settings(env={"REGISTRY_PROXY_READ_TIMEOUT_S": "12.5"}).proxy.read_timeout_s == 12.5
     with pytest.raises(ConfigError, match=r"proxy\.read_timeout_s: expected float"):
         load_settings(env={"REGISTRY_PROXY_READ_TIMEOUT_S": "slow"})
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"REGISTRY_METRICS_TOKEN": "a", "REGISTRY_METRICS_TOKEN_FILE": "/f"}, "metrics: one of token and token_file"),
+        ({"REGISTRY_METRICS_LISTEN": "9100"}, "metrics.listen: host:port"),
+        ({"REGISTRY_METRICS_LISTEN": "127.0.0.1:http"}, "metrics.listen: host:port"),
+        ({"REGISTRY_METRICS_LISTEN": "127.0.0.1:70000"}, "metrics.listen: host:port"),
+        ({"REGISTRY_METRICS_INDEX_REFRESH_S": "0"}, "metrics.index_refresh_s"),
+    ],
+)
+def test_bad_metrics_settings_are_named(variables: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=variables)
+
+
+def test_metrics_settings_from_the_environment() -> None:
+    settings = load_settings(env={"REGISTRY_METRICS_LISTEN": "[::1]:9100", "REGISTRY_METRICS_ENABLED": "false"})
+    assert (settings.metrics.listen, settings.metrics.enabled, settings.metrics.token) == ("[::1]:9100", False, None)
