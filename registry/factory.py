@@ -42,4 +42,5 @@ def make_registry(settings: Settings, metadata: Metadata, driver: Driver) -> Reg
         manifest_cache_bytes=settings.manifests.cache_bytes,
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
         routes=Routes(settings.proxy) if settings.proxy.upstreams else None,
+        read_only=settings.maintenance.read_only,
     )
