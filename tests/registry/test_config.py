@@ -151,3 +151,15 @@ def test_float_settings_take_numbers_and_refuse_words() -> None:
     assert load_settings(env={"REGISTRY_PROXY_READ_TIMEOUT_S": "12.5"}).proxy.read_timeout_s == 12.5
     with pytest.raises(ConfigError, match=r"proxy\.read_timeout_s: expected float"):
         load_settings(env={"REGISTRY_PROXY_READ_TIMEOUT_S": "slow"})
+
+
+def test_log_format_and_read_only_from_file_and_environment(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("log:\n  format: json\nmaintenance:\n  read_only: true\n")
+    s = load_settings(str(path), env={})
+    assert (s.log.format, s.maintenance.read_only) == ("json", True)
+    s = load_settings(env={"REGISTRY_LOG_FORMAT": "text", "REGISTRY_MAINTENANCE_READ_ONLY": "false"})
+    assert (s.log.format, s.maintenance.read_only) == ("text", False)
+    assert (load_settings(env={}).log.format, load_settings(env={}).maintenance.read_only) == ("text", False)
+    with pytest.raises(ConfigError, match=r"log\.format"):
+        load_settings(env={"REGISTRY_LOG_FORMAT": "xml"})
