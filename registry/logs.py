@@ -86,9 +86,10 @@ _FORMATTERS = {"text": "registry.logs.TextFormatter", "json": "registry.logs.Jso
 
 def logging_config(settings: Settings) -> dict[str, Any]:
     """The `logging.config.dictConfig` of the settings: every logger writes to stderr through the one
-    handler of the root logger, in `log.format`. granian's loggers (`_granian`, `granian.access`), which
-    granian gives handlers of their own on stdout, and uvicorn's are sent there too. granian applies
-    this in its main process and in each worker (`log_dictconfig`), so its own lines share the format."""
+    handler of the root logger, in `log.format`. granian's logger (`_granian`), which granian gives a
+    handler of its own on stdout, and uvicorn's are sent there too; their access loggers are silenced.
+    granian applies this in its main process and in each worker (`log_dictconfig`), so its own lines
+    share the format."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -100,10 +101,12 @@ def logging_config(settings: Settings) -> dict[str, Any]:
         "root": {"level": settings.log.level.upper(), "handlers": ["stderr"]},
         "loggers": {
             "_granian": {"handlers": [], "propagate": True},
-            "granian.access": {"handlers": [], "propagate": True},
             "uvicorn": {"handlers": [], "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True, "filters": ["quiet_tls_probes"]},
-            "uvicorn.access": {"handlers": [], "propagate": True},
+            # The registry writes the one access line (registry/edge.py); the servers' own would repeat it
+            # with the query string, which may hold secrets.
+            "granian.access": {"handlers": [], "propagate": False},
+            "uvicorn.access": {"handlers": [], "propagate": False},
         },
     }
 
