@@ -7,6 +7,7 @@ import re
 import ssl
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,8 +31,8 @@ def registry_command() -> list[str]:
 
 class RegistryServer:
     """A `registry serve` subprocess over `data_dir` (with `config` if given), its output in `log_path`,
-    listening on `address` (default 127.0.0.1); with `ca` (the PEM CA file that signed the certificate its
-    config serves), it is reached over HTTPS.
+    listening on `address` (default 127.0.0.1), with more `flags` of `registry serve` if given; with `ca`
+    (the PEM CA file that signed the certificate its config serves), it is reached over HTTPS.
 
     It keeps its port across `kill9()` and `restart()`. `start()` returns once `/healthz` answers 200, and
     fails the test (showing the log) when it does not. Every started server is in `RegistryServer.live`
@@ -48,6 +49,7 @@ class RegistryServer:
         config: Path | None = None,
         address: str = HOST,
         ca: Path | None = None,
+        flags: Sequence[str] = (),
     ):
         self.data_dir, self.log_path, self.config = data_dir, log_path, config
         self.address, self.ca = address, ca
@@ -56,7 +58,7 @@ class RegistryServer:
         command = [*registry_command(), "serve", "--host", address, "--port", str(self.port)]
         if config is not None:
             command += ["--config", str(config)]
-        command += ["--data-dir", str(data_dir)]
+        command += ["--data-dir", str(data_dir), *flags]
         self.process = ServerProcess(command, log_path=log_path, name=f"the registry on {self.host}")
 
     @property
