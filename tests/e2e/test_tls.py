@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,20 @@ def test_urls_and_challenges_name_https_and_plain_http_is_not_served(
         assert followed.status_code == 204 and str(followed.url).startswith(f"https://{server.host}/")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://{server.host}/v2/", timeout=5).raise_for_status()
+
+
+def test_tls_1_2_is_served_and_1_1_is_not(https_registry: tuple[RegistryServer, ServerCertificate]) -> None:
+    server, pair = https_registry
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = ssl.create_default_context(cafile=str(pair.ca))
+        context.minimum_version = context.maximum_version = version
+        assert httpx.get(f"{server.url}/v2/", verify=context, timeout=5).status_code == 401, version
+    old = ssl.create_default_context(cafile=str(pair.ca))
+    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.url}/v2/", verify=old, timeout=5)
 
 
 @pytest.mark.parametrize("server_kind", ["granian", "uvicorn"])
