@@ -3,7 +3,9 @@ UNSUPPORTED saying the registry is read-only, every read keeps working, and noth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,9 +47,17 @@ async def seed(client: httpx.AsyncClient) -> Seeded:
     return Seeded(image.digest, digest_of(image.layers[0]), location, referrer)
 
 
+def index_rows(settings: Settings) -> list[str]:
+    """Every row of a SQLite index (empty on PostgreSQL, where the API's view below has to do)."""
+    if not settings.index_url.startswith("sqlite:///"):
+        return []
+    with contextlib.closing(sqlite3.connect(settings.index_url.removeprefix("sqlite:///"))) as db:
+        return list(db.iterdump())
+
+
 async def snapshot(app: Starlette, client: httpx.AsyncClient, seeded: Seeded) -> dict[str, Any]:
     """What is stored, as the driver and the API see it: every key with its size, the catalog, tags,
-    manifests, blobs, referrers and the open upload's size."""
+    manifests, blobs, referrers and the open upload's size; and on SQLite every row of the index."""
     driver = app.state.registry.driver
     keys = sorted([(entry.key, entry.size) async for entry in driver.list("")])
     catalog = (await client.get("/v2/_catalog")).json()
@@ -60,6 +70,7 @@ async def snapshot(app: Starlette, client: httpx.AsyncClient, seeded: Seeded) ->
     upload = await client.get(seeded.upload_path)
     referrers = (await client.get(f"/v2/team/app/referrers/{seeded.image_digest}")).json()
     return {
+        "rows": index_rows(app.state.settings),
         "keys": keys,
         "catalog": catalog,
         "tags": tags,
