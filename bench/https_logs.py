@@ -55,6 +55,7 @@ def measure(directory: Path, pair: ServerCertificate, blob: bytes, kind: str, tl
     http: dict[str, object] = {"server": kind, "workers": 2}
     if tls:
         http |= {"tls_certificate": str(pair.certificate), "tls_key": str(pair.key)}
+    directory.mkdir(parents=True)
     config = directory / "config.yaml"
     config.write_text(json.dumps({"http": http, "log": {"format": log_format}}))
     server = RegistryServer(directory / "data", directory / "registry.log", config=config, ca=pair.ca if tls else None)
