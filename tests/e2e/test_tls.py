@@ -124,7 +124,7 @@ def test_docker_logs_in_pushes_and_pulls_over_https(
     assert not docker.has_image(tag)
     docker.run("pull", tag, config=client_config)
     assert docker.image_id(tag) == image_id
-    ran = docker.run("run", "--rm", tag, "cat", "/hello.txt")
+    ran = docker.run("run", "--rm", "--network", "none", tag, "cat", "/hello.txt")
     assert ran.stdout == "served over TLS\n"
     docker.run("logout", server.host, config=client_config)
 
