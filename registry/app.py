@@ -184,10 +184,11 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await metadata.open()
-        interval = parse_duration(settings.gc.interval)
+        # Read-only mode changes nothing stored: no collections, no pull times of cached content.
+        interval = 0.0 if settings.maintenance.read_only else parse_duration(settings.gc.interval)
         tasks = [asyncio.create_task(collect_every(collector, interval, metrics.gc_run))] if interval else []
         tasks += [asyncio.create_task(work) for work in metrics_work(settings, metrics, metadata)]
-        if registry.pull_through is not None:
+        if registry.pull_through is not None and not settings.maintenance.read_only:
             tasks.append(asyncio.create_task(registry.pull_through.pulls.flush_every()))
         try:
             yield

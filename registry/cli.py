@@ -38,6 +38,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     http = {flag: getattr(args, flag) for flag in flags if getattr(args, flag, None) is not None}
     if http:
         overrides["http"] = http
+    if getattr(args, "read_only", False):
+        overrides["maintenance"] = {"read_only": True}
     return overrides
 
 
@@ -69,6 +71,13 @@ def serve(args: argparse.Namespace) -> None:
         from registry.auth.tokens import load_or_create_key
 
         load_or_create_key(settings.token_key_path, settings.auth.token.algorithm)
+    if settings.http.tls_certificate and settings.http.tls_key:
+        _check_tls(settings.http.tls_certificate, settings.http.tls_key, log)
+    if settings.maintenance.read_only:
+        log.warning(
+            "read-only mode: pulls work, every push and delete answers 405; the collector (gc.interval) does "
+            "not run and pull-through caches serve only what they hold"
+        )
     asyncio.run(_prepare_metadata(settings))
     workers = settings.http.workers or os.cpu_count() or 1
     log.info(
@@ -94,6 +103,24 @@ def serve(args: argparse.Namespace) -> None:
             _serve_granian(settings, workers, per_worker)
         else:
             _serve_uvicorn(settings, workers, per_worker)
+
+
+def _check_tls(certificate: str, key: str, log: logging.Logger) -> None:
+    """Exit with a one-line error when the certificate and key cannot be served; log their warnings."""
+    from registry.tls import TlsError, check_tls_files
+
+    try:
+        warnings = check_tls_files(certificate, key)
+    except TlsError as e:
+        sys.exit(f"registry: {e}")
+    for warning in warnings:
+        log.warning("%s", warning)
+
+
+def _refuse_when_read_only(settings: Settings, what: str) -> None:
+    """Exit when the settings put the registry in read-only mode, which `what` would break."""
+    if settings.maintenance.read_only:
+        sys.exit(f"registry: maintenance.read_only is on: {what} would change what is stored; turn it off first")
 
 
 async def _prepare_metadata(settings: Settings) -> None:
@@ -166,16 +193,22 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
     from pathlib import Path
 
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings, HTTP2Settings
 
     from registry.asgi import SETTINGS_VARIABLE
+    from registry.logs import logging_config
 
     http = settings.http
     os.environ[SETTINGS_VARIABLE] = json.dumps(as_dict(settings))
     tls: dict[str, Any] = {}
     if http.tls_certificate and http.tls_key:
-        tls = {"ssl_cert": Path(http.tls_certificate), "ssl_key": Path(http.tls_key)}
+        # TLS 1.2 and 1.3, as uvicorn and Distribution serve (granian's own minimum is 1.3).
+        tls = {
+            "ssl_cert": Path(http.tls_certificate),
+            "ssl_key": Path(http.tls_key),
+            "ssl_protocol_min": SSLProtocols.tls12,
+        }
     Granian(
         "registry.asgi:app",
         address=http.host,
@@ -184,6 +217,7 @@ def _serve_granian(settings: Settings, workers: int, per_worker: int) -> None:
         workers=workers,
         factory=True,
         log_access=False,
+        log_dictconfig=logging_config(settings),  # granian's own lines in the registry's format, on stderr
         # HTTP/1 only by default: with HTTP/2 on, hyper first reads the bytes that tell the protocol, with no
         # timer, so a connection that sends nothing is held until the client closes it.
         http=HTTPModes.auto if http.http2 else HTTPModes.http1,
@@ -258,6 +292,8 @@ def gc(args: argparse.Namespace) -> None:
     from registry.gc import Collector, CollectorBusy
 
     settings = _settings(args)
+    if not args.dry_run:
+        _refuse_when_read_only(settings, "a garbage collection")
 
     async def collect(metadata: Metadata, driver: Driver) -> Report:
         collector = Collector.configured(metadata, driver, settings)
@@ -274,6 +310,8 @@ def check(args: argparse.Namespace) -> None:
     from registry.check import check as check_storage
 
     settings = _settings(args)
+    if args.repair:
+        _refuse_when_read_only(settings, "a repair")
 
     async def run(metadata: Metadata, driver: Driver) -> CheckReport:
         prefixes = [upstream.prefix for upstream in settings.proxy.upstreams]
@@ -317,6 +355,7 @@ def repo_remove(args: argparse.Namespace) -> None:
     from registry.names import parse_name
 
     settings = _settings(args)
+    _refuse_when_read_only(settings, "removing a repository")
     name = parse_name(args.name)
 
     async def remove(metadata: Metadata, driver: Driver) -> RemovedRepository:
@@ -345,6 +384,9 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 5000)")
     serve_parser.add_argument("--data-dir", help="where the index and the blobs live (default ./data)")
     serve_parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU core)")
+    serve_parser.add_argument(
+        "--read-only", action="store_true", help="serve pulls only: every write answers 405 (maintenance.read_only)"
+    )
     serve_parser.set_defaults(run=serve)
 
     config_parser = commands.add_parser("config", help="configuration tools")

@@ -190,6 +190,14 @@ class MetricsSettings:
 class LogSettings:
     level: str = "info"
     access: bool = True  # one line per request
+    format: str = "text"  # text: one plain line per event; json: one JSON object per line (README, "Logs")
+
+
+@dataclass
+class MaintenanceSettings:
+    """Switches for maintenance (README, "Read-only mode")."""
+
+    read_only: bool = False  # pulls work; every write answers 405 UNSUPPORTED, and nothing stored changes
 
 
 @dataclass
@@ -206,6 +214,7 @@ class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     ui: UiSettings = field(default_factory=UiSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
 
     @property
     def storage_root(self) -> str:
@@ -417,6 +426,8 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"auth.token.issuers[{i}]: needs issuer and one of certificates or jwks")
     if settings.ui.session_s < 1:
         raise ConfigError("ui.session_s: 1 or more seconds")
+    if settings.log.format not in ("text", "json"):
+        raise ConfigError(f"log.format: {settings.log.format!r} is not text or json")
     _check_proxy(settings.proxy)
     _check_metrics(settings.metrics)
 

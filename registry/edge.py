@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.errors import HostInvalid
 from registry.handlers.base import error_response
+from registry.logs import REQUEST_ID
 
 log = logging.getLogger("registry.access")
 
@@ -93,10 +94,12 @@ def request_id(scope: Scope) -> str:
 class Edge:
     """ASGI middleware: refuses a malformed `Host` with 400 HOST_INVALID before routing (the host goes
     into redirects and token challenges), gives the request its id (`request_id`; kept in the scope's
-    state, so handlers read `request.state.request_id`, and returned as `X-Request-Id`), stamps
+    state, so handlers read `request.state.request_id`; in `registry.logs.REQUEST_ID` while the request
+    is served, so every line logged for it carries it; and returned as `X-Request-Id`), stamps
     `Docker-Distribution-API-Version`, and logs
     `CLIENT METHOD PATH STATUS BYTES DURATIONms` per request with each field escaped by `printable`
-    (no query string: it may hold secrets)."""
+    (no query string: it may hold secrets), with the same fields unescaped, the user agent included, as
+    the record's extra fields (JSON lines escape them)."""
 
     def __init__(self, app: ASGIApp, access_log: bool = True):
         self.app, self.access_log = app, access_log
@@ -109,6 +112,7 @@ class Edge:
         status, sent = 0, 0
         rid = request_id(scope)
         scope.setdefault("state", {})["request_id"] = rid
+        rid_token = REQUEST_ID.set(rid)
         id_header = (b"x-request-id", rid.encode("latin-1"))
 
         async def edge_send(message: Message) -> None:
@@ -126,13 +130,34 @@ class Edge:
             await app(scope, receive, edge_send)
         finally:
             if self.access_log:
-                client = scope.get("client") or ("-", 0)
-                log.info(
-                    "%s %s %s %d %d %.1fms",
-                    printable(str(client[0])),
-                    printable(scope["method"]),
-                    printable(scope["path"]),
-                    status or 500,
-                    sent,
-                    (time.perf_counter() - started) * 1000,
-                )
+                _log_access(scope, status or 500, sent, (time.perf_counter() - started) * 1000, rid)
+        # Reset only when the request ended well: an exception goes on to Starlette's outermost error
+        # handler and to the server, which log it in this request's task, after the edge; the task (one
+        # per request under granian and uvicorn) ends with them.
+        REQUEST_ID.reset(rid_token)
+
+
+def _log_access(scope: Scope, status: int, sent: int, duration_ms: float, rid: str) -> None:
+    client = str((scope.get("client") or ("-", 0))[0])
+    method, path = scope["method"], scope["path"]
+    agent = next((value for name, value in scope["headers"] if name == b"user-agent"), b"").decode("latin-1")
+    fields = {
+        "client": client,
+        "method": method[:LOG_FIELD_MAX],
+        "path": path[:LOG_FIELD_MAX],
+        "status": status,
+        "bytes": sent,
+        "duration_ms": round(duration_ms, 1),
+        "request_id": rid,
+        "user_agent": agent[:LOG_FIELD_MAX],
+    }
+    log.info(
+        "%s %s %s %d %d %.1fms",
+        printable(client),
+        printable(method),
+        printable(path),
+        status,
+        sent,
+        duration_ms,
+        extra=fields,
+    )

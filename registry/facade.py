@@ -101,7 +101,8 @@ class PulledBlob:
 
 class Registry:
     """The registry over one metadata store and one driver, with the pull-through caches of `routes`
-    (registry/proxy/) when given."""
+    (registry/proxy/) when given. `read_only` refuses every write with Unsupported (405) and makes the
+    caches serve only what they hold: nothing stored changes."""
 
     def __init__(
         self,
@@ -113,24 +114,39 @@ class Registry:
         manifest_cache_bytes: int = DEFAULT_CACHE_BYTES,
         redirect_expiry_s: int | None = None,
         routes: Routes | None = None,
+        read_only: bool = False,
     ):
         self.metadata, self.driver = metadata, driver
+        self.read_only = read_only
         self.redirect_expiry_s = redirect_expiry_s
         self._uploads = Uploads(metadata, driver)
         self.pull_through = (
-            None if routes is None else PullThrough(routes, metadata, driver, self._uploads, manifest_max_bytes)
+            None
+            if routes is None
+            else PullThrough(routes, metadata, driver, self._uploads, manifest_max_bytes, read_only=read_only)
         )
         self.manifest_cache = DigestCache(manifest_cache_bytes)
         self.browsing = Browsing(self)  # what the web UI reads
         self.delete_enabled = delete_enabled
         self.manifest_max_bytes = manifest_max_bytes
 
+    def refuse_if_read_only(self) -> None:
+        """Raise Unsupported (405) in read-only mode, for every write."""
+        if self.read_only:
+            raise Unsupported(
+                {"reason": "read-only"},
+                message="the registry is read-only for maintenance: pulls work, pushes and deletes do not",
+            )
+
     def _require_delete(self) -> None:
+        self.refuse_if_read_only()
         if not self.delete_enabled:
             raise Unsupported({"reason": "deletes are disabled in this registry's configuration"})
 
     def _require_writable(self, repository: str) -> None:
-        """Raise Denied when `repository` is a pull-through cache: only pulls fill it."""
+        """Raise Unsupported in read-only mode, Denied when `repository` is a pull-through cache (only
+        pulls fill it)."""
+        self.refuse_if_read_only()
         route = None if self.pull_through is None else self.pull_through.routes.by_prefix(repository)
         if route is not None:
             url = route.cached.upstream.url
@@ -274,6 +290,7 @@ class Registry:
 
     async def cancel_upload(self, repository: str, upload_id: str) -> None:
         """Abandon an upload and delete its bytes."""
+        self.refuse_if_read_only()
         await self._uploads.cancel(repository, upload_id)
 
     # -- manifests ------------------------------------------------------------------------------
@@ -373,7 +390,8 @@ class Registry:
         """Delete `repository`: its tags, manifests, blob links and open uploads with their bytes;
         returns what was removed, or raises NameUnknown when there is no such repository. The blobs'
         bytes go when the collector finds them unused. Not subject to `delete_enabled` (that governs
-        deletes through the API): the caller decides who may."""
+        deletes through the API): the caller decides who may. Refused in read-only mode."""
+        self.refuse_if_read_only()
         removed = await self.metadata.delete_repository(repository)
         if removed is None:
             raise NameUnknown({"name": repository})

@@ -44,4 +44,5 @@ def make_registry(settings: Settings, metadata: Metadata, driver: Driver, tally:
         manifest_cache_bytes=settings.manifests.cache_bytes,
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
         routes=Routes(settings.proxy, tally) if settings.proxy.upstreams else None,
+        read_only=settings.maintenance.read_only,
     )

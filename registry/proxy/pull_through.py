@@ -8,6 +8,11 @@ is asked again, and what a client gets when the upstream cannot answer.
 - A blob is fetched once per digest (fetches.py), or linked without moving bytes when this registry
   already stores it and the upstream confirms that it has it too.
 Fetched content is stored like pushed content, in the repository `<prefix>/<name upstream>`.
+
+In read-only mode (`maintenance.read_only`) a cache serves only what it holds, and changes nothing: no
+fetch, no revalidation, no link of a blob stored here, no pull times recorded (they order evictions).
+A cached tag is served whatever its age (marked stale once older than its TTL); anything not cached
+answers 404 saying so.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from storage.drivers import Driver
 from storage.metadata import Blob, ManifestRecord, Metadata
 
 log = logging.getLogger("registry.proxy")
+
+_NOT_HELD = "not cached, and the registry is read-only for maintenance: nothing is fetched from the upstream"
 
 # How a cached response was served, in its X-Registry-Cache header.
 HIT, MISS, REVALIDATED, STALE = "hit", "miss", "revalidated", "stale"
@@ -64,11 +71,22 @@ def _matches(digest: str, body: bytes) -> bool:
 
 
 class PullThrough:
-    """The caches of `routes` over one metadata store and driver."""
+    """The caches of `routes` over one metadata store and driver (serving only what they hold when
+    `read_only`)."""
 
-    def __init__(self, routes: Routes, metadata: Metadata, driver: Driver, uploads: Uploads, manifest_max_bytes: int):
+    def __init__(
+        self,
+        routes: Routes,
+        metadata: Metadata,
+        driver: Driver,
+        uploads: Uploads,
+        manifest_max_bytes: int,
+        *,
+        read_only: bool = False,
+    ):
         self.routes, self.metadata, self.driver, self.uploads = routes, metadata, driver, uploads
         self.manifest_max_bytes = manifest_max_bytes
+        self.read_only = read_only
         self.leased = Leased(metadata.leases)
         self.pulls = PullLog(metadata.cache)
 
@@ -99,12 +117,27 @@ class PullThrough:
         target = lookup_reference(reference)
         if target is None:
             raise ManifestUnknown({"reference": reference[:300]})
+        if self.read_only:
+            return await self._held_manifest(route, target, reference)
         if isinstance(target, Digest):
             served = await self._by_digest(route, target)
         else:
             served = await self._by_tag(route, target)
         self.pulls.manifest(route.repository, served.record.digest)
         return served
+
+    async def _held_manifest(self, route: Route, target: Digest | str, reference: str) -> CachedManifest:
+        """Read-only: the manifest as the cache holds it, or ManifestUnknown."""
+        if isinstance(target, Digest):
+            record = await self.metadata.get_manifest(route.repository, str(target))
+            if record is not None:
+                return CachedManifest(record, HIT)
+        else:
+            cached = await self.metadata.cache.tagged(route.repository, target)
+            if cached is not None:
+                fresh = (cached.checked_at or 0) > time.time() - route.cached.tag_ttl_s
+                return CachedManifest(cached.manifest, HIT if fresh else STALE)
+        raise ManifestUnknown({"reference": reference[:300], "reason": "read-only"}, message=_NOT_HELD)
 
     async def _by_digest(self, route: Route, digest: Digest) -> CachedManifest:
         record = await self.metadata.get_manifest(route.repository, str(digest))
@@ -206,10 +239,13 @@ class PullThrough:
         key = str(digest)
         try:
             size = await self.metadata.blob_size(route.repository, key)
+            if size is None and self.read_only:
+                raise BlobUnknown({"digest": key, "reason": "read-only"}, message=_NOT_HELD)
             if size is None:
                 size = await self._link_if_stored(route, key)
             if size is not None:
-                self.pulls.blob(key)
+                if not self.read_only:
+                    self.pulls.blob(key)
                 return CachedBlob(Blob(key, size), HIT)
             if not fetch:
                 return CachedBlob(Blob(key, await route.cached.upstream.blob_size(route.remote, key)), MISS)

@@ -19,8 +19,9 @@ from registry.ui.visitors import Visitor, read_form
 def _target(request: Request, visitor: Visitor, reference: str) -> tuple[str, str, bool]:
     """(repository, reference, whether it is a digest) of a delete the visitor may make; 404 for a
     repository they may not pull or a reference that is neither a tag nor a digest, 403 without the
-    right to delete (or with deletes disabled)."""
+    right to delete (or with deletes disabled), 405 in read-only mode."""
     name = pullable(request, visitor)
+    registry_of(request).refuse_if_read_only()
     target = lookup_reference(reference)
     if target is None:
         raise ManifestUnknown({"reference": reference[:300]})

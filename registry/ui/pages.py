@@ -37,8 +37,9 @@ def pullable(request: Request, visitor: Visitor) -> str:
 
 
 def may_delete(request: Request, visitor: Visitor, name: str) -> bool:
-    """Whether the visitor may delete in `name` and the registry allows deletes at all."""
-    return registry_of(request).delete_enabled and visitor.principal.may(name, DELETE)
+    """Whether the visitor may delete in `name` and the registry allows deletes at all (and is not read-only)."""
+    registry = registry_of(request)
+    return registry.delete_enabled and not registry.read_only and visitor.principal.may(name, DELETE)
 
 
 async def repositories(request: Request, visitor: Visitor) -> Response:

@@ -87,3 +87,39 @@ def test_user_commands(tmp_path, capsys, monkeypatch) -> None:
     main(["user", "rm", "alice", "--data-dir", data])
     with pytest.raises(SystemExit):
         main(["user", "rm", "alice", "--data-dir", data])
+
+
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_serve_refuses_a_mismatched_key_with_one_line(tmp_path, server: str) -> None:
+    from tests.support.tls import make_server_certificate, other_key
+
+    pair = make_server_certificate(tmp_path / "certs", "127.0.0.1")
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"http:\n  server: {server}\n  tls_certificate: {pair.certificate}\n"
+        f"  tls_key: {other_key(tmp_path / 'other.key')}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "registry.cli", "serve", "--config", str(config), "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"registry: http.tls_key {tmp_path / 'other.key'} is not the private key of "
+        f"http.tls_certificate {pair.certificate}"
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_commands_that_change_storage_refuse_while_read_only(tmp_path, capsys) -> None:
+    data = str(tmp_path / "data")
+    config = tmp_path / "c.yaml"
+    config.write_text("maintenance:\n  read_only: true\n")
+    for command in (["gc"], ["check", "--repair"], ["repo", "rm", "team/app"]):
+        with pytest.raises(SystemExit) as e:
+            main([*command, "--config", str(config), "--data-dir", data])
+        assert "maintenance.read_only is on" in str(e.value.code), command
+    main(["gc", "--dry-run", "--config", str(config), "--data-dir", data])
+    assert "would remove 0 manifests" in capsys.readouterr().out

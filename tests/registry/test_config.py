@@ -171,3 +171,15 @@ def test_bad_metrics_settings_are_named(variables: dict[str, str], message: str)
 def test_metrics_settings_from_the_environment() -> None:
     settings = load_settings(env={"REGISTRY_METRICS_LISTEN": "[::1]:9100", "REGISTRY_METRICS_ENABLED": "false"})
     assert (settings.metrics.listen, settings.metrics.enabled, settings.metrics.token) == ("[::1]:9100", False, None)
+
+
+def test_log_format_and_read_only_from_file_and_environment(tmp_path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("log:\n  format: json\nmaintenance:\n  read_only: true\n")
+    s = load_settings(str(path), env={})
+    assert (s.log.format, s.maintenance.read_only) == ("json", True)
+    s = load_settings(env={"REGISTRY_LOG_FORMAT": "text", "REGISTRY_MAINTENANCE_READ_ONLY": "false"})
+    assert (s.log.format, s.maintenance.read_only) == ("text", False)
+    assert (load_settings(env={}).log.format, load_settings(env={}).maintenance.read_only) == ("text", False)
+    with pytest.raises(ConfigError, match=r"log\.format"):
+        load_settings(env={"REGISTRY_LOG_FORMAT": "xml"})

@@ -1,11 +1,13 @@
 """Our registry run as a process (`registry serve`), as the end-to-end tests use it: on a free 127.0.0.1 port
-with its own data directory, supervised by a `ServerProcess`."""
+(or another address of this machine) with its own data directory, supervised by a `ServerProcess`."""
 
 from __future__ import annotations
 
 import re
+import ssl
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -28,7 +30,9 @@ def registry_command() -> list[str]:
 
 
 class RegistryServer:
-    """A `registry serve` subprocess over `data_dir` (with `config` if given), its output in `log_path`.
+    """A `registry serve` subprocess over `data_dir` (with `config` if given), its output in `log_path`,
+    listening on `address` (default 127.0.0.1), with more `flags` of `registry serve` if given; with `ca`
+    (the PEM CA file that signed the certificate its config serves), it is reached over HTTPS.
 
     It keeps its port across `kill9()` and `restart()`. `start()` returns once `/healthz` answers 200, and
     fails the test (showing the log) when it does not. Every started server is in `RegistryServer.live`
@@ -37,31 +41,42 @@ class RegistryServer:
 
     live: ClassVar[list[RegistryServer]] = []
 
-    def __init__(self, data_dir: Path, log_path: Path, port: int | None = None, config: Path | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        port: int | None = None,
+        config: Path | None = None,
+        address: str = HOST,
+        ca: Path | None = None,
+        flags: Sequence[str] = (),
+    ):
         self.data_dir, self.log_path, self.config = data_dir, log_path, config
+        self.address, self.ca = address, ca
         self.mode = "none"  # the auth mode its config sets, for tests that behave differently per mode
         self.port = port or free_port()
-        command = [*registry_command(), "serve", "--host", HOST, "--port", str(self.port)]
+        command = [*registry_command(), "serve", "--host", address, "--port", str(self.port)]
         if config is not None:
             command += ["--config", str(config)]
-        command += ["--data-dir", str(data_dir)]
+        command += ["--data-dir", str(data_dir), *flags]
         self.process = ServerProcess(command, log_path=log_path, name=f"the registry on {self.host}")
 
     @property
     def host(self) -> str:
-        """`127.0.0.1:<port>`, as docker and skopeo name the registry."""
-        return f"{HOST}:{self.port}"
+        """`127.0.0.1:<port>` (its address and port), as docker and skopeo name the registry."""
+        return f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'http' if self.ca is None else 'https'}://{self.host}"
 
     @property
     def storage_dir(self) -> Path:
         return self.data_dir / "storage"
 
     def client(self, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+        verify = True if self.ca is None else ssl.create_default_context(cafile=str(self.ca))
+        return httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
 
     def start(self) -> None:
         """Spawn the server and wait until `/healthz` answers 200 (fail the test if it does not)."""
@@ -70,14 +85,25 @@ class RegistryServer:
         if self not in self.live:
             self.live.append(self)
         try:
-            self.process.wait_for_url(f"{self.url}/healthz", READY_TIMEOUT_S)
+            if self.ca is None:
+                self.process.wait_for_url(f"{self.url}/healthz", READY_TIMEOUT_S)
+            else:
+                self.process.wait_until(self._healthy, READY_TIMEOUT_S, f"answering {self.url}/healthz")
         except ProcessError as e:
             pytest.fail(str(e), pytrace=False)
+
+    def _healthy(self) -> bool:
+        """Whether `/healthz` answers 200 (over HTTPS, trusting only `ca`)."""
+        try:
+            with self.client(timeout=1.0) as client:
+                return client.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def kill9(self) -> None:
         """SIGKILL the server and its worker processes, as a crash would, reap it, and wait for its port."""
         self.process.kill()
-        wait_for_port_free(self.port)
+        wait_for_port_free(self.port, host=self.address)
 
     def pids(self) -> list[int]:
         """The server's processes: the one started and its workers."""

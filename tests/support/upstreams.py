@@ -60,8 +60,11 @@ class Request:
 
 
 _COMBINED = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3}) ')
-# `<time> INFO <logger> CLIENT METHOD PATH STATUS BYTES DURATIONms` (the logger's name is not part of the contract)
-_OURS = re.compile(r" INFO \S+ \S+ (?P<method>[A-Z]+) (?P<target>/\S*) (?P<status>\d{3}) \d+ [\d.]+ms$")
+# `<time> INFO <logger> CLIENT METHOD PATH STATUS BYTES DURATIONms request_id=ID` (the logger's name is not part of
+# the contract)
+_OURS = re.compile(
+    r" INFO \S+ \S+ (?P<method>[A-Z]+) (?P<target>/\S*) (?P<status>\d{3}) \d+ [\d.]+ms(?: request_id=\S+)?$"
+)
 
 
 def _parse(pattern: re.Pattern[str], text: str) -> list[Request]:

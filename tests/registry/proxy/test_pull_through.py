@@ -4,9 +4,11 @@ manifests, indexes, blobs by GET, HEAD and Range, pushes refused, tag listings, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 
 import anyio
@@ -14,7 +16,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from tests.support.app import stored_keys
+from tests.support.app import running_app, stored_keys
 from tests.support.content import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -27,7 +29,7 @@ from tests.support.content import (
     push_blob,
     push_image,
 )
-from tests.support.fake_upstream import FakeUpstream, blob_stored, cache_app
+from tests.support.fake_upstream import FakeUpstream, blob_stored, cache_app, cache_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -453,3 +455,53 @@ async def test_an_upload_begun_before_its_repository_became_a_cache_cannot_finis
             r = await client.put(location, params={"digest": digest_of(data)})
             assert r.status_code == 403 and error_codes(r) == ["DENIED"]
             assert not await blob_linked(app, "dist/team/app", digest_of(data))
+
+
+# -- read-only mode ----------------------------------------------------------------------------------------
+
+
+def index_dump(directory) -> list[str]:
+    """Every row of the SQLite index under `directory` (pull times, cached tags' checks and leases included)."""
+    with contextlib.closing(sqlite3.connect(directory / "data" / "index.db")) as db:
+        return list(db.iterdump())
+
+
+def stored_files(directory) -> list[str]:
+    """Every file under the storage root of the registry in `directory`."""
+    root = directory / "data" / "storage"
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files)
+
+
+async def test_read_only_a_cache_serves_what_it_holds_fetches_nothing_and_records_nothing(tmp_path) -> None:
+    held, other = make_image(), make_image()
+    async with FakeUpstream() as upstream:
+        upstream.add_image("team/app", held, tag="1")
+        upstream.add_image("team/app", other, tag="2")
+        async with cache_app(tmp_path, dist(upstream)) as (_, client):
+            assert (await client.get("/v2/dist/team/app/manifests/1", headers=ACCEPT)).status_code == 200
+            assert (await client.get(f"/v2/dist/team/app/blobs/{digest_of(held.layers[0])}")).status_code == 200
+        settings = cache_settings(tmp_path, dist(upstream))
+        settings.maintenance.read_only = True
+        before_rows, before_files = index_dump(tmp_path), stored_files(tmp_path)
+        asked = len(upstream.requests)
+        await anyio.sleep(TTL_S + 0.05)  # the tag is past its TTL: a writable cache would revalidate it
+        async with running_app(settings) as (app, client):
+            r = await client.get("/v2/dist/team/app/manifests/1", headers=ACCEPT)
+            assert (r.status_code, r.content, r.headers["X-Registry-Cache"]) == (200, held.manifest, "stale")
+            r = await client.get(f"/v2/dist/team/app/manifests/{held.digest}", headers=ACCEPT)
+            assert (r.status_code, r.headers["X-Registry-Cache"]) == (200, "hit")
+            r = await client.get(f"/v2/dist/team/app/blobs/{digest_of(held.layers[0])}")
+            assert r.status_code == 200 and r.content == held.layers[0]
+            for path, code in (
+                ("/v2/dist/team/app/manifests/2", "MANIFEST_UNKNOWN"),
+                (f"/v2/dist/team/app/manifests/{other.digest}", "MANIFEST_UNKNOWN"),
+                (f"/v2/dist/team/app/blobs/{digest_of(other.layers[0])}", "BLOB_UNKNOWN"),
+                (f"/v2/dist/team/app/blobs/{digest_of(held.config)}", "BLOB_UNKNOWN"),  # never pulled
+            ):
+                r = await client.get(path, headers=ACCEPT)
+                assert r.status_code == 404 and error_codes(r) == [code], path
+                assert "read-only" in r.json()["errors"][0]["message"]
+            await app.state.registry.pull_through.pulls.flush()
+        assert len(upstream.requests) == asked, "the upstream was asked nothing"
+    assert index_dump(tmp_path) == before_rows, "no pull time, tag check, link or lease was written"
+    assert stored_files(tmp_path) == before_files
