@@ -9,6 +9,7 @@ from storage.errors import BlobCollecting, MissingReferences
 from storage.metadata.browse import BrowseQueries, RepositoryStats, RepositoryUsage, StoredTotal, TagRow
 from storage.metadata.cache import CachedTag, CacheEntry, CacheQueries
 from storage.metadata.database import Connection, Cursor, Database, Row
+from storage.metadata.events import EndpointStatus, EventQueries, OutboxEvent, PendingEvent
 from storage.metadata.garbage import (
     Blob,
     BlobRow,
@@ -41,6 +42,8 @@ __all__ = [
     "Connection",
     "Cursor",
     "Database",
+    "EndpointStatus",
+    "EventQueries",
     "GarbageQueries",
     "Leases",
     "Limits",
@@ -49,6 +52,8 @@ __all__ = [
     "ManifestRecord",
     "Metadata",
     "MissingReferences",
+    "OutboxEvent",
+    "PendingEvent",
     "PurgedUpload",
     "Reference",
     "RemovedRepository",
