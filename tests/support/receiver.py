@@ -1,0 +1,77 @@
+"""A webhook receiver served over real HTTP (aiohttp.web) in the test's event loop: it records each
+envelope of events it takes, can answer with an error status, and can go down (its port closed) and
+come back on the same port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from typing import Any
+
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver:
+    """Records POSTed envelopes (`envelopes`: each with its headers) while up; answers `status`."""
+
+    def __init__(self, port: int | None = None, status: int = 200):
+        self.port = port or free_port()
+        self.status = status
+        self.envelopes: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.attempts = 0  # POSTs received, whatever the answer
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every event taken, in the order received."""
+        return [event for envelope in self.envelopes for event in envelope["events"]]
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        body = await request.read()
+        if not 200 <= self.status < 300:
+            return web.Response(status=self.status, text="receiver says no")
+        self.envelopes.append(json.loads(body))
+        self.headers.append(dict(request.headers))
+        return web.Response(status=self.status)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Receiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_for(self, count: int, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+        """The events once at least `count` were taken; fails after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.events) < count:
+            assert time.monotonic() < deadline, f"{len(self.events)} events of {count} arrived: {self.events}"
+            await asyncio.sleep(0.02)
+        return self.events
