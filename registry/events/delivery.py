@@ -136,8 +136,11 @@ class Delivery:
                 if self._renewed is None:
                     await asyncio.sleep(self.standby_s * random.uniform(0.75, 1.25))
                 else:
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+                    # comes as the event is set, and the task then never stops.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wakeup.wait(), self.poll_s)
+                        async with asyncio.timeout(self.poll_s):
+                            await self.wakeup.wait()
                     self.wakeup.clear()
         finally:
             if self._renewed is not None:

@@ -28,6 +28,7 @@ class Receiver:
         self.envelopes: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.attempts = 0  # POSTs received, whatever the answer
+        self.delay_s = 0.0  # how long it takes to answer
         self._runner: web.AppRunner | None = None
 
     @property
@@ -42,6 +43,9 @@ class Receiver:
     async def _hook(self, request: web.Request) -> web.Response:
         self.attempts += 1
         body = await request.read()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+            return web.Response(status=self.status)  # its answer comes too late to count: nothing kept
         if not 200 <= self.status < 300:
             return web.Response(status=self.status, text="receiver says no")
         self.envelopes.append(json.loads(body))
