@@ -79,3 +79,55 @@ class Receiver:
             assert time.monotonic() < deadline, f"{len(self.events)} events of {count} arrived: {self.events}"
             await asyncio.sleep(0.02)
         return self.events
+
+
+class ReceiverThread:
+    """The same kind of receiver for tests that do not run an event loop (the e2e tests): a stdlib HTTP
+    server on its own thread, taking every POST with 200 and recording its envelope."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.envelopes: list[dict[str, Any]] = []
+        self.content_types: list[str] = []
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with lock:
+                    receiver.envelopes.append(json.loads(body))
+                    receiver.content_types.append(self.headers.get("Content-Type", ""))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [event for envelope in list(self.envelopes) for event in envelope["events"]]
+
+    def wait_until(self, done: Any, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """The events once `done(events)` is true; fails after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while not done(self.events):
+            assert time.monotonic() < deadline, f"the events never satisfied the test: {self.events}"
+            time.sleep(0.05)
+        return self.events
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
