@@ -201,3 +201,24 @@ async def test_a_refused_manifest_put_writes_no_event(tmp_path) -> None:
         await push_blob(client, "team/app", image.config)
         (status,) = await app.state.registry.metadata.events.status()
     assert status.pending == 1  # the blob's push only
+
+
+async def test_the_actor_is_the_signed_in_user_of_the_api_and_of_the_web_ui(tmp_path) -> None:
+    from tests.support.ui import csrf_of, sign_in
+    from tests.support.users import basic, configure, htpasswd_bytes
+
+    settings = configure(disk_and_sqlite(tmp_path), "htpasswd", htpasswd_bytes(tmp_path))
+    async with Receiver() as receiver, running_app(hooked(settings, receiver)) as (_, client):
+        image = make_image()
+        client.headers.update(basic("alice", "alice-pw"))
+        await push_image(client, "alice/app", image, "1")
+        del client.headers["Authorization"]
+        await sign_in(client, "root")  # an admin
+        page = await client.get("/ui/delete/alice/app", params={"reference": "1"})
+        r = await client.post("/ui/delete/alice/app", data={"reference": "1", "csrf": csrf_of(page.text)})
+        assert r.status_code == 303
+        events = await receiver.wait_for(4)
+    assert [e["actor"] for e in events[:3]] == [{"name": "alice"}] * 3
+    deleted = events[3]
+    assert deleted["action"] == "delete" and deleted["target"] == {"repository": "alice/app", "tag": "1"}
+    assert deleted["actor"] == {"name": "root"} and deleted["request"]["method"] == "POST"
