@@ -12,7 +12,8 @@ from registry.handlers.base import registry_of
 def caller(request: Request, actor: str | None = None) -> Caller | None:
     """The caller of `request` for events (None when the registry has no webhooks): the request's id
     (registry/edge.py), the client address (through `http.trusted_proxies`), Host, method, User-Agent,
-    and `actor`, else the user the gate admitted (request.state.principal)."""
+    and `actor`, else the user the gate admitted (request.state.principal). Target URLs are the
+    request's scheme (a trusted proxy's `X-Forwarded-Proto`) and Host, as Distribution builds them."""
     events = registry_of(request).events
     if events is None:
         return None
@@ -20,7 +21,11 @@ def caller(request: Request, actor: str | None = None) -> Caller | None:
         principal = getattr(request.state, "principal", None)
         actor = None if principal is None else principal.user
     host = request.headers.get("host", "")
-    base_url = f"{request.url.scheme}://{host}" if host else str(request.base_url).rstrip("/")
+    scheme = request.url.scheme
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    if forwarded in ("http", "https") and events.addresses.via_trusted_proxy(request):
+        scheme = forwarded  # TLS ended at the proxy: the URL clients use
+    base_url = f"{scheme}://{host}" if host else str(request.base_url).rstrip("/")
     return Caller(
         request_id=getattr(request.state, "request_id", ""),
         addr=events.addresses.of(request),

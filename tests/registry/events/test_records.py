@@ -222,3 +222,18 @@ async def test_the_actor_is_the_signed_in_user_of_the_api_and_of_the_web_ui(tmp_
     deleted = events[3]
     assert deleted["action"] == "delete" and deleted["target"] == {"repository": "alice/app", "tag": "1"}
     assert deleted["actor"] == {"name": "root"} and deleted["request"]["method"] == "POST"
+
+
+async def test_behind_a_trusted_proxy_the_client_and_scheme_are_the_forwarded_ones(tmp_path) -> None:
+    settings = disk_and_sqlite(tmp_path)
+    settings.http.trusted_proxies = ["127.0.0.1/32"]  # the test client's address
+    async with Receiver() as receiver, running_app(hooked(settings, receiver)) as (_, client):
+        data = b"layer"
+        headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+        r = await client.post(
+            "/v2/team/app/blobs/uploads/", params={"digest": digest_of(data)}, content=data, headers=headers
+        )
+        assert r.status_code == 201
+        (event,) = await receiver.wait_for(1)
+    assert event["request"]["addr"] == "203.0.113.9"
+    assert event["target"]["url"] == f"https://registry.test/v2/team/app/blobs/{digest_of(data)}"
