@@ -123,3 +123,7 @@ def test_events_status_shows_pending_delivered_and_failed_per_endpoint(tmp_path,
     main(["events", "status", *data])
     text = capsys.readouterr().out
     assert "hook0\n  pending: 2, the oldest" in text and "failed attempts:" in text and "last error" in text
+    main(["repo", "rm", "team/app", *data])  # reported too, by the local user
+    capsys.readouterr()
+    main(["events", "status", "--json", *data])
+    assert json.loads(capsys.readouterr().out)[0]["pending"] == 3
