@@ -89,14 +89,13 @@ def test_user_commands(tmp_path, capsys, monkeypatch) -> None:
         main(["user", "rm", "alice", "--data-dir", data])
 
 
-def test_events_status_shows_pending_delivered_and_failed_per_endpoint(tmp_path, capsys, monkeypatch) -> None:
+def test_events_status_shows_pending_delivered_and_failed_per_endpoint(tmp_path, capsys) -> None:
     import asyncio
 
-    from tests.registry.events.test_records import hooked
     from tests.support.app import running_app
     from tests.support.backends import disk_and_sqlite
     from tests.support.content import push_blob
-    from tests.support.receiver import Receiver
+    from tests.support.receiver import Receiver, hooked
 
     receiver = Receiver()  # never up: every attempt fails
     settings = hooked(disk_and_sqlite(tmp_path), receiver)

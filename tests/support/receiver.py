@@ -12,6 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
+from registry.config import EventEndpointSettings, EventIgnoreSettings, Settings
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -131,3 +133,23 @@ class ReceiverThread:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def hooked(
+    settings: Settings, *receivers: Receiver | ReceiverThread, pulls: bool = False, **ignore: list[str]
+) -> Settings:
+    """`settings` with an endpoint `hook<i>` per receiver (an Authorization header, quick retries), the first
+    ignoring `ignore` (actions, media_types); pulls reported when `pulls`."""
+    settings.events.pulls = pulls
+    settings.events.endpoints = [
+        EventEndpointSettings(
+            name=f"hook{i}",
+            url=r.url,
+            headers={"Authorization": ["Bearer secret"]},
+            backoff="0.05s",
+            backoff_max="0.2s",
+            ignore=EventIgnoreSettings(**ignore) if i == 0 else EventIgnoreSettings(),
+        )
+        for i, r in enumerate(receivers)
+    ]
+    return settings

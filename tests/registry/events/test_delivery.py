@@ -14,11 +14,10 @@ import pytest
 from registry.config import EventEndpointSettings, Settings
 from registry.events import Delivery
 from storage.metadata import OutboxEvent, open_metadata
-from tests.registry.events.test_records import hooked
 from tests.support.app import running_app
 from tests.support.backends import disk_and_sqlite, fresh_schema
 from tests.support.content import push_blob
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, hooked
 
 pytestmark = pytest.mark.anyio
 

@@ -8,34 +8,16 @@ import re
 
 import pytest
 
-from registry.config import EventEndpointSettings, EventIgnoreSettings, Settings
 from registry.events.records import timestamp
 from tests.support.app import running_app
 from tests.support.backends import disk_and_sqlite
 from tests.support.content import DOCKER_MANIFEST, OCI_MANIFEST, digest_of, make_image, push_blob, push_image
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, hooked
 
 pytestmark = pytest.mark.anyio
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
 BASE = "http://registry.test"
-
-
-def hooked(settings: Settings, *receivers: Receiver, pulls: bool = False, **ignore: list[str]) -> Settings:
-    """`settings` with an endpoint per receiver (quick retries), the first ignoring `ignore`."""
-    settings.events.pulls = pulls
-    settings.events.endpoints = [
-        EventEndpointSettings(
-            name=f"hook{i}",
-            url=r.url,
-            headers={"Authorization": ["Bearer secret"]},
-            backoff="0.05s",
-            backoff_max="0.2s",
-            ignore=EventIgnoreSettings(**ignore) if i == 0 else EventIgnoreSettings(),
-        )
-        for i, r in enumerate(receivers)
-    ]
-    return settings
 
 
 def test_timestamps_are_written_as_go_writes_them() -> None:
