@@ -1,12 +1,14 @@
 """Events (webhooks) of `registry serve` for what the Docker engine does: `docker push`, `docker pull`
 and a delete reach a real receiver in Distribution's format; CNCF Distribution 2.8 with notifications
 to the same kind of receiver, for the same push, pull and delete, sends events of the same keys and
-value types per action."""
+value types per action. Events outlive a receiver outage and a kill -9 of the lease holder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,3 +134,33 @@ def test_docker_push_pull_and_delete_are_reported_like_distribution(
     # Every shape each kind of event takes (with and without a tag, say), ours against theirs.
     for kind in ("push blob", "push manifest", "pull manifest", "pull blob", "delete manifest"):
         assert _shapes(ours, kind) == _shapes(theirs, kind), kind
+
+
+def test_events_outlive_a_receiver_outage_and_a_killed_lease_holder(tmp_path: Path, receiver: ReceiverThread) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "events:\n  endpoints:\n"
+        f"    - {{name: hook, url: '{receiver.url}', timeout: 1s, backoff: 0.2s, backoff_max: 0.5s}}\n"
+    )
+    receiver.status = 503
+    server = start_server(tmp_path, config)
+    digests = []
+    with server.client() as client:
+        for i in range(5):
+            data = f"layer {i}".encode()
+            digests.append("sha256:" + hashlib.sha256(data).hexdigest())
+            r = client.post("/v2/team/app/blobs/uploads/", params={"digest": digests[-1]}, content=data)
+            assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 10
+    while receiver.attempts < 2:  # a worker holds the endpoint's lease and retries
+        assert time.monotonic() < deadline, "no delivery was attempted"
+        time.sleep(0.05)
+    server.kill9()  # the holder dies with its lease (30 s) still running
+    receiver.status = 200
+    server.start()
+    try:
+        receiver.wait_until(lambda events: len(events) >= 5, timeout_s=60)
+        time.sleep(1.5)  # a duplicate would come within the holder's poll
+    finally:
+        server.stop()
+    assert [e["target"]["digest"] for e in receiver.events] == digests

@@ -85,7 +85,7 @@ class Receiver:
 
 class ReceiverThread:
     """The same kind of receiver for tests that do not run an event loop (the e2e tests): a stdlib HTTP
-    server on its own thread, taking every POST with 200 and recording its envelope."""
+    server on its own thread, answering every POST with `status` and recording its envelope if 2xx."""
 
     def __init__(self) -> None:
         import http.server
@@ -93,16 +93,21 @@ class ReceiverThread:
 
         self.envelopes: list[dict[str, Any]] = []
         self.content_types: list[str] = []
+        self.status = 200  # the answer; envelopes are recorded only with a 2xx
+        self.attempts = 0
         lock = threading.Lock()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = receiver.status
                 with lock:
-                    receiver.envelopes.append(json.loads(body))
-                    receiver.content_types.append(self.headers.get("Content-Type", ""))
-                self.send_response(200)
+                    receiver.attempts += 1
+                    if 200 <= status < 300:
+                        receiver.envelopes.append(json.loads(body))
+                        receiver.content_types.append(self.headers.get("Content-Type", ""))
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
