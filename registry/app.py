@@ -21,6 +21,7 @@ from registry.auth.setup import build_auth
 from registry.config import Settings, parse_duration
 from registry.edge import Edge, printable
 from registry.errors import BlobUploadInvalid, EndpointUnknown, RegistryError, Unsupported, translate
+from registry.events import Webhooks
 from registry.factory import make_driver, make_metadata, make_registry
 from registry.gc import Collector, collect_every
 from registry.handlers import base, blobs, listings, manifests, search, token, uploads
@@ -190,9 +191,14 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
         tasks += [asyncio.create_task(work) for work in metrics_work(settings, metrics, metadata)]
         if registry.pull_through is not None and not settings.maintenance.read_only:
             tasks.append(asyncio.create_task(registry.pull_through.pulls.flush_every()))
+        webhooks = None if registry.events is None else Webhooks(registry.events, metadata.events, metadata.leases)
+        if webhooks is not None:
+            webhooks.start()
         try:
             yield
         finally:
+            if webhooks is not None:
+                await webhooks.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,5 @@
-"""The `registry` command: `serve`, `gc`, `check`, `repo rm`, `user add|rm|list`, `config check`."""
+"""The `registry` command: `serve`, `gc`, `check`, `repo rm`, `user add|rm|list`, `config check`,
+`events status`."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from registry.facade import RemovedRepository
     from registry.gc import Report
     from storage.drivers import Driver
-    from storage.metadata import Metadata
+    from storage.metadata import EndpointStatus, Metadata
 
 T = TypeVar("T")
 
@@ -359,7 +360,10 @@ def repo_remove(args: argparse.Namespace) -> None:
     name = parse_name(args.name)
 
     async def remove(metadata: Metadata, driver: Driver) -> RemovedRepository:
-        return await make_registry(settings, metadata, driver).delete_repository(name)
+        from registry.events.records import command_caller
+
+        registry = make_registry(settings, metadata, driver)
+        return await registry.delete_repository(name, command_caller("registry repo rm"))
 
     try:
         removed = asyncio.run(_with_storage(settings, remove))
@@ -367,6 +371,19 @@ def repo_remove(args: argparse.Namespace) -> None:
         sys.exit(f"registry: no repository {name!r}")
     print(f"removed {name}: {removed.tags} tags, {removed.manifests} manifests, {len(removed.uploads)} uploads")
     print("its blobs are freed by the next garbage collection (`registry gc`)")
+
+
+def events_status(args: argparse.Namespace) -> None:
+    from registry.events.status import as_json, as_text
+
+    settings = _settings(args)
+    configured = [endpoint.name for endpoint in settings.events.endpoints]
+
+    async def read(metadata: Metadata, driver: Driver) -> list[EndpointStatus]:
+        return await metadata.events.status(configured)
+
+    statuses = asyncio.run(_with_storage(settings, read))
+    print(as_json(statuses, configured) if args.json else as_text(statuses, configured))
 
 
 def config_check(args: argparse.Namespace) -> None:
@@ -427,6 +444,14 @@ def main(argv: list[str] | None = None) -> None:
     rm_parser.add_argument("--data-dir", help="data directory (default ./data)")
     rm_parser.add_argument("name")
     rm_parser.set_defaults(run=repo_remove)
+
+    events_parser = commands.add_parser("events", help="webhook events")
+    events_commands = events_parser.add_subparsers(dest="events_command", required=True)
+    status_parser = events_commands.add_parser("status", help="per endpoint: pending, delivered, failed, last error")
+    status_parser.add_argument("--config", help="YAML configuration file")
+    status_parser.add_argument("--data-dir", help="data directory (default ./data)")
+    status_parser.add_argument("--json", action="store_true", help="print the statuses as JSON")
+    status_parser.set_defaults(run=events_status)
 
     user_parser = commands.add_parser("user", help="manage the users of the htpasswd file")
     user_commands = user_parser.add_subparsers(dest="user_command", required=True)

@@ -187,6 +187,31 @@ class MetricsSettings:
 
 
 @dataclass
+class EventIgnoreSettings:
+    actions: list[str] = field(default_factory=list)  # push, pull, delete, mount: never sent to this endpoint
+    media_types: list[str] = field(default_factory=list)  # events whose target has one of these media types
+
+
+@dataclass
+class EventEndpointSettings:
+    """One webhook that receives the registry's events (README, "Events (webhooks)")."""
+
+    name: str = ""  # letters, digits, `.`, `_`, `-`; names its queue in the index
+    url: str = ""  # http:// or https://, POSTed envelopes of events
+    headers: dict[str, list[str]] = field(default_factory=dict)  # sent with each POST (a value or a list)
+    timeout: str = "5s"  # a POST not answered within this failed
+    backoff: str = "1s"  # the wait after the first failed POST, doubling ...
+    backoff_max: str = "5m"  # ... up to this
+    ignore: EventIgnoreSettings = field(default_factory=EventIgnoreSettings)
+
+
+@dataclass
+class EventsSettings:
+    endpoints: list[EventEndpointSettings] = field(default_factory=list)
+    pulls: bool = False  # also report manifest and blob GETs (many events)
+
+
+@dataclass
 class LogSettings:
     level: str = "info"
     access: bool = True  # one line per request
@@ -215,6 +240,7 @@ class Settings:
     ui: UiSettings = field(default_factory=UiSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
 
     @property
     def storage_root(self) -> str:
@@ -429,6 +455,7 @@ def _check(settings: Settings) -> None:
     if settings.log.format not in ("text", "json"):
         raise ConfigError(f"log.format: {settings.log.format!r} is not text or json")
     _check_proxy(settings.proxy)
+    _check_events(settings.events)
     _check_metrics(settings.metrics)
 
 
@@ -472,6 +499,36 @@ def _check_proxy(proxy: ProxySettings) -> None:
             raise ConfigError(f"{where}: one of password, password_file and password_env")
     if sum(u.mirror for u in proxy.upstreams) > 1:
         raise ConfigError("proxy.upstreams: mirror may be true on one upstream only")
+
+
+EVENT_ACTIONS = ("push", "pull", "delete", "mount")
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _check_events(events: EventsSettings) -> None:
+    names: set[str] = set()
+    for i, endpoint in enumerate(events.endpoints):
+        where = f"events.endpoints[{i}]"
+        if not _ENDPOINT_NAME.fullmatch(endpoint.name):
+            raise ConfigError(f"{where}.name: 1-64 letters, digits, '.', '_' or '-', got {endpoint.name!r}")
+        if endpoint.name in names:
+            raise ConfigError(f"{where}.name: {endpoint.name!r} names another endpoint too")
+        names.add(endpoint.name)
+        if not endpoint.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: an http:// or https:// URL, got {endpoint.url!r}")
+        durations = {}
+        for key in ("timeout", "backoff", "backoff_max"):
+            try:
+                durations[key] = parse_duration(getattr(endpoint, key))
+            except ValueError as e:
+                raise ConfigError(f"{where}.{key}: {e}") from None
+            if durations[key] <= 0:
+                raise ConfigError(f"{where}.{key}: more than 0 seconds")
+        if durations["backoff_max"] < durations["backoff"]:
+            raise ConfigError(f"{where}.backoff_max: at least backoff")
+        unknown = sorted(set(endpoint.ignore.actions) - set(EVENT_ACTIONS))
+        if unknown:
+            raise ConfigError(f"{where}.ignore.actions: {', '.join(unknown)} (actions are {', '.join(EVENT_ACTIONS)})")
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:

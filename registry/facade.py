@@ -27,7 +27,9 @@ from registry.errors import (
     Unsupported,
     storage_errors,
 )
-from registry.ingest import Body, ByteRange, Uploads
+from registry.events import Caller, Outbox, Target
+from registry.events.records import BLOB_MEDIA_TYPE
+from registry.ingest import Announce, Body, ByteRange, Uploads
 from registry.layout import blob_key, upload_prefix
 from registry.names import Digest, is_digest, lookup_reference, parse_digest, parse_tag, sha256_digest
 from registry.oci import (
@@ -43,13 +45,14 @@ from registry.oci import (
 from registry.proxy.pull_through import MISS, PullThrough
 from registry.proxy.routing import Route, Routes
 from storage.drivers import Driver
-from storage.metadata import Blob, ManifestRecord, Metadata, RemovedRepository
+from storage.metadata import Blob, ManifestRecord, Metadata, OutboxEvent, RemovedRepository
 
 # The types of the facade's methods, for its callers (no handler imports `storage`).
 __all__ = [
     "Blob",
     "Body",
     "ByteRange",
+    "Caller",
     "Found",
     "ManifestRecord",
     "Page",
@@ -102,7 +105,9 @@ class PulledBlob:
 class Registry:
     """The registry over one metadata store and one driver, with the pull-through caches of `routes`
     (registry/proxy/) when given. `read_only` refuses every write with Unsupported (405) and makes the
-    caches serve only what they hold: nothing stored changes."""
+    caches serve only what they hold: nothing stored changes. With an `events` outbox, each change a
+    `caller` made is reported in the transaction that makes it (registry/events/); the methods take the
+    caller for that."""
 
     def __init__(
         self,
@@ -115,9 +120,11 @@ class Registry:
         redirect_expiry_s: int | None = None,
         routes: Routes | None = None,
         read_only: bool = False,
+        events: Outbox | None = None,
     ):
         self.metadata, self.driver = metadata, driver
         self.read_only = read_only
+        self.events = events
         self.redirect_expiry_s = redirect_expiry_s
         self._uploads = Uploads(metadata, driver)
         self.pull_through = (
@@ -137,6 +144,38 @@ class Registry:
                 {"reason": "read-only"},
                 message="the registry is read-only for maintenance: pulls work, pushes and deletes do not",
             )
+
+    def _events(self, action: str, target: Target, caller: Caller | None) -> list[OutboxEvent]:
+        """The outbox rows reporting `action` on `target` (none without events or a caller)."""
+        return [] if self.events is None else self.events.rows(action, target, caller)
+
+    def _blob_events(
+        self, repository: str, caller: Caller | None, written: list[OutboxEvent], action: str = "push"
+    ) -> Announce | None:
+        """What registry/ingest.py calls, once a blob's size (and a mount's source) is known, for the
+        rows reporting it, kept in `written` too; None when nothing is reported."""
+        if self.events is None or caller is None:
+            return None
+        events = self.events
+
+        def rows(digest: str, size: int, source: str | None) -> list[OutboxEvent]:
+            target = Target(repository, "blobs", digest, BLOB_MEDIA_TYPE, size, from_repository=source)
+            found = events.rows(action, target, caller)
+            written[:] = found
+            return found
+
+        return rows
+
+    def _written(self, rows: list[OutboxEvent]) -> None:
+        if rows and self.events is not None:
+            self.events.written(rows)
+
+    async def _pull_event(self, target: Target, caller: Caller | None) -> None:
+        """Report a pull, when pulls are reported (a write of its own: a pull changes nothing)."""
+        if self.events is not None and self.events.pulls and caller is not None:
+            rows = self.events.rows("pull", target, caller)
+            await self.metadata.events.enqueue(rows)
+            self._written(rows)
 
     def _require_delete(self) -> None:
         self.refuse_if_read_only()
@@ -198,10 +237,13 @@ class Registry:
             raise BlobUnknown({"digest": key})
         return Blob(key, size)
 
-    async def pull_blob(self, repository: str, digest: Digest, namespace: str | None, stream: bool) -> PulledBlob:
+    async def pull_blob(
+        self, repository: str, digest: Digest, namespace: str | None, stream: bool, caller: Caller | None = None
+    ) -> PulledBlob:
         """The blob a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache when
         the name is one. An uncached blob is fetched when `stream` (its bytes then come `live` to this
-        caller, unless another request fetched it meanwhile) and otherwise only sized upstream."""
+        caller, unless another request fetched it meanwhile) and otherwise only sized upstream. With a
+        `caller`, the pull is reported when pulls are."""
 
         async def here() -> PulledBlob:
             return PulledBlob(await self.blob(repository, digest))
@@ -211,7 +253,10 @@ class Registry:
             live = None if found.fetch is None else found.fetch.chunks()
             return PulledBlob(found.blob, found.status, live, found.status != MISS)
 
-        return await self._pulled(repository, namespace, here, cached)
+        pulled = await self._pulled(repository, namespace, here, cached)
+        target = Target(repository, "blobs", pulled.blob.digest, BLOB_MEDIA_TYPE, pulled.blob.size)
+        await self._pull_event(target, caller)
+        return pulled
 
     async def fetched_blob(self, repository: str, digest: Digest, namespace: str | None) -> Blob:
         """The blob a pull of `repository` reads, once it is stored (fetched into a cache first, when
@@ -240,26 +285,40 @@ class Registry:
             return None
         return await self.driver.url(blob_key(blob.digest), self.redirect_expiry_s)
 
-    async def delete_blob(self, repository: str, digest: Digest) -> None:
+    async def delete_blob(self, repository: str, digest: Digest, caller: Caller | None = None) -> None:
         """Remove the blob from `repository` (its bytes go when the collector finds them unused)."""
         self._require_delete()
-        if not await self.metadata.unlink_blob(repository, str(digest)):
+        rows = self._events("delete", Target(repository, digest=str(digest)), caller)
+        if not await self.metadata.unlink_blob(repository, str(digest), rows):
             raise BlobUnknown({"digest": str(digest)})
+        self._written(rows)
 
     # -- uploads (registry/ingest.py) -----------------------------------------------------------
 
-    async def push_blob(self, repository: str, digest: Digest, body: Body) -> None:
+    async def push_blob(self, repository: str, digest: Digest, body: Body, caller: Caller | None = None) -> None:
         """Store a whole blob sent in one request, verified while it streams in."""
         self._require_writable(repository)
-        await self._uploads.monolithic(repository, digest, body)
+        rows: list[OutboxEvent] = []
+        await self._uploads.monolithic(repository, digest, body, self._blob_events(repository, caller, rows))
+        self._written(rows)
 
     async def mount_blob(
-        self, repository: str, digest: Digest, source: str | None, may_pull: Callable[[str], bool]
+        self,
+        repository: str,
+        digest: Digest,
+        source: str | None,
+        may_pull: Callable[[str], bool],
+        caller: Caller | None = None,
     ) -> bool:
         """Link a stored blob into `repository` from `source` (or any repository) that `may_pull`
         admits, moving no bytes; False when it cannot, and the client then uploads the blob."""
         self._require_writable(repository)
-        return await self._uploads.mount(repository, digest, source, may_pull)
+        rows: list[OutboxEvent] = []
+        mounted = await self._uploads.mount(
+            repository, digest, source, may_pull, self._blob_events(repository, caller, rows, "mount")
+        )
+        self._written(rows)
+        return mounted
 
     async def start_upload(self, repository: str) -> str:
         """Open an upload session in `repository`; returns its id."""
@@ -282,11 +341,17 @@ class Registry:
         digest: Digest,
         body: Body | None = None,
         content_range: ByteRange | None = None,
+        caller: Caller | None = None,
     ) -> int:
         """Close the upload as blob `digest` once its bytes, `body` (a last chunk) included, match;
         returns the blob's size."""
         self._require_writable(repository)
-        return await self._uploads.finish(repository, upload_id, digest, body, content_range)
+        rows: list[OutboxEvent] = []
+        size = await self._uploads.finish(
+            repository, upload_id, digest, body, content_range, self._blob_events(repository, caller, rows)
+        )
+        self._written(rows)
+        return size
 
     async def cancel_upload(self, repository: str, upload_id: str) -> None:
         """Abandon an upload and delete its bytes."""
@@ -296,7 +361,7 @@ class Registry:
     # -- manifests ------------------------------------------------------------------------------
 
     async def put_manifest(
-        self, repository: str, reference: str, body: bytes, content_type: str | None
+        self, repository: str, reference: str, body: bytes, content_type: str | None, caller: Caller | None = None
     ) -> ManifestRecord:
         """Store a manifest under a tag or its digest; returns what was stored.
 
@@ -325,7 +390,10 @@ class Registry:
             if not await self._uploads.keep_if_stored(record.digest):
                 await self.driver.put(blob_key(record.digest), body)
             description = None if tag is None else await self._description(manifest)
-            await self.metadata.put_manifest(repository, record, blobs, children, tag, description)
+            target = Target(repository, "manifests", record.digest, record.media_type, record.size, tag)
+            rows = self._events("push", target, caller)
+            await self.metadata.put_manifest(repository, record, blobs, children, tag, description, rows)
+        self._written(rows)
         return record
 
     async def _description(self, manifest: Manifest) -> str | None:
@@ -350,9 +418,12 @@ class Registry:
             raise ManifestUnknown({"reference": reference[:300]})
         return record
 
-    async def pull_manifest(self, repository: str, reference: str, namespace: str | None) -> PulledManifest:
+    async def pull_manifest(
+        self, repository: str, reference: str, namespace: str | None, caller: Caller | None = None
+    ) -> PulledManifest:
         """The manifest a pull of `repository` (with containerd's `?ns=namespace`) reads, from a cache
-        when the name is one (registry/proxy/pull_through.py says when the upstream is asked)."""
+        when the name is one (registry/proxy/pull_through.py says when the upstream is asked). With a
+        `caller`, the pull is reported when pulls are."""
 
         async def here() -> PulledManifest:
             return PulledManifest(await self.manifest(repository, reference))
@@ -361,7 +432,13 @@ class Registry:
             found = await pull_through.manifest(route, reference)
             return PulledManifest(found.record, found.status)
 
-        return await self._pulled(repository, namespace, here, cached)
+        pulled = await self._pulled(repository, namespace, here, cached)
+        record = pulled.record
+        tag = None if is_digest(reference) else reference
+        await self._pull_event(
+            Target(repository, "manifests", record.digest, record.media_type, record.size, tag), caller
+        )
+        return pulled
 
     async def manifest_bytes(self, record: ManifestRecord) -> bytes:
         """The stored bytes of a manifest."""
@@ -372,29 +449,35 @@ class Registry:
             self.manifest_cache.put(record.digest, data)
         return data
 
-    async def delete_manifest(self, repository: str, reference: str) -> None:
+    async def delete_manifest(self, repository: str, reference: str, caller: Caller | None = None) -> None:
         """By digest: delete the manifest and its tags. By tag: delete only the tag."""
         self._require_delete()
         target = lookup_reference(reference)
         deleted = False
+        rows: list[OutboxEvent] = []
         if isinstance(target, Digest):
-            deleted = await self.metadata.delete_manifest(repository, str(target))
+            rows = self._events("delete", Target(repository, digest=str(target)), caller)
+            deleted = await self.metadata.delete_manifest(repository, str(target), rows)
         elif target is not None:
-            deleted = await self.metadata.delete_tag(repository, target)
+            rows = self._events("delete", Target(repository, tag=target), caller)
+            deleted = await self.metadata.delete_tag(repository, target, rows)
         if not deleted:
             raise ManifestUnknown({"reference": reference[:300]})
+        self._written(rows)
 
     # -- repositories ---------------------------------------------------------------------------
 
-    async def delete_repository(self, repository: str) -> RemovedRepository:
+    async def delete_repository(self, repository: str, caller: Caller | None = None) -> RemovedRepository:
         """Delete `repository`: its tags, manifests, blob links and open uploads with their bytes;
         returns what was removed, or raises NameUnknown when there is no such repository. The blobs'
         bytes go when the collector finds them unused. Not subject to `delete_enabled` (that governs
         deletes through the API): the caller decides who may. Refused in read-only mode."""
         self.refuse_if_read_only()
-        removed = await self.metadata.delete_repository(repository)
+        rows = self._events("delete", Target(repository), caller)
+        removed = await self.metadata.delete_repository(repository, rows)
         if removed is None:
             raise NameUnknown({"name": repository})
+        self._written(rows)
         for upload_id in removed.uploads:
             await self.driver.delete(upload_prefix(upload_id))
         return removed

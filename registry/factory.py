@@ -4,6 +4,7 @@ registry over them (for the app and the command line alike)."""
 from __future__ import annotations
 
 from registry.config import Settings
+from registry.events import Outbox
 from registry.facade import Registry
 from registry.proxy.routing import Routes
 from registry.proxy.upstream import Tally
@@ -45,4 +46,12 @@ def make_registry(settings: Settings, metadata: Metadata, driver: Driver, tally:
         redirect_expiry_s=settings.storage.s3.redirect_expiry_s if settings.storage.s3.redirect else None,
         routes=Routes(settings.proxy, tally) if settings.proxy.upstreams else None,
         read_only=settings.maintenance.read_only,
+        events=make_outbox(settings),
     )
+
+
+def make_outbox(settings: Settings) -> Outbox | None:
+    """The event outbox of the settings' webhooks; None without any (then no event is written)."""
+    if not settings.events.endpoints:
+        return None
+    return Outbox(settings.events, settings.http.port, settings.http.trusted_proxies)

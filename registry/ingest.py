@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,9 +35,12 @@ from registry.names import Digest
 from registry.resumable import Sha256
 from registry.urls import upload_path, upload_range
 from storage.drivers import Driver, NotFound, Piece, PieceWriter, Writer
-from storage.metadata import DELETING, BlobCollecting, Chunk, Metadata, Upload
+from storage.metadata import DELETING, BlobCollecting, Chunk, Metadata, OutboxEvent, Upload
 
 Body = AsyncIterator[bytes]
+# The event outbox rows reporting a blob (digest, size, the repository it was mounted from) that is
+# being linked; written in the transaction that links it (registry/events/).
+Announce = Callable[[str, int, str | None], Sequence[OutboxEvent]]
 COLLECTION_WAIT_S = 30.0
 
 
@@ -148,8 +151,15 @@ class Uploads:
         await self.metadata.delete_upload(upload_id)
         await self.driver.delete(upload_prefix(upload_id))
 
-    async def mount(self, repository: str, digest: Digest, source: str | None, may_pull: Callable[[str], bool]) -> bool:
-        """Link a blob already stored into `repository` without moving bytes.
+    async def mount(
+        self,
+        repository: str,
+        digest: Digest,
+        source: str | None,
+        may_pull: Callable[[str], bool],
+        announce: Announce | None = None,
+    ) -> bool:
+        """Link a blob already stored into `repository` without moving bytes (reported by `announce`).
 
         With `source`, the blob must be in that repository; without, in any repository. Either way
         the caller must be allowed to pull from it (`may_pull`). Returns False when not, and the
@@ -163,7 +173,8 @@ class Uploads:
             size = await self.metadata.blob_size(candidate, str(digest))
             if size is not None:
                 try:
-                    await self.metadata.link_blob(repository, str(digest), size)
+                    events = () if announce is None else announce(str(digest), size, candidate)
+                    await self.metadata.link_blob(repository, str(digest), size, events)
                 except BlobCollecting:
                     return False
                 return True
@@ -180,11 +191,12 @@ class Uploads:
             await asyncio.sleep(0.1)
         return state is not None
 
-    async def monolithic(self, repository: str, digest: Digest, body: Body) -> None:
-        """Store a whole blob sent in one request, verified while it streams in."""
+    async def monolithic(self, repository: str, digest: Digest, body: Body, announce: Announce | None = None) -> None:
+        """Store a whole blob sent in one request, verified while it streams in (reported by `announce`)."""
         with storage_errors(BlobBytes(str(digest))):
             size = await self._store_whole(digest, body)
-            await self.metadata.link_blob(repository, str(digest), size)
+            events = () if announce is None else announce(str(digest), size, None)
+            await self.metadata.link_blob(repository, str(digest), size, events)
 
     async def _store_whole(self, digest: Digest, body: Body, length: int | None = None) -> int:
         """Store `body` as blob `digest` once it matched (and had `length` bytes, if given); returns its size."""
@@ -244,9 +256,10 @@ class Uploads:
         digest: Digest,
         body: Body | None = None,
         content_range: ByteRange | None = None,
+        announce: Announce | None = None,
     ) -> int:
         """Close the upload as blob `digest` once its bytes, `body` (the last chunk) included, match;
-        returns the blob's size.
+        returns the blob's size. The linked blob is reported by `announce`.
 
         On a mismatch the upload is cancelled and DigestInvalid raised; nothing becomes visible. A
         chunk recorded meanwhile makes it BlobUploadInvalid, and the upload stays open.
@@ -262,7 +275,7 @@ class Uploads:
             except DigestInvalid:
                 await self.cancel(repository, upload_id)
                 raise
-            await self._finish_upload(upload, str(digest), size)  # it had no chunks: nothing else to delete
+            await self._finish_upload(upload, str(digest), size, announce)  # it had no chunks: nothing else to delete
             return size
         if body is not None:
             await self.append(repository, upload_id, body, content_range)
@@ -290,7 +303,7 @@ class Uploads:
                     await self._seal_to(upload, pieces, blob_key(str(digest)))
                 else:
                     await self.driver.move(staged, blob_key(str(digest)))
-        await self._finish_upload(upload, str(digest), upload.size)
+        await self._finish_upload(upload, str(digest), upload.size, announce)
         await self.driver.delete(upload_prefix(upload_id))
         return upload.size
 
@@ -304,11 +317,14 @@ class Uploads:
                 raise
             # sealed by an earlier attempt
 
-    async def _finish_upload(self, upload: Upload, digest: str, size: int) -> None:
+    async def _finish_upload(self, upload: Upload, digest: str, size: int, announce: Announce | None) -> None:
         """Link blob `digest` of `size` bytes into the upload's repository and forget the upload, if it
         still has the size it had when read (`upload`): no chunk was added meanwhile."""
         with storage_errors(BlobBytes(digest)):
-            finished = await self.metadata.finish_upload(upload.id, upload.repository, digest, size, upload.size)
+            events = () if announce is None else announce(digest, size, None)
+            finished = await self.metadata.finish_upload(
+                upload.id, upload.repository, digest, size, upload.size, events
+            )
         if not finished:
             await self.status(upload.repository, upload.id)  # BlobUploadUnknown when another request ended it
             raise BlobUploadInvalid({"reason": "a chunk was added while the upload was being finished"})

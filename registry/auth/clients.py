@@ -28,6 +28,10 @@ class ClientAddresses:
         ip = _address(address)
         return ip is not None and any(ip in network for network in self.trusted)
 
+    def via_trusted_proxy(self, request: Request) -> bool:
+        """Whether `request` came through a trusted proxy (so its `X-Forwarded-*` headers count)."""
+        return bool(self.trusted) and request.client is not None and self._is_trusted(request.client.host)
+
     def of(self, request: Request) -> str:
         """The client address of `request` ("-" when unknown)."""
         peer = request.client.host if request.client else "-"

@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from registry.errors import RangeInvalid
 from registry.handlers.base import cache_headers, empty_response, namespace, path_digest, registry_of, repository
+from registry.handlers.callers import caller
 from registry.numbers import parse_number
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -74,7 +75,8 @@ async def get_blob(request: Request) -> Response:
     name, digest, ns = repository(request), path_digest(request), namespace(request)
     registry = registry_of(request)
     ranged = request.headers.get("range") is not None
-    pulled = await registry.pull_blob(name, digest, ns, stream=request.method == "GET" and not ranged)
+    who = caller(request) if request.method == "GET" else None
+    pulled = await registry.pull_blob(name, digest, ns, request.method == "GET" and not ranged, who)
     if pulled.live is not None:
         headers = {"Docker-Content-Digest": pulled.blob.digest, "Content-Type": "application/octet-stream"}
         if pulled.blob.size:
@@ -108,5 +110,5 @@ async def get_blob(request: Request) -> Response:
 async def delete_blob(request: Request) -> Response:
     """`DELETE` a blob from the repository."""
     name, digest = repository(request), path_digest(request)
-    await registry_of(request).delete_blob(name, digest)
+    await registry_of(request).delete_blob(name, digest, caller(request))
     return empty_response(202, {"Docker-Content-Digest": str(digest)})

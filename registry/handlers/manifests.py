@@ -8,6 +8,7 @@ from starlette.responses import Response
 from registry.errors import ManifestTooLarge, ManifestUnknown
 from registry.facade import ManifestRecord
 from registry.handlers.base import cache_headers, empty_response, namespace, read_body, registry_of, repository
+from registry.handlers.callers import caller
 from registry.urls import manifest_path
 
 
@@ -35,7 +36,8 @@ async def get_manifest(request: Request) -> Response:
     """`GET`/`HEAD` a manifest by tag or digest, if the `Accept` headers admit its media type."""
     name, reference = repository(request), request.path_params["reference"]
     registry = registry_of(request)
-    pulled = await registry.pull_manifest(name, reference, namespace(request))
+    who = caller(request) if request.method == "GET" else None
+    pulled = await registry.pull_manifest(name, reference, namespace(request), who)
     record = pulled.record
     if not _acceptable(record.media_type, request):
         raise ManifestUnknown(
@@ -52,7 +54,7 @@ async def put_manifest(request: Request) -> Response:
     registry = registry_of(request)
     limit = registry.manifest_max_bytes
     body = await read_body(request, limit, lambda: ManifestTooLarge({"limit": limit}))
-    record = await registry.put_manifest(name, reference, body, request.headers.get("content-type"))
+    record = await registry.put_manifest(name, reference, body, request.headers.get("content-type"), caller(request))
     headers = {"Location": manifest_path(name, record.digest), "Docker-Content-Digest": record.digest}
     if record.subject:
         headers["OCI-Subject"] = record.subject
@@ -62,5 +64,5 @@ async def put_manifest(request: Request) -> Response:
 async def delete_manifest(request: Request) -> Response:
     """`DELETE` a manifest by digest (with its tags), or only a tag."""
     name, reference = repository(request), request.path_params["reference"]
-    await registry_of(request).delete_manifest(name, reference)
+    await registry_of(request).delete_manifest(name, reference, caller(request))
     return empty_response(202, {})

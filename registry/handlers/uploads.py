@@ -10,6 +10,7 @@ from starlette.responses import Response
 from registry.errors import DigestInvalid, RangeInvalid
 from registry.facade import ByteRange
 from registry.handlers.base import empty_response, registry_of, repository
+from registry.handlers.callers import caller
 from registry.names import Digest, parse_digest, parse_name
 from registry.numbers import NumberInvalid, parse_number
 from registry.rule_syntax import PULL
@@ -66,11 +67,13 @@ async def start_upload(request: Request) -> Response:
         digest = parse_digest(params["mount"])
         principal = request.state.principal
         source_name = parse_name(source) if source else None
-        if await registry.mount_blob(name, digest, source_name, lambda repo: principal.may(repo, PULL)):
+        if await registry.mount_blob(
+            name, digest, source_name, lambda repo: principal.may(repo, PULL), caller(request)
+        ):
             return _blob_created(name, digest)
     elif "digest" in params:
         digest = _query_digest(request)
-        await registry.push_blob(name, digest, request.stream())
+        await registry.push_blob(name, digest, request.stream(), caller(request))
         return _blob_created(name, digest)
     upload_id = await registry.start_upload(name)
     return _upload_progress(202, name, upload_id, 0)
@@ -88,7 +91,7 @@ async def put_upload(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["upload_id"]
     digest = _query_digest(request)
     body, content_range = (request.stream(), _content_range(request)) if _has_body(request) else (None, None)
-    await registry_of(request).finish_upload(name, upload_id, digest, body, content_range)
+    await registry_of(request).finish_upload(name, upload_id, digest, body, content_range, caller(request))
     return _blob_created(name, digest)
 
 

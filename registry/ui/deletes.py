@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from registry.errors import Denied, ManifestUnknown
+from registry.handlers.callers import caller
 from registry.names import Digest, lookup_reference
 from registry.ui.pages import may_delete, pullable
 from registry.ui.rendering import registry_of, render
@@ -46,5 +47,5 @@ async def delete(request: Request, visitor: Visitor) -> Response:
     """`POST /ui/delete/<name>` (reference, csrf): delete, then back to the repository's page."""
     form = await read_form(request, visitor)
     name, reference, _ = _target(request, visitor, form.get("reference", ""))
-    await registry_of(request).delete_manifest(name, reference)
+    await registry_of(request).delete_manifest(name, reference, caller(request, visitor.user))
     return RedirectResponse(f"/ui/repositories/{name}?{urlencode({'deleted': reference})}", 303)

@@ -9,6 +9,7 @@ from storage.errors import BlobCollecting, MissingReferences
 from storage.metadata.browse import BrowseQueries, RepositoryStats, RepositoryUsage, StoredTotal, TagRow
 from storage.metadata.cache import CachedTag, CacheEntry, CacheQueries
 from storage.metadata.database import Connection, Cursor, Database, Row
+from storage.metadata.events import EndpointStatus, EventQueries, OutboxEvent, PendingEvent
 from storage.metadata.figures import FigureQueries, Figures
 from storage.metadata.garbage import (
     Blob,
@@ -42,6 +43,8 @@ __all__ = [
     "Connection",
     "Cursor",
     "Database",
+    "EndpointStatus",
+    "EventQueries",
     "FigureQueries",
     "Figures",
     "GarbageQueries",
@@ -52,6 +55,8 @@ __all__ = [
     "ManifestRecord",
     "Metadata",
     "MissingReferences",
+    "OutboxEvent",
+    "PendingEvent",
     "PurgedUpload",
     "Reference",
     "RemovedRepository",

@@ -127,6 +127,35 @@ MIGRATIONS: list[list[Statement]] = [
         # tag names (org.opencontainers.image.description), set when a tag is pushed.
         "ALTER TABLE repositories ADD COLUMN description TEXT",
     ],
+    [
+        # The event outbox: one row per event and webhook endpoint, written in the transaction of the
+        # change it reports, deleted once the endpoint took it; ids rise, so an endpoint gets its
+        # events in order. Per endpoint, what it took and the last failure (for `registry events status`).
+        (
+            "sqlite",
+            """CREATE TABLE event_outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            endpoint TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL)""",
+        ),
+        (
+            "postgresql",
+            """CREATE TABLE event_outbox (
+            id BIGSERIAL PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL)""",
+        ),
+        "CREATE INDEX event_outbox_by_endpoint ON event_outbox (endpoint, id)",
+        """CREATE TABLE event_endpoints (
+            name TEXT PRIMARY KEY,
+            delivered BIGINT NOT NULL DEFAULT 0,
+            failed BIGINT NOT NULL DEFAULT 0,
+            last_error TEXT,
+            last_error_at DOUBLE PRECISION,
+            last_delivered_at DOUBLE PRECISION)""",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

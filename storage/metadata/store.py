@@ -7,12 +7,14 @@ The SQL is written once, with `?` placeholders, for SQLite and PostgreSQL.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.errors import MissingReferences
 from storage.metadata.browse import BrowseQueries
 from storage.metadata.cache import CacheQueries
 from storage.metadata.database import Connection, Database, placeholders
+from storage.metadata.events import EventQueries, OutboxEvent, insert_events
 from storage.metadata.figures import FigureQueries
 from storage.metadata.garbage import GarbageQueries
 from storage.metadata.leases import Leases
@@ -84,10 +86,13 @@ def _check_references(c: Connection, repository: str, blobs: dict[str, int], chi
 class Metadata:
     """The registry's metadata over `db`; holds no state of its own besides the database.
 
-    `garbage`, `logins`, `cache`, `browse` and `figures` are the garbage collector's, the login limiter's,
-    the pull-through cache's, the web UI's and the metrics' queries over the same database; `leases` its
-    named leases. `db` is there for
-    tests and tools that inspect rows; the registry uses the methods.
+    `garbage`, `logins`, `cache`, `browse`, `figures` and `events` are the garbage collector's, the login
+    limiter's, the pull-through cache's, the web UI's, the metrics' and the event outbox's queries over the
+    same database; `leases` its named leases. `db` is there for tests and tools that inspect rows; the
+    registry uses the methods.
+
+    The methods that change what a client sees take `events`, the outbox rows reporting the change:
+    written in the same transaction when the change is made, not at all when it is not.
     """
 
     def __init__(self, db: Database):
@@ -98,6 +103,7 @@ class Metadata:
         self.leases = Leases(db)
         self.browse = BrowseQueries(db)
         self.figures = FigureQueries(db)
+        self.events = EventQueries(db)
 
     async def open(self) -> None:
         """Connect, and bring the schema up to date."""
@@ -138,10 +144,11 @@ class Metadata:
             sql, params = sql + " LIMIT ?", (last, limit)
         return await self.db.read(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
 
-    async def delete_repository(self, repository: str) -> RemovedRepository | None:
+    async def delete_repository(self, repository: str, events: Sequence[OutboxEvent] = ()) -> RemovedRepository | None:
         """Delete a repository with its tags, manifests, blob links and uploads, in one transaction;
         returns what was removed, or None when it does not exist. The bytes are left to the garbage
         collector (and the uploads' to the caller)."""
+        now = time.time()
 
         def delete(c: Connection) -> RemovedRepository | None:
             if c.execute("DELETE FROM repositories WHERE name = ?", (repository,)).rowcount == 0:
@@ -154,6 +161,7 @@ class Metadata:
             uploads = tuple(row[0] for row in rows)
             for upload_id in uploads:
                 _delete_upload(c, upload_id)
+            insert_events(c, events, now)
             return RemovedRepository(tags, manifests, uploads)
 
         return await self.db.write(delete)
@@ -224,18 +232,27 @@ class Metadata:
 
         return await self.db.write(touch)
 
-    async def link_blob(self, repository: str, digest: str, size: int) -> None:
+    async def link_blob(self, repository: str, digest: str, size: int, events: Sequence[OutboxEvent] = ()) -> None:
         """Record that the stored blob `digest` is present and visible in `repository`; raises
         BlobCollecting when the collector is deleting it."""
         now = time.time()
-        await self.db.write(lambda c: link_blob(c, repository, digest, size, now))
 
-    async def unlink_blob(self, repository: str, digest: str) -> bool:
+        def link(c: Connection) -> None:
+            link_blob(c, repository, digest, size, now)
+            insert_events(c, events, now)
+
+        await self.db.write(link)
+
+    async def unlink_blob(self, repository: str, digest: str, events: Sequence[OutboxEvent] = ()) -> bool:
         """Remove `digest` from `repository`; False when it was not linked there."""
+        now = time.time()
 
         def unlink(c: Connection) -> bool:
             cursor = c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
-            return cursor.rowcount > 0
+            if cursor.rowcount == 0:
+                return False
+            insert_events(c, events, now)
+            return True
 
         return await self.db.write(unlink)
 
@@ -297,7 +314,13 @@ class Metadata:
         await self.db.write(lambda c: _delete_upload(c, upload_id))
 
     async def finish_upload(
-        self, upload_id: str, repository: str, digest: str, size: int, upload_size: int | None = None
+        self,
+        upload_id: str,
+        repository: str,
+        digest: str,
+        size: int,
+        upload_size: int | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> bool:
         """In one transaction, if the upload still has `upload_size` bytes (`size` unless given: no
         chunk was added meanwhile), forget it and link blob `digest` of `size` bytes into `repository`;
@@ -311,6 +334,7 @@ class Metadata:
                 return False
             c.execute("DELETE FROM upload_chunks WHERE upload = ?", (upload_id,))
             link_blob(c, repository, digest, size, now)
+            insert_events(c, events, now)
             return True
 
         return await self.db.write(finish)
@@ -325,6 +349,7 @@ class Metadata:
         children: dict[str, int],
         tag: str | None,
         description: str | None = None,
+        events: Sequence[OutboxEvent] = (),
     ) -> None:
         """Store a manifest, its references and optionally a tag pointing at it, in one transaction;
         with a tag, the image's `description` becomes the repository's.
@@ -338,6 +363,7 @@ class Metadata:
         def put(c: Connection) -> None:
             _check_references(c, repository, blobs, children)
             put_manifest_rows(c, repository, manifest, blobs, children, tag, now, description=description)
+            insert_events(c, events, now)
 
         await self.db.write(put)
 
@@ -370,8 +396,9 @@ class Metadata:
         )
         return None if row is None else ManifestRecord(*row)
 
-    async def delete_manifest(self, repository: str, digest: str) -> bool:
+    async def delete_manifest(self, repository: str, digest: str, events: Sequence[OutboxEvent] = ()) -> bool:
         """Delete a manifest, its references and every tag pointing at it; False when unknown."""
+        now = time.time()
 
         def delete(c: Connection) -> bool:
             cursor = c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
@@ -380,15 +407,22 @@ class Metadata:
             c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
             c.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))
             c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
+            insert_events(c, events, now)
             return True
 
         return await self.db.write(delete)
 
-    async def delete_tag(self, repository: str, tag: str) -> bool:
+    async def delete_tag(self, repository: str, tag: str, events: Sequence[OutboxEvent] = ()) -> bool:
         """Delete only the tag; False when unknown."""
-        return await self.db.write(
-            lambda c: c.execute("DELETE FROM tags WHERE repository = ? AND name = ?", (repository, tag)).rowcount > 0
-        )
+        now = time.time()
+
+        def delete(c: Connection) -> bool:
+            if c.execute("DELETE FROM tags WHERE repository = ? AND name = ?", (repository, tag)).rowcount == 0:
+                return False
+            insert_events(c, events, now)
+            return True
+
+        return await self.db.write(delete)
 
     async def list_tags(self, repository: str, last: str, limit: int | None) -> list[str]:
         """Tags of `repository` after `last` in lexical order, at most `limit` (all when None)."""

@@ -123,3 +123,42 @@ def test_commands_that_change_storage_refuse_while_read_only(tmp_path, capsys) -
         assert "maintenance.read_only is on" in str(e.value.code), command
     main(["gc", "--dry-run", "--config", str(config), "--data-dir", data])
     assert "would remove 0 manifests" in capsys.readouterr().out
+
+
+def test_events_status_shows_pending_delivered_and_failed_per_endpoint(tmp_path, capsys) -> None:
+    import asyncio
+
+    from tests.support.app import running_app
+    from tests.support.backends import disk_and_sqlite
+    from tests.support.content import push_blob
+    from tests.support.receiver import Receiver, hooked
+
+    receiver = Receiver()  # never up: every attempt fails
+    settings = hooked(disk_and_sqlite(tmp_path), receiver)
+
+    async def push() -> None:
+        async with running_app(settings) as (_, client):
+            await push_blob(client, "team/app", b"one")
+            await push_blob(client, "team/app", b"two")
+            await asyncio.sleep(0.3)
+
+    asyncio.run(push())
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "events:\n  endpoints:\n"
+        f"    - name: hook0\n      url: {receiver.url}\n"
+        f"    - name: quiet\n      url: {receiver.url}\n"
+    )
+    data = ["--config", str(config), "--data-dir", settings.data_dir]
+    main(["events", "status", "--json", *data])
+    hook, quiet = json.loads(capsys.readouterr().out)
+    assert (hook["name"], hook["pending"], hook["delivered"], hook["configured"]) == ("hook0", 2, 0, True)
+    assert hook["failed"] >= 1 and "Connect" in hook["last_error"] and hook["oldest_pending_age_s"] >= 0.3
+    assert (quiet["name"], quiet["pending"], quiet["failed"]) == ("quiet", 0, 0)
+    main(["events", "status", *data])
+    text = capsys.readouterr().out
+    assert "hook0\n  pending: 2, the oldest" in text and "failed attempts:" in text and "last error" in text
+    main(["repo", "rm", "team/app", *data])  # reported too, by the local user
+    capsys.readouterr()
+    main(["events", "status", "--json", *data])
+    assert json.loads(capsys.readouterr().out)[0]["pending"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -183,3 +184,33 @@ def test_log_format_and_read_only_from_file_and_environment(tmp_path) -> None:
     assert (load_settings(env={}).log.format, load_settings(env={}).maintenance.read_only) == ("text", False)
     with pytest.raises(ConfigError, match=r"log\.format"):
         load_settings(env={"REGISTRY_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "message"),
+    [
+        ("[{name: a, url: ftp://x}]", "events.endpoints[0].url"),
+        ("[{name: '', url: 'http://x'}]", "events.endpoints[0].name"),
+        ("[{name: a, url: 'http://x'}, {name: a, url: 'http://y'}]", "names another endpoint"),
+        ("[{name: a, url: 'http://x', timeout: soon}]", "events.endpoints[0].timeout"),
+        ("[{name: a, url: 'http://x', timeout: 0}]", "more than 0"),
+        ("[{name: a, url: 'http://x', backoff: 10s, backoff_max: 1s}]", "backoff_max: at least backoff"),
+        ("[{name: a, url: 'http://x', ignore: {actions: [push, fetch]}}]", "ignore.actions: fetch"),
+    ],
+)
+def test_event_endpoints_are_checked(endpoints: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(env={"REGISTRY_EVENTS_ENDPOINTS": endpoints})
+
+
+def test_event_endpoints_from_the_environment() -> None:
+    settings = load_settings(
+        env={
+            "REGISTRY_EVENTS_ENDPOINTS": "[{name: ci, url: 'https://ci.example/hook', "
+            "headers: {Authorization: Bearer x}}]",
+            "REGISTRY_EVENTS_PULLS": "true",
+        }
+    )
+    (endpoint,) = settings.events.endpoints
+    assert endpoint.headers == {"Authorization": ["Bearer x"]} and endpoint.backoff == "1s"
+    assert settings.events.pulls is True
