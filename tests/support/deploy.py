@@ -9,6 +9,7 @@ in the wheelhouse, and the tests run containers with host networking on free por
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,25 +80,21 @@ def build_context(directory: Path) -> Path:
 
 def build_image(docker: Docker, tag: str, context: Path, dockerfile: Path, **args: str) -> float:
     """`docker build` `tag` from `dockerfile` in `context` with build arguments `args`, with no network (all the
-    build needs is in the context and the base); returns the seconds."""
+    build needs is in the context and the base); returns the seconds.
+
+    The images of earlier build stages, left untagged by the legacy builder, are removed."""
     started = time.monotonic()
     build_args = [item for name, value in args.items() for item in ("--build-arg", f"{name}={value}")]
     docker.track(tag)
-    docker.run(
-        "build",
-        "--rm",
-        "-q",
-        "--network",
-        "none",
-        "-f",
-        str(dockerfile),
-        *build_args,
-        "-t",
-        tag,
-        str(context),
-        timeout=900,
-    )
-    return time.monotonic() - started
+    output = docker.run(
+        "build", "--rm", "--network", "none", "-f", str(dockerfile), *build_args, "-t", tag, str(context), timeout=900
+    ).stdout
+    seconds = time.monotonic() - started
+    for image in reversed(re.findall(r"^ ---> ([0-9a-f]{12})$", output, re.MULTILINE)):
+        tags = docker.run("image", "inspect", "-f", "{{len .RepoTags}}", image, check=False).stdout.strip()
+        if tags == "0" and docker.image_id(image) != docker.image_id(tag):
+            docker.run("rmi", image, check=False)  # refused for the layers the final image is built on
+    return seconds
 
 
 def image_size(docker: Docker, reference: str) -> int:
