@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench soak clean
+.PHONY: run test lint format bench soak image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ bench: $(VENV)/.test-installed
 # The 30-minute soak alone (also the last workload of `make bench`): worker RSS under mixed load, judged flat.
 soak: $(VENV)/.test-installed
 	$(BIN)/python -m bench.soak
+
+# The container image of deploy/Dockerfile, installed from wheels built here (BASE: the image to build on).
+BASE ?= python:3.11-slim
+image: $(BIN)/python
+	PYTHON=$(BIN)/python deploy/wheelhouse.sh
+	docker build -f deploy/Dockerfile --build-arg BASE=$(BASE) -t registry .
 
 clean:
 	rm -rf $(VENV) data
