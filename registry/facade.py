@@ -171,8 +171,9 @@ class Registry:
             self.events.written(rows)
 
     async def _pull_event(self, target: Target, caller: Caller | None) -> None:
-        """Report a pull, when pulls are reported (a write of its own: a pull changes nothing)."""
-        if self.events is not None and self.events.pulls and caller is not None:
+        """Report a pull, when pulls are reported (a write of its own: a pull changes nothing), and
+        not in read-only mode (nothing is written then)."""
+        if self.events is not None and self.events.pulls and caller is not None and not self.read_only:
             rows = self.events.rows("pull", target, caller)
             await self.metadata.events.enqueue(rows)
             self._written(rows)

@@ -148,6 +148,21 @@ async def test_pulls_are_reported_only_when_asked_for_and_heads_never(tmp_path) 
         )
 
 
+async def test_in_read_only_mode_pulls_are_not_reported_nothing_is_written(tmp_path) -> None:
+    receiver = Receiver()  # never up: what is written stays in the outbox
+    settings = hooked(disk_and_sqlite(tmp_path), receiver, pulls=True)
+    image = make_image()
+    async with running_app(settings) as (_, client):
+        await push_image(client, "team/app", image, "1")
+    settings.maintenance.read_only = True
+    async with running_app(settings) as (app, client):
+        outbox = app.state.registry.metadata.events
+        assert [s.pending for s in await outbox.status()] == [3]  # the push's config, layer and manifest
+        assert (await client.get("/v2/team/app/manifests/1")).status_code == 200
+        assert (await client.get(f"/v2/team/app/blobs/{digest_of(image.config)}")).status_code == 200
+        assert [s.pending for s in await outbox.status()] == [3]
+
+
 async def test_ignored_actions_and_media_types_never_enter_that_endpoints_queue(tmp_path) -> None:
     async with Receiver() as quiet, Receiver() as everything:
         settings = hooked(
