@@ -3,6 +3,7 @@ its app through httpx's ASGI transport, and the real S3 and PostgreSQL servers. 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from storage.drivers import Driver
 from storage.metadata import Metadata, open_metadata
 from tests.support.app import running_app
 from tests.support.backends import BACKENDS, DISK_SQLITE, S3_BUCKET, backend_settings, fresh_schema, registry_postgres
-from tests.support.services import Postgres, SeaweedS3, start_service
+from tests.support.clients import BUSYBOX, Docker, docker_available, rootfs_tar
+from tests.support.services import Postgres, SeaweedS3, require_service, start_service
 
 
 @pytest.fixture
@@ -90,3 +92,25 @@ def client(served: tuple[Starlette, httpx.AsyncClient]) -> httpx.AsyncClient:
 def driver(served: tuple[Starlette, httpx.AsyncClient]) -> Driver:
     """The storage driver of the `served` registry."""
     return served[0].state.registry.driver
+
+
+@pytest.fixture(scope="session")
+def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
+    """The docker CLI with a reachable daemon: skips the tests without one, fails them under CI=true.
+
+    Removes every image it created at the end of the session.
+    """
+    require_service(docker_available(), "the Docker engine (`docker info`)")
+    helper = Docker(tmp_path_factory.mktemp("docker"))
+    yield helper
+    helper.cleanup()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A local busybox base image, imported from a tarball under a unique tag."""
+    require_service(BUSYBOX.exists(), f"{BUSYBOX} (busybox-static)")
+    tarball = rootfs_tar(tmp_path_factory.mktemp("base"))
+    tag = docker.track(f"registry-e2e/base:{uuid.uuid4().hex[:12]}")
+    docker.run("import", "--change", 'CMD ["/bin/sh"]', str(tarball), tag)
+    return tag

@@ -5,13 +5,11 @@ What the tests measure (image sizes, start-up times) is printed at the end of th
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.support.clients import BUSYBOX, Docker, docker_available, rootfs_tar
+from tests.support.clients import Docker
 from tests.support.deploy import (
     REPO_ROOT,
     SERVICE_PACKAGES,
@@ -40,16 +38,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatu
 def measured(request: pytest.FixtureRequest) -> dict[str, str]:
     """What the tests measured, by name, printed at the end of the run."""
     return request.config.stash.setdefault(MEASURED, {})
-
-
-@pytest.fixture(scope="session")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
-    """The docker CLI with a reachable daemon (skipped without one, failed under CI=true); removes the images
-    it created at the end of the session."""
-    require_service(docker_available(), "the Docker engine (`docker info`)")
-    helper = Docker(tmp_path_factory.mktemp("docker"))
-    yield helper
-    helper.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -85,14 +73,4 @@ def services_image(docker: Docker, base_images: BaseImages, tmp_path_factory: py
     weed_for_image(context / "weed")
     tag = unique_name("registry-deploy/services") + ":test"
     build_image(docker, tag, context, REPO_ROOT / "tests" / "deploy" / "services.Dockerfile", BASE=base_images.services)
-    return tag
-
-
-@pytest.fixture(scope="session")
-def busybox_image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A small image to push: a static busybox, imported under a unique tag."""
-    require_service(BUSYBOX.exists(), f"{BUSYBOX} (busybox-static)")
-    tarball = rootfs_tar(tmp_path_factory.mktemp("busybox"))
-    tag = docker.track(f"registry-deploy/busybox:{uuid.uuid4().hex[:12]}")
-    docker.run("import", "--change", 'CMD ["/bin/sh"]', str(tarball), tag)
     return tag

@@ -77,15 +77,15 @@ def push_and_pull(docker: Docker, source: str, reference: str) -> None:
 
 
 def test_pushes_and_pulls_through_the_proxy_go_on_with_a_replica_stopped(
-    docker: Docker, stack: tuple[Compose, int], busybox_image: str
+    docker: Docker, stack: tuple[Compose, int], base_image: str
 ) -> None:
     compose, port = stack
-    push_and_pull(docker, busybox_image, f"127.0.0.1:{port}/team/app:1")
+    push_and_pull(docker, base_image, f"127.0.0.1:{port}/team/app:1")
     for replica in REPLICAS:  # round robin: every replica served part of it
         assert "/v2/team/app/" in docker.run("logs", compose.container(replica)).stderr, replica
 
     compose.run("stop", "registry2")
-    other = docker.build(f"127.0.0.1:{port}/team/other:1", busybox_image, {"/data/payload.txt": b"second image\n"})
+    other = docker.build(f"127.0.0.1:{port}/team/other:1", base_image, {"/data/payload.txt": b"second image\n"})
     docker.run("push", f"127.0.0.1:{port}/team/other:1")
     for reference in (f"127.0.0.1:{port}/team/app:1", f"127.0.0.1:{port}/team/other:1"):
         docker.run("rmi", reference)

@@ -54,7 +54,7 @@ def test_image_is_non_root_with_a_healthcheck_and_a_data_volume(
 
 
 def test_container_turns_healthy_and_docker_pushes_and_pulls_through_it(
-    docker: Docker, registry_image: str, busybox_image: str, volume: str, measured: dict[str, str]
+    docker: Docker, registry_image: str, base_image: str, volume: str, measured: dict[str, str]
 ) -> None:
     port = free_port()
     started = time.monotonic()
@@ -66,11 +66,11 @@ def test_container_turns_healthy_and_docker_pushes_and_pulls_through_it(
     assert docker.run("exec", container, "id", "-u").stdout.strip() == "10001"
 
     reference = docker.track(f"127.0.0.1:{port}/deploy/busybox:1")
-    docker.run("tag", busybox_image, reference)
+    docker.run("tag", base_image, reference)
     docker.run("push", reference)
     docker.run("rmi", reference)
     docker.run("pull", reference)
-    assert docker.image_id(reference) == docker.image_id(busybox_image)
+    assert docker.image_id(reference) == docker.image_id(base_image)
 
     # A new container on the same volume serves what the first one stored.
     docker.run("rm", "-f", container)
@@ -78,4 +78,4 @@ def test_container_turns_healthy_and_docker_pushes_and_pulls_through_it(
     wait_until(lambda: answers(f"http://127.0.0.1:{port}/v2/"), 60, "answering /v2/ again")
     docker.run("rmi", reference)
     docker.run("pull", reference)
-    assert docker.image_id(reference) == docker.image_id(busybox_image)
+    assert docker.image_id(reference) == docker.image_id(base_image)

@@ -8,13 +8,12 @@ daemon configuration is needed. Images are built from a local busybox base image
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.clients import BUSYBOX, Docker, Skopeo, docker_available, rootfs_tar
+from tests.support.clients import Skopeo
 from tests.support.server import RegistryServer, start_server
 from tests.support.services import require_service
 
@@ -52,29 +51,15 @@ def module_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regist
 
 
 @pytest.fixture(scope="session")
-def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
-    """The docker CLI with a reachable daemon: skips the tests without one, fails them under CI=true.
-
-    Removes every image it created at the end of the session.
-    """
-    require_service(docker_available(), "the Docker engine (`docker info`)")
-    helper = Docker(tmp_path_factory.mktemp("docker"))
-    yield helper
-    helper.cleanup()
-
-
-@pytest.fixture(scope="session")
-def base_image(docker: Docker, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A local busybox base image, imported from a tarball under a unique tag."""
-    require_service(BUSYBOX.exists(), f"{BUSYBOX} (busybox-static)")
-    tarball = rootfs_tar(tmp_path_factory.mktemp("base"))
-    tag = docker.track(f"registry-e2e/base:{uuid.uuid4().hex[:12]}")
-    docker.run("import", "--change", 'CMD ["/bin/sh"]', str(tarball), tag)
-    return tag
-
-
-@pytest.fixture(scope="session")
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
     """The skopeo CLI: skips the test without it, fails it under CI=true."""
     require_service(shutil.which("skopeo") is not None, "skopeo")
     return Skopeo(tmp_path_factory.mktemp("skopeo"))
+
+
+@pytest.fixture
+def client_config(tmp_path: Path) -> Path:
+    """A docker client config folder of the test's own, so logins never touch the user's."""
+    folder = tmp_path / "docker-config"
+    folder.mkdir()
+    return folder

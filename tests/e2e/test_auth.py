@@ -53,14 +53,6 @@ def secured(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regis
     server.stop()
 
 
-@pytest.fixture
-def client_config(tmp_path: Path) -> Path:
-    """A docker client config folder of the test's own, so logins never touch the user's."""
-    folder = tmp_path / "docker-config"
-    folder.mkdir()
-    return folder
-
-
 def login(docker: Docker, server: RegistryServer, user: str, password: str, config: Path, check: bool = True):
     return docker.run("login", server.host, "-u", user, "--password-stdin", input=password, config=config, check=check)
 

@@ -83,14 +83,6 @@ def trusted(https_registry: tuple[RegistryServer, ServerCertificate]) -> Iterato
                 DOCKER_CERTS.rmdir()
 
 
-@pytest.fixture
-def client_config(tmp_path: Path) -> Path:
-    """A docker client config folder of the test's own, so logins never touch the user's."""
-    folder = tmp_path / "docker-config"
-    folder.mkdir()
-    return folder
-
-
 def login(docker: Docker, server: RegistryServer, config: Path, check: bool = True):
     return docker.run(
         "login", server.host, "-u", "alice", "--password-stdin", input="alice-pw", config=config, check=check
