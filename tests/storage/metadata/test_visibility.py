@@ -5,8 +5,8 @@ range per query."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from registry.auth.rules import Rules
 from registry.rule_syntax import PULL, make_rule
-from storage.metadata import EVERYTHING, Connection, Cursor, Metadata, Visibility, literal_glob, parse_glob
+from storage.metadata import EVERYTHING, Connection, Metadata, Visibility, literal_glob, parse_glob
 from storage.metadata.visibility import MAX_RANGES, listing_sql
+from tests.support.counting import counted, uncounted
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")
@@ -111,45 +112,18 @@ async def test_more_literal_names_than_ranges_in_a_query_are_all_shown(metadata:
     assert await _walk(metadata, shown, 7) == granted
 
 
-class _Counted:
-    """The store's database, counting the statements each query runs."""
-
-    def __init__(self, db: Any):
-        self.db, self.dialect, self.statements = db, db.dialect, [0]
-
-    def _counting(self, fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
-        def run(conn: Connection) -> T:
-            outer = self
-
-            class Counting:
-                def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
-                    outer.statements.append(outer.statements.pop() + 1)
-                    return conn.execute(sql, parameters)
-
-            return fn(Counting())  # type: ignore[arg-type]
-
-        return run
-
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.read(self._counting(fn))
-
-    async def scan(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.scan(self._counting(fn))
-
-
 async def test_a_catalog_page_is_one_statement_however_few_names_are_shown(metadata: Metadata) -> None:
     names = [f"r{i:05}/app" for i in range(20_000)] + ["zz/app"]
     await _seed(metadata, names)
-    counted = _Counted(metadata.db)
-    metadata.db = counted  # type: ignore[assignment]
+    counter = counted(metadata)
     try:
         shown = Rules([make_rule("*", "{user}/**", ["pull"])], {}).visibility("zz", PULL)
         assert await metadata.list_repositories("", 101, shown) == ["zz/app"]
-        assert counted.statements == [1]
+        assert len(counter.statements) == 1
         assert await metadata.list_repositories("", 101, EVERYTHING) == names[:101]
-        assert counted.statements == [2]
+        assert len(counter.statements) == 2
     finally:
-        metadata.db = counted.db
+        uncounted(metadata)
 
 
 async def test_a_page_is_a_range_scan_of_the_name_index(metadata: Metadata) -> None:
