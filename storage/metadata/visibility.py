@@ -130,12 +130,25 @@ class Visibility:
     @property
     def indexed(self) -> bool:
         """Whether the index ranges hold exactly the names shown, so that a page reads no name it
-        does not show: every rule shows, and every glob is a literal or a literal then `**`."""
-        return all(shown and is_prefix_glob(glob) for glob, shown in self.normal().rules)
+        does not show: every glob is a literal or a literal then `**` (and every hiding one the latter)."""
+        return all(is_prefix_glob(glob) and (shown or len(glob) == 3) for glob, shown in self.normal().rules)
 
     def ranges(self) -> list[Range]:
-        """Disjoint ranges of names, in order, that hold every name shown (at most MAX_RANGES)."""
-        spans = sorted((glob_range(glob) for glob, shown in self.normal().rules if shown), key=lambda span: span[0])
+        """Disjoint ranges of names, in order, that hold every name shown (at most MAX_RANGES): the
+        range of each showing glob, less those of the hiding globs before it that match their whole
+        range (a literal then `**`)."""
+        spans: list[Range] = []
+        cuts: list[Range] = []
+        for glob, shown in self.normal().rules:
+            if not shown:
+                if len(glob) == 3 and is_prefix_glob(glob):
+                    cuts.append(glob_range(glob))
+                continue
+            found = [glob_range(glob)]
+            for cut in cuts:
+                found = _without(found, cut)
+            spans += found
+        spans.sort(key=lambda span: span[0])
         merged: list[Range] = []
         for lo, hi in spans:
             if merged and (merged[-1][1] is None or lo <= merged[-1][1]):
@@ -146,6 +159,18 @@ class Visibility:
         while len(merged) > MAX_RANGES:  # join neighbours: wider ranges, the same names shown
             merged = [(merged[i][0], merged[min(i + 1, len(merged) - 1)][1]) for i in range(0, len(merged), 2)]
         return merged
+
+
+def _without(spans: list[Range], cut: Range) -> list[Range]:
+    """`spans` less the names in `cut`."""
+    low, high = cut
+    kept: list[Range] = []
+    for lo, hi in spans:
+        if lo < low:
+            kept.append((lo, low if hi is None or low < hi else hi))
+        if high is not None and (hi is None or high < hi):
+            kept.append((max(lo, high), hi))
+    return kept
 
 
 EVERYTHING = Visibility(((("", STARS, ""), True),))

@@ -102,6 +102,16 @@ def test_a_star_next_to_two_folds_into_them() -> None:
     assert parse_glob("a") == ("a",)
 
 
+async def test_a_namespace_hidden_before_everything_shown_is_left_out_of_the_ranges(metadata: Metadata) -> None:
+    names = ["a/x", "secret", "secret/a", "secret/b/c", "secret0", "secrets/x", "z"]
+    await _seed(metadata, names)
+    rules = Rules([make_rule("*", "secret/**", ["push"]), make_rule("*", "**", ["pull"])], {})
+    shown = rules.visibility("alice", PULL)
+    assert shown.ranges() == [("", "secret/"), ("secret0", None)] and shown.indexed
+    assert await metadata.list_repositories("", None, shown) == ["a/x", "secret", "secret0", "secrets/x", "z"]
+    assert await _walk(metadata, shown, 1) == ["a/x", "secret", "secret0", "secrets/x", "z"]
+
+
 async def test_more_literal_names_than_ranges_in_a_query_are_all_shown(metadata: Metadata) -> None:
     names = [f"team/app{i:03}" for i in range(300)]
     await _seed(metadata, names)
