@@ -11,7 +11,8 @@ PostgreSQL); one of literals and `*` is the same with every wildcard crossing `/
 exactly as many `/` as the literals (so no wildcard took one); PostgreSQL matches a glob mixing both
 with a regular expression, SQLite with one too, through the REGEXP function the registry's SQLite
 connections define (`regexp`, below). The glob's leading literal bounds the names it can match, so
-each glob also gives a range of `repositories.name` (`name >= prefix AND name < prefix_next`).
+each glob also gives a range of `repositories.name` (`name >= prefix AND name < prefix_next`); a
+query reads the ranges of the showing globs only, less the namespaces hidden before them.
 """
 
 from __future__ import annotations
@@ -102,13 +103,6 @@ class Visibility:
 
     rules: tuple[tuple[Glob, bool], ...]
 
-    def admits(self, name: str) -> bool:
-        """Whether `name` is shown (in Python, as the SQL decides it)."""
-        for glob, shown in self.rules:
-            if glob_regex(glob).fullmatch(name):
-                return shown
-        return False
-
     def normal(self) -> Visibility:
         """The same decisions with no rule that cannot change one: rules after a `**` (it matches every
         name), hiding rules at the end, and globs that hold a NUL (no name does)."""
@@ -122,10 +116,6 @@ class Visibility:
         while kept and not kept[-1][1]:
             kept.pop()
         return Visibility(tuple(kept))
-
-    @property
-    def everything(self) -> bool:
-        return self.normal().rules[:1] == ((("", STARS, ""), True),)
 
     @property
     def indexed(self) -> bool:
