@@ -8,9 +8,9 @@ literals (maybe empty), parts 1, 3... are `*` (any characters but `/`) or `**` (
 
 In SQL, every glob is exact: a literal is `=`; a glob of literals and `**` is GLOB on SQLite (LIKE on
 PostgreSQL); one of literals and `*` is the same with every wildcard crossing `/`, and the name holding
-exactly as many `/` as the literals (so no wildcard took one); PostgreSQL matches a glob mixing both
-with a regular expression, SQLite with one too, through the REGEXP function the registry's SQLite
-connections define (`regexp`, below). The glob's leading literal bounds the names it can match, so
+exactly as many `/` as the literals (so no wildcard took one); a glob mixing both is that GLOB (LIKE),
+then a regular expression: PostgreSQL's own, and on SQLite Python's, through the REGEXP function the
+registry's SQLite connections define (`regexp`, below). The glob's leading literal bounds the names it can match, so
 each glob also gives a range of `repositories.name` (`name >= prefix AND name < prefix_next`); a
 query reads the ranges of the showing globs only, less the namespaces hidden before them.
 """
@@ -170,21 +170,23 @@ def _match_sql(glob: Glob, dialect: str) -> Query:
     """`name` matches `glob`, as SQL of `dialect` with its parameters."""
     if len(glob) == 1:
         return "name = ?", [glob[0]]
-    wildcards = set(glob[1::2])
     literals = glob[::2]
-    if wildcards == {STARS}:
-        if dialect == "postgresql":
-            return "name LIKE ? ESCAPE '\\'", ["%".join(p.translate(_LIKE_SPECIAL) for p in literals)]
-        return "name GLOB ?", ["*".join(p.translate(_GLOB_SPECIAL) for p in literals)]
+    # Every wildcard as one that crosses `/`: the same names for `**`, more for `*`.
     if dialect == "postgresql":
-        return "name ~ ?", ["^" + "".join(_regex_parts(glob, _pg_escape, ".*", "[^/]*")) + "$"]
-    if wildcards == {STAR}:
+        crossing = "name LIKE ? ESCAPE '\\'", "%".join(p.translate(_LIKE_SPECIAL) for p in literals)
+    else:
+        crossing = "name GLOB ?", "*".join(p.translate(_GLOB_SPECIAL) for p in literals)
+    wildcards = set(glob[1::2])
+    if wildcards == {STARS}:
+        return crossing[0], [crossing[1]]
+    if wildcards == {STAR}:  # and no wildcard took a `/`: the name has as many as the literals
         slashes = sum(p.count("/") for p in literals)
-        return (
-            "(name GLOB ? AND LENGTH(name) - LENGTH(REPLACE(name, '/', '')) = ?)",
-            ["*".join(p.translate(_GLOB_SPECIAL) for p in literals), slashes],
-        )
-    return "name REGEXP ?", [glob_regex(glob).pattern]
+        return f"({crossing[0]} AND LENGTH(name) - LENGTH(REPLACE(name, '/', '')) = ?)", [crossing[1], slashes]
+    # Both: a regular expression, for the names the crossing glob lets through (it is quicker).
+    if dialect == "postgresql":
+        regex = "^" + "".join(_regex_parts(glob, _pg_escape, ".*", "[^/]*")) + "$"
+        return f"({crossing[0]} AND name ~ ?)", [crossing[1], regex]
+    return f"({crossing[0]} AND name REGEXP ?)", [crossing[1], glob_regex(glob).pattern]
 
 
 def shown_sql(visibility: Visibility, dialect: str) -> Query:

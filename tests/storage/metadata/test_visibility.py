@@ -75,7 +75,7 @@ def rules_and_names(draw: st.DrawFn) -> tuple[list[tuple[str, str, list[str]]], 
     return rules, sorted(names)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(drawn=rules_and_names(), limit=st.integers(1, 4), term=st.text("ab/._%", max_size=2))
 async def test_the_sql_shows_exactly_what_the_rules_let_pull(
     metadata: Metadata, drawn: tuple[list[tuple[str, str, list[str]]], list[str]], limit: int, term: str
