@@ -13,7 +13,7 @@ from registry.errors import ManifestRead, NameUnknown, storage_errors
 from registry.layout import blob_key
 from registry.names import Digest
 from registry.oci import CONFIG_READ_MAX, INDEX_TYPES, Manifest, parse_manifest
-from storage.metadata import ManifestRecord, RepositoryStats, RepositoryUsage, StoredTotal, TagRow
+from storage.metadata import ManifestRecord, RepositoryStats, RepositoryUsage, StoredTotal, TagRow, Visibility
 
 if TYPE_CHECKING:
     from registry.facade import Registry
@@ -38,22 +38,16 @@ class Browsing:
     def __init__(self, registry: Registry):
         self.registry = registry
 
-    async def repositories(
-        self, term: str, page: int, per_page: int, visible: Callable[[str], bool]
-    ) -> RepositoryListing:
-        """Page `page` (from 1) of `per_page` repositories `visible` admits whose name or description
+    async def repositories(self, term: str, page: int, per_page: int, shown: Visibility) -> RepositoryListing:
+        """Page `page` (from 1) of `per_page` repositories that `shown` shows whose name or description
         holds `term` (ignoring case, as `search` matches; every repository for ""), by name, each with
-        its stats. Only the names are read for all (the page's stats in one statement)."""
-        if term:
-            matched = [name for name, _ in await self.registry.metadata.search_repositories(term)]
-        else:
-            matched = await self.registry.metadata.list_repositories("", None)
-        shown = [name for name in matched if visible(name)]
-        start = (page - 1) * per_page
-        names = shown[start : start + per_page]
+        its stats. The index counts them and reads the page's names in one snapshot (within the ranges
+        of `shown`), then the page's stats in one statement."""
+        total, found = await self.registry.metadata.search_repositories(term, shown, (page - 1) * per_page, per_page)
+        names = [name for name, _ in found]
         stats = await self.registry.metadata.browse.repository_stats(names)
         # A name without stats was deleted since the names were read.
-        return RepositoryListing(len(shown), [stats[name] for name in names if name in stats])
+        return RepositoryListing(total, [stats[name] for name in names if name in stats])
 
     async def tags(self, repository: str, order: str, descending: bool, page: int, per_page: int) -> TagListing:
         """Page `page` (from 1) of `per_page` tags of `repository` by `order` (`name` or `pushed`), each

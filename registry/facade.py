@@ -45,7 +45,7 @@ from registry.oci import (
 from registry.proxy.pull_through import MISS, PullThrough
 from registry.proxy.routing import Route, Routes
 from storage.drivers import Driver
-from storage.metadata import Blob, ManifestRecord, Metadata, OutboxEvent, RemovedRepository
+from storage.metadata import Blob, ManifestRecord, Metadata, OutboxEvent, RemovedRepository, Visibility
 
 # The types of the facade's methods, for its callers (no handler imports `storage`).
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "PulledManifest",
     "Registry",
     "RemovedRepository",
+    "Visibility",
 ]
 
 DEFAULT_MANIFEST_MAX_BYTES = 4 << 20
@@ -500,24 +501,16 @@ class Registry:
 
         return await self._pulled(repository, namespace, lambda: listed(repository), cached)
 
-    async def repositories(self, last: str, limit: int | None, visible: Callable[[str], bool]) -> Page:
-        """Repository names after `last`, lexically, leaving out those `visible` rejects."""
-        batch = 1000 if limit is None else max(limit + 1, 100)
-        last = _without_nul(last)
-        found: list[str] = []
-        while True:
-            names = await self.metadata.list_repositories(last, batch)
-            found += [n for n in names if visible(n)]
-            if len(names) < batch or (limit is not None and len(found) > limit):
-                return _page(found, limit)
-            last = names[-1]
+    async def repositories(self, last: str, limit: int | None, shown: Visibility) -> Page:
+        """Repository names after `last` that `shown` shows, lexically: one query of the index."""
+        names = await self.metadata.list_repositories(_without_nul(last), None if limit is None else limit + 1, shown)
+        return _page(names, limit)
 
-    async def search(self, term: str, page: int, per_page: int, visible: Callable[[str], bool]) -> Found:
-        """Page `page` (from 1) of `per_page` repositories whose name or description holds `term`
-        (ignoring case), by name, leaving out those `visible` rejects."""
-        found = [(name, about) for name, about in await self.metadata.search_repositories(term) if visible(name)]
-        start = (page - 1) * per_page
-        return Found(len(found), found[start : start + per_page])
+    async def search(self, term: str, page: int, per_page: int, shown: Visibility) -> Found:
+        """Page `page` (from 1) of `per_page` repositories that `shown` shows whose name or description
+        holds `term` (ignoring case), by name."""
+        total, found = await self.metadata.search_repositories(term, shown, (page - 1) * per_page, per_page)
+        return Found(total, found)
 
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> dict[str, Any]:
         """The OCI image index of the manifests in `repository` whose subject is `subject`."""

@@ -20,17 +20,21 @@ from registry.auth.limiter import LoginLimiter
 from registry.auth.rules import Rules
 from registry.auth.users import Htpasswd
 from registry.errors import Denied, TooManyRequests, Unauthorized
+from registry.rule_syntax import PULL
+from storage.metadata import EVERYTHING, Visibility
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller of a request: `user` (None: anonymous) and `may(repository, action)`."""
+    """The caller of a request: `user` (None: anonymous), `may(repository, action)`, and `pulls()`: the
+    repositories they may pull as a filter for the index (exactly those `may(name, PULL)` admits)."""
 
     user: str | None
     may: Callable[[str, str], bool]
+    pulls: Callable[[], Visibility]
 
 
-ANYONE = Principal(None, lambda repository, action: True)
+ANYONE = Principal(None, lambda repository, action: True, lambda: EVERYTHING)
 
 
 class MalformedCredentials(ValueError):
@@ -83,7 +87,9 @@ def rules_allow(rules: Rules, user: str | None, needed: Access) -> bool:
 
 
 def rules_principal(rules: Rules, user: str | None) -> Principal:
-    return Principal(user, lambda repository, action: action in rules.actions(user, repository))
+    return Principal(
+        user, lambda repository, action: action in rules.actions(user, repository), lambda: rules.visibility(user, PULL)
+    )
 
 
 class OpenGate:

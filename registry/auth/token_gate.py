@@ -11,6 +11,8 @@ from registry.auth.rules import Rules
 from registry.auth.tokens import Claims, InvalidToken, TokenVerifier
 from registry.edge import valid_host
 from registry.errors import Denied, Unauthorized
+from registry.rule_syntax import PULL
+from storage.metadata import Visibility, literal_glob
 
 
 class TokenGate:
@@ -81,6 +83,10 @@ class TokenGate:
         if claims.issuer == self.own_issuer:
             return rules_principal(self.rules, claims.subject)
         granted = claims.access
+        pulled = {a.name for a in granted if a.type == "repository" and ("*" in a.actions or PULL in a.actions)}
+        shown = Visibility(tuple((literal_glob(name), True) for name in sorted(pulled)))
         return Principal(
-            claims.subject, lambda repository, action: covers(granted, Access("repository", repository, (action,)))
+            claims.subject,
+            lambda repository, action: covers(granted, Access("repository", repository, (action,))),
+            lambda: shown,
         )

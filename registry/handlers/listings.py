@@ -15,7 +15,6 @@ from registry.handlers.base import (
     repository,
 )
 from registry.oci import OCI_INDEX
-from registry.rule_syntax import PULL
 
 CATALOG_PAGE = 100
 CATALOG_PAGE_MAX = 1000
@@ -35,7 +34,7 @@ async def catalog(request: Request) -> Response:
     """`GET` the repositories the caller may pull from, a page at a time."""
     last, limit = pagination(request, CATALOG_PAGE, CATALOG_PAGE_MAX)
     principal = request.state.principal
-    page = await registry_of(request).repositories(last, limit, lambda name: principal.may(name, PULL))
+    page = await registry_of(request).repositories(last, limit, principal.pulls())
     headers = next_link(request.url.path, page.items[-1], limit) if page.more and page.items else None
     return json_response({"repositories": page.items}, headers=headers)
 

@@ -7,7 +7,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.handlers.base import json_response, query_number, registry_of
-from registry.rule_syntax import PULL
 
 PAGE_SIZE = 25  # the engine's default `n`
 PAGE_SIZE_MAX = 100  # the engine's largest `--limit`
@@ -32,7 +31,7 @@ async def search(request: Request) -> Response:
     size = _number(request, "n", PAGE_SIZE, PAGE_SIZE_MAX)
     page = _number(request, "page", 1, 1 << 31)
     principal = request.state.principal
-    found = await registry_of(request).search(term, page, size, lambda name: principal.may(name, PULL))
+    found = await registry_of(request).search(term, page, size, principal.pulls())
     results = [
         {"name": name, "description": about or "", "star_count": 0, "is_official": False, "is_automated": False}
         for name, about in found.repositories

@@ -47,7 +47,7 @@ async def repositories(request: Request, visitor: Visitor) -> Response:
     term = request.query_params.get("q", "")[:TERM_MAX]
     number = page_number(request)
     listing = await registry_of(request).browsing.repositories(
-        term, number, REPOSITORIES_PER_PAGE, lambda name: visitor.principal.may(name, PULL)
+        term, number, REPOSITORIES_PER_PAGE, visitor.principal.pulls()
     )
     return render(
         request,

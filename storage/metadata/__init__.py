@@ -28,9 +28,11 @@ from storage.metadata.rows import ManifestRecord
 from storage.metadata.schema import DELETING, PRESENT
 from storage.metadata.sqlite import SQLiteDatabase
 from storage.metadata.store import Chunk, Metadata, RemovedRepository, Upload
+from storage.metadata.visibility import EVERYTHING, Glob, Visibility, literal_glob, parse_glob
 
 __all__ = [
     "DELETING",
+    "EVERYTHING",
     "PRESENT",
     "Blob",
     "BlobCollecting",
@@ -48,6 +50,7 @@ __all__ = [
     "FigureQueries",
     "Figures",
     "GarbageQueries",
+    "Glob",
     "Leases",
     "Limits",
     "Logins",
@@ -71,7 +74,10 @@ __all__ = [
     "Totals",
     "Upload",
     "UploadTotals",
+    "Visibility",
+    "literal_glob",
     "open_metadata",
+    "parse_glob",
 ]
 
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from storage.metadata.database import Connection
 from storage.metadata.schema import migrate
+from storage.metadata.visibility import regexp
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
@@ -64,6 +65,7 @@ def _connect(path: str) -> sqlite3.Connection:
                 raise
             time.sleep(0.02)
     conn.execute("PRAGMA synchronous=FULL")
+    conn.create_function("regexp", 2, regexp, deterministic=True)  # `name REGEXP ?` (visibility.py)
     return conn
 
 

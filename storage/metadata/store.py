@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from storage.errors import MissingReferences
 from storage.metadata.browse import BrowseQueries
 from storage.metadata.cache import CacheQueries
-from storage.metadata.database import Connection, Database, placeholders
+from storage.metadata.database import Connection, Database, one, placeholders
 from storage.metadata.events import EventQueries, OutboxEvent, insert_events
 from storage.metadata.figures import FigureQueries
 from storage.metadata.garbage import GarbageQueries
@@ -21,6 +21,7 @@ from storage.metadata.leases import Leases
 from storage.metadata.logins import Logins
 from storage.metadata.rows import ManifestRecord, link_blob, put_manifest_rows
 from storage.metadata.schema import PRESENT
+from storage.metadata.visibility import EVERYTHING, Visibility, listing_sql, search_sql
 
 TOUCH_INTERVAL_S = 1.0  # a blob used this recently is not marked used again (saves a write per push)
 
@@ -121,28 +122,36 @@ class Metadata:
             lambda c: c.execute("SELECT 1 FROM repositories WHERE name = ?", (repository,)).fetchone() is not None
         )
 
-    async def search_repositories(self, term: str) -> list[tuple[str, str | None]]:
-        """(name, description) of every repository whose name or description holds `term`, ignoring
-        case, in lexical order of name."""
-        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        # SQLite's LIKE ignores case (of ASCII letters) by itself, measured twice as fast as LOWER() on
-        # both sides; PostgreSQL's ILIKE does the same.
-        like = "ILIKE" if self.db.dialect == "postgresql" else "LIKE"
-        sql = (
-            f"SELECT name, description FROM repositories WHERE name {like} ? ESCAPE '\\' "
-            f"OR description {like} ? ESCAPE '\\' ORDER BY name"
-        )
-        rows = await self.db.scan(lambda c: c.execute(sql, (pattern, pattern)).fetchall())
-        return [(row[0], row[1]) for row in rows]
+    async def search_repositories(
+        self, term: str, shown: Visibility, offset: int, limit: int
+    ) -> tuple[int, list[tuple[str, str | None]]]:
+        """How many repositories `shown` shows whose name or description holds `term` (ignoring case;
+        every one for ""), and (name, description) of `limit` of them after the first `offset`, in
+        lexical order of name. Only the index ranges of `shown` are read."""
+        query = search_sql(shown, self.db.dialect, term)
+        if query is None:
+            return 0, []
+        found, params = query
+        count = f"SELECT COUNT(*) FROM ({found}) AS found"
+        page = f"SELECT name, description FROM ({found}) AS found ORDER BY name LIMIT ? OFFSET ?"
 
-    async def list_repositories(self, last: str, limit: int | None) -> list[str]:
-        """Names after `last` in lexical order, at most `limit` (all when None)."""
-        sql = "SELECT name FROM repositories WHERE name > ? ORDER BY name"
-        params: tuple[str | int, ...] = (last,)
-        if limit is not None:
-            sql, params = sql + " LIMIT ?", (last, limit)
-        return await self.db.read(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
+        def run(c: Connection) -> tuple[int, list[tuple[str, str | None]]]:
+            total = one(c.execute(count, params))[0]
+            rows = c.execute(page, [*params, limit, offset]).fetchall() if offset < total else []
+            return total, [(row[0], row[1]) for row in rows]
+
+        return await self.db.scan(run)
+
+    async def list_repositories(self, last: str, limit: int | None, shown: Visibility = EVERYTHING) -> list[str]:
+        """Names after `last` that `shown` shows, in lexical order, at most `limit` (all when None).
+        One index range scan per range of `shown`; on the event loop (SQLite) only when the ranges hold
+        no other name, else in a worker thread."""
+        query = listing_sql(shown, self.db.dialect, last, limit)
+        if query is None:
+            return []
+        sql, params = query
+        run = self.db.read if shown.indexed else self.db.scan
+        return await run(lambda c: [row[0] for row in c.execute(sql, params).fetchall()])
 
     async def delete_repository(self, repository: str, events: Sequence[OutboxEvent] = ()) -> RemovedRepository | None:
         """Delete a repository with its tags, manifests, blob links and uploads, in one transaction;

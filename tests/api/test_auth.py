@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 
 from registry.auth.access import access
 from registry.auth.users import Htpasswd
-from registry.config import Settings
+from registry.config import IssuerSettings, Settings
 from tests.support.app import app_client, running_app
 from tests.support.content import digest_of, error_codes, make_image, push_blob, push_image
 from tests.support.users import basic, bearer, configure, htpasswd_bytes
@@ -217,6 +220,38 @@ async def test_catalog_lists_only_what_the_caller_may_pull(token_client: httpx.A
         r = await token_client.get("/v2/_catalog", headers=bearer(token))
         seen[user] = r.json()["repositories"]
     assert seen == {"alice": ["alice/a", "public/p"], "root": ["alice/a", "bob/b", "public/p"], None: ["public/p"]}
+
+
+async def test_catalog_for_another_issuers_token_lists_what_its_access_claim_lets_pull(
+    settings: Settings, htpasswd_file: bytes, tmp_path
+) -> None:
+    external = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(external.public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "ext-1", "use": "sig"}]}))
+    configured = configure(settings, "token", htpasswd_file)
+    configured.auth.token.issuers = [IssuerSettings(issuer="gitlab", jwks=str(tmp_path / "jwks.json"))]
+    access_claim = [
+        {"type": "registry", "name": "catalog", "actions": ["*"]},
+        {"type": "repository", "name": "team/a", "actions": ["pull"]},
+        {"type": "repository", "name": "team/b", "actions": ["push"]},
+        {"type": "repository", "name": "team/c", "actions": ["*"]},
+        {"type": "repository", "name": "team/*", "actions": ["pull"]},  # a name, not a glob
+    ]
+    claims = {"iss": "gitlab", "sub": "carol", "aud": "registry", "exp": int(time.time()) + 60, "access": access_claim}
+    token = jwt.encode(claims, external, algorithm="RS256", headers={"kid": "ext-1"})
+    async with running_app(configured) as (app, client):
+        await app.state.registry.metadata.db.write(
+            lambda c: c.executemany(
+                "INSERT INTO repositories (name, created_at) VALUES (?, 0)",
+                [(name,) for name in ("team/a", "team/b", "team/c", "team/d", "zed")],
+            )
+        )
+        r = await client.get("/v2/_catalog", params={"n": 1}, headers=bearer(token))
+        assert r.json()["repositories"] == ["team/a"] and "Link" in r.headers
+        r = await client.get("/v2/_catalog", params={"n": 1, "last": "team/a"}, headers=bearer(token))
+        assert r.json()["repositories"] == ["team/c"]
+        r = await client.get("/v1/search", params={"q": "team"}, headers=bearer(token))
+        assert [found["name"] for found in r.json()["results"]] == ["team/a", "team/c"]
 
 
 async def test_htpasswd_mode_checks_basic_credentials_and_rules(basic_client: httpx.AsyncClient) -> None:

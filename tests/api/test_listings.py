@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import unquote
 
 import httpx
 import pytest
 
+from registry.config import Settings
+from tests.support.app import running_app
 from tests.support.content import OCI_MANIFEST, digest_of, error_codes, make_image, push_blob, push_image, push_referrer
+from tests.support.counting import counted, uncounted
+from tests.support.users import basic, configure, htpasswd_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -63,6 +68,29 @@ async def test_catalog_lists_every_repository_lexically_across_pages(client: htt
     assert [len(p) for p in pages] == [10, 10, 7]
     assert [n for page in pages for n in page] == sorted(names)
     assert (await client.get("/v2/_catalog")).json()["repositories"] == sorted(names)
+
+
+async def test_a_filtered_catalog_page_over_many_repositories_is_one_statement(
+    settings: Settings, tmp_path: Path
+) -> None:
+    names = [f"r{i:05d}/app" for i in range(5000)] + ["alice/app", "alice/tools", "public/base"]
+    async with running_app(configure(settings, "htpasswd", htpasswd_bytes(tmp_path))) as (app, client):
+        metadata = app.state.registry.metadata
+        await metadata.db.write(
+            lambda c: c.executemany("INSERT INTO repositories (name, created_at) VALUES (?, 0)", [(n,) for n in names])
+        )
+        counter = counted(metadata)
+        try:
+            seen = {}
+            for user in ("alice", "root"):
+                client.headers.update(basic(user, f"{user}-pw"))
+                del counter.statements[:]
+                pages = await walk(client, "/v2/_catalog?n=2", "repositories")
+                seen[user] = [n for page in pages for n in page]
+                assert len(counter.statements) == len(pages), counter.statements  # one a page, never a batch more
+        finally:
+            uncounted(metadata)
+    assert seen == {"alice": ["alice/app", "alice/tools", "public/base"], "root": sorted(names)}
 
 
 async def test_referrers_list_artifacts_pointing_at_a_manifest(client: httpx.AsyncClient) -> None:
