@@ -8,17 +8,19 @@ from __future__ import annotations
 from storage.errors import BlobCollecting, MissingReferences
 from storage.metadata.browse import BrowseQueries, RepositoryStats, RepositoryUsage, StoredTotal, TagRow
 from storage.metadata.cache import CachedTag, CacheEntry, CacheQueries
-from storage.metadata.database import Connection, Cursor, Database, Row
+from storage.metadata.database import Connection, Cursor, Database, Row, Session
 from storage.metadata.events import EndpointStatus, EventQueries, OutboxEvent, PendingEvent
 from storage.metadata.figures import FigureQueries, Figures
 from storage.metadata.garbage import (
     Blob,
-    BlobRow,
     GarbageQueries,
-    ManifestNode,
+    ManifestKey,
+    MarkedBlobs,
+    Marks,
     PurgedUpload,
     Reference,
-    Snapshot,
+    Removable,
+    RemovedManifest,
     Totals,
     UploadTotals,
 )
@@ -34,7 +36,6 @@ __all__ = [
     "PRESENT",
     "Blob",
     "BlobCollecting",
-    "BlobRow",
     "BrowseQueries",
     "CacheEntry",
     "CacheQueries",
@@ -51,21 +52,25 @@ __all__ = [
     "Leases",
     "Limits",
     "Logins",
-    "ManifestNode",
+    "ManifestKey",
     "ManifestRecord",
+    "MarkedBlobs",
+    "Marks",
     "Metadata",
     "MissingReferences",
     "OutboxEvent",
     "PendingEvent",
     "PurgedUpload",
     "Reference",
+    "Removable",
+    "RemovedManifest",
     "RemovedRepository",
     "RepositoryStats",
     "RepositoryUsage",
     "Reservation",
     "Row",
     "SQLiteDatabase",
-    "Snapshot",
+    "Session",
     "StoredTotal",
     "TagRow",
     "Totals",
