@@ -34,8 +34,7 @@ from registry.layout import blob_key, upload_prefix
 from registry.names import parse_digest
 from registry.proxy.eviction import evict
 from storage.drivers import Driver, Entry
-from storage.metadata import Blob, ManifestKey, Metadata, RemovedManifest
-from storage.metadata.garbage import BLOB_BATCH, MANIFEST_BATCH
+from storage.metadata import BLOB_BATCH, MANIFEST_BATCH, Blob, ManifestKey, Metadata, RemovedManifest
 
 log = logging.getLogger("registry.gc")
 

@@ -12,6 +12,8 @@ from storage.metadata.database import Connection, Cursor, Database, Row, Session
 from storage.metadata.events import EndpointStatus, EventQueries, OutboxEvent, PendingEvent
 from storage.metadata.figures import FigureQueries, Figures
 from storage.metadata.garbage import (
+    BLOB_BATCH,
+    MANIFEST_BATCH,
     Blob,
     GarbageQueries,
     ManifestKey,
@@ -32,7 +34,9 @@ from storage.metadata.sqlite import SQLiteDatabase
 from storage.metadata.store import Chunk, Metadata, RemovedRepository, Upload
 
 __all__ = [
+    "BLOB_BATCH",
     "DELETING",
+    "MANIFEST_BATCH",
     "PRESENT",
     "Blob",
     "BlobCollecting",
