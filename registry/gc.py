@@ -9,6 +9,10 @@ nothing refers to; uploads untouched for `purge_after`. Blobs go in two steps (m
 bytes deleted, rows dropped), so a concurrent push either keeps a blob or sees it gone and uploads
 it again; a manifest is never accepted with a reference to a blob being deleted.
 
+Memory does not grow with the index: the manifests to keep are marked inside the database (a
+temporary table: `GarbageQueries.marked`), the rest is read a page of keys at a time, and every
+delete is a write transaction of at most MANIFEST_BATCH manifests or BLOB_BATCH blobs.
+
 Then what storage holds and the metadata does not know, older than the grace period: orphans (bytes
 under `blobs/` without a row, from a crash between storing a blob and linking it; upload folders
 without an upload), deleted with the same two steps (an orphan blob stays while an upload of its

@@ -19,8 +19,8 @@ from storage.metadata.leases import Leases
 from storage.metadata.schema import DELETING, PRESENT
 
 GC_LEASE = "gc"
-MANIFEST_BATCH = 500  # manifests decided in one write transaction (each deletes its references and link too)
-BLOB_BATCH = 2000  # blobs marked, or forgotten, in one write transaction
+MANIFEST_BATCH = 50  # manifests decided in one write transaction (each deletes its references and link too)
+BLOB_BATCH = 1000  # blobs marked, or forgotten, in one write transaction
 
 
 @dataclass(frozen=True, slots=True)
