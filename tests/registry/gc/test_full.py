@@ -8,6 +8,7 @@ import re
 import resource
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -107,6 +108,50 @@ async def test_no_write_transaction_of_a_full_collection_holds_more_than_a_batch
     assert sum(1 for w in db.writes if w["blobs"]) >= 2 * garbage_blobs // BLOB_BATCH  # marked, then forgotten
     again = await Collector(metadata, MemoryDriver(), grace_s=3600, purge_after_s=86400).run(delete_untagged=True)
     assert (again.manifests_removed, again.blobs_removed) == (0, 0)
+
+
+def _digest(first: str, n: int = 0) -> str:
+    """A digest starting with hex digit `first`: the keyset order of the collector's pages."""
+    return f"sha256:{first}{n:063x}"
+
+
+async def test_indexes_and_referrers_across_pages_dry_run_and_collection_agree(metadata: Metadata) -> None:
+    """Untagged indexes whose children come first by digest (so a child's page is done before its
+    parent's), referrers of referrers, a referrer of a missing subject, a tagged index, a young manifest."""
+    old, young = time.time() - 86400, time.time()
+    pairs = MANIFEST_BATCH + 10
+    parents, children = [_digest("f", n) for n in range(pairs)], [_digest("0", n) for n in range(pairs)]
+    tagged, child, signature, its_signature = _digest("e"), _digest("1"), _digest("2"), _digest("3")
+    referrer, its_referrer, orphaned, newest = _digest("4"), _digest("5"), _digest("6"), _digest("8")
+    manifests = [(d, None, old) for d in [*parents, *children, tagged, child]]
+    manifests += [(signature, child, old), (its_signature, signature, old), (referrer, parents[0], old)]
+    manifests += [(its_referrer, referrer, old), (orphaned, _digest("7"), old), (newest, None, young)]
+
+    def insert(c: Connection) -> None:
+        c.executemany(
+            "INSERT INTO manifests (repository, digest, media_type, subject, size, created_at) "
+            "VALUES ('team/app', ?, 'application/vnd.oci.image.index.v1+json', ?, 10, ?)",
+            manifests,
+        )
+        c.executemany(
+            "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES (?, 10, 'present', ?, ?)",
+            [(d, at, at) for d, _, at in manifests],
+        )
+        c.executemany(
+            "INSERT INTO manifest_references (repository, manifest, child, kind) VALUES ('team/app', ?, ?, 'manifest')",
+            [*zip(parents, children, strict=True), (tagged, child)],
+        )
+        c.execute("INSERT INTO tags (repository, name, digest, updated_at) VALUES ('team/app', 'v1', ?, 0)", (tagged,))
+
+    await metadata.db.write(insert)
+    collector = Collector(metadata, MemoryDriver(), grace_s=3600, purge_after_s=86400)
+    for delete_untagged, removed in [(False, 1), (True, 2 * pairs + 2)]:  # the orphaned referrer; then the rest
+        planned = await collector.run(dry_run=True, delete_untagged=delete_untagged)
+        done = await collector.run(delete_untagged=delete_untagged)
+        assert (planned.manifests_removed, planned.blobs_removed) == (removed, removed)
+        assert (done.manifests_removed, done.blobs_removed) == (removed, removed)
+    left = await metadata.db.read(lambda c: {row[0] for row in c.execute("SELECT digest FROM manifests").fetchall()})
+    assert left == {tagged, child, signature, its_signature, newest}
 
 
 def _capped() -> None:
