@@ -173,14 +173,7 @@ def _unkept(c: Connection, after: ManifestKey | None, limit: int) -> list[Manife
     """The next `limit` manifests after `after` (by repository and digest) that `gc_kept` lacks."""
     where, parameters = "", []
     if after is not None:
-        where, parameters = (
-            "(m.repository > ? OR (m.repository = ? AND m.digest > ?)) AND ",
-            [
-                after.repository,
-                after.repository,
-                after.digest,
-            ],
-        )
+        where, parameters = "(m.repository, m.digest) > (?, ?) AND ", [after.repository, after.digest]
     rows = c.execute(
         f"SELECT m.repository, m.digest FROM manifests m WHERE {where}NOT EXISTS "
         "(SELECT 1 FROM gc_kept k WHERE k.repository = m.repository AND k.digest = m.digest) "
