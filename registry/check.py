@@ -1,4 +1,7 @@
-"""`registry check`: do the metadata and the storage agree? Reads both, changes nothing."""
+"""`registry check`: do the metadata and the storage agree? Reads both, changes nothing.
+
+It streams: the metadata is read a page of keys at a time and the storage listing a batch at a time,
+so its memory does not grow with the index (the problems it reports are kept)."""
 
 from __future__ import annotations
 
@@ -7,12 +10,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from registry.gc import ORPHAN_BATCH, digest_of_key
 from registry.layout import blob_key
 from registry.names import parse_digest
 from storage.drivers import Driver, NotFound
-from storage.metadata import PRESENT, Metadata
+from storage.metadata import Blob, Metadata, Reference
 
 CONCURRENCY = 32
+PAGE = 1000  # rows of the metadata read at once
 
 
 @dataclass
@@ -43,48 +48,53 @@ async def check(
     leftovers of writes abandoned mid-way (on S3 that includes writes in progress that have not
     sent a part for a while: see `Driver.abandoned`)."""
     queries = metadata.garbage
-    snapshot = await queries.snapshot()
-    report = CheckReport(manifests=len(snapshot.manifests))
-    present = {b.digest: b.size for b in snapshot.blobs if b.state == PRESENT}
-    report.blobs = len(present)
-    for m in snapshot.manifests:
-        if m.digest not in present:
-            report.problems.append(f"manifest {m.repository}@{m.digest}: its bytes are not a present blob")
+    report = CheckReport(manifests=(await queries.totals()).manifests)
+    for m in await queries.manifests_without_bytes():
+        report.problems.append(f"manifest {m.repository}@{m.digest}: its bytes are not a present blob")
     cached = tuple(f"{prefix}/" for prefix in cache_prefixes)
-    for ref in snapshot.blob_refs:
-        if ref.child in present:
-            continue
-        if ref.repository.startswith(cached):
-            report.not_yet_cached += 1
-        else:
-            report.problems.append(
-                f"manifest {ref.repository}@{ref.manifest} refers to {ref.child}, which is not present"
-            )
+    after: Reference | None = None
+    while page := await queries.missing_blob_references(after, PAGE):
+        after = page[-1]
+        for ref in page:
+            if ref.repository.startswith(cached):
+                report.not_yet_cached += 1
+            else:
+                report.problems.append(
+                    f"manifest {ref.repository}@{ref.manifest} refers to {ref.child}, which is not present"
+                )
 
     gate = asyncio.Semaphore(CONCURRENCY)
 
-    async def check_blob(digest: str, size: int) -> None:
+    async def check_blob(blob: Blob) -> None:
         async with gate:
             try:
-                entry = await driver.stat(blob_key(digest))
+                entry = await driver.stat(blob_key(blob.digest))
             except NotFound:
-                report.problems.append(f"blob {digest}: no bytes in storage")
+                report.problems.append(f"blob {blob.digest}: no bytes in storage")
                 return
-            if entry.size != size:
-                report.problems.append(f"blob {digest}: {entry.size} bytes stored, {size} recorded")
+            if entry.size != blob.size:
+                report.problems.append(f"blob {blob.digest}: {entry.size} bytes stored, {blob.size} recorded")
             elif verify_digests:
-                expected = parse_digest(digest)
+                expected = parse_digest(blob.digest)
                 hasher = expected.hasher()
-                async for data in driver.reader(blob_key(digest)):
+                async for data in driver.reader(blob_key(blob.digest)):
                     hasher.update(data)
                 if hasher.hexdigest() != expected.encoded:
-                    report.problems.append(f"blob {digest}: the stored bytes hash to another digest")
+                    report.problems.append(f"blob {blob.digest}: the stored bytes hash to another digest")
 
-    await asyncio.gather(*(check_blob(d, s) for d, s in present.items()))
-    known_keys = {blob_key(b.digest) for b in snapshot.blobs}
+    last = ""
+    while blobs := await queries.present_blobs(last, PAGE):
+        last = blobs[-1].digest
+        report.blobs += len(blobs)
+        await asyncio.gather(*(check_blob(b) for b in blobs))
+
+    keys: list[str] = []
     async for entry in driver.list("blobs/"):
-        if entry.key not in known_keys:
-            report.orphans.append(entry.key)
+        keys.append(entry.key)
+        if len(keys) == ORPHAN_BATCH:
+            report.orphans += await _unknown_blob_keys(metadata, keys)
+            keys = []
+    report.orphans += await _unknown_blob_keys(metadata, keys)
     uploads = set(await queries.upload_ids())
     async for entry in driver.list("uploads/"):
         if entry.key.split("/")[1] not in uploads:
@@ -93,3 +103,10 @@ async def check(
         report.leftovers.append(leftover.key)
     report.problems.sort()
     return report
+
+
+async def _unknown_blob_keys(metadata: Metadata, keys: list[str]) -> list[str]:
+    """Those of `keys` (under `blobs/`) that are no known blob's key (a row in any state)."""
+    digests = {key: digest_of_key(key) for key in keys}
+    known = await metadata.garbage.known_blobs([d for d in digests.values() if d is not None])
+    return [key for key, digest in digests.items() if digest not in known]

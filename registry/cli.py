@@ -421,6 +421,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="also delete manifests no tag reaches (children of kept indexes and referrers of kept images stay)",
     )
+    gc_parser.add_argument(
+        "--full",
+        action="store_true",
+        help="mark and sweep the whole index (bounded memory, short write transactions): "
+        "for a first run on an old index, or after a repair",
+    )
     gc_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     gc_parser.set_defaults(run=gc)
 

@@ -9,6 +9,10 @@ nothing refers to; uploads untouched for `purge_after`. Blobs go in two steps (m
 bytes deleted, rows dropped), so a concurrent push either keeps a blob or sees it gone and uploads
 it again; a manifest is never accepted with a reference to a blob being deleted.
 
+Memory does not grow with the index: the manifests to keep are marked inside the database (a
+temporary table: `GarbageQueries.marked`), the rest is read a page of keys at a time, and every
+delete is a write transaction of at most MANIFEST_BATCH manifests or BLOB_BATCH blobs.
+
 Then what storage holds and the metadata does not know, older than the grace period: orphans (bytes
 under `blobs/` without a row, from a crash between storing a blob and linking it; upload folders
 without an upload), deleted with the same two steps (an orphan blob stays while an upload of its
@@ -25,7 +29,6 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -35,7 +38,7 @@ from registry.layout import blob_key, upload_prefix
 from registry.names import parse_digest
 from registry.proxy.eviction import evict
 from storage.drivers import Driver, Entry
-from storage.metadata import PRESENT, Blob, ManifestNode, Metadata, Snapshot
+from storage.metadata import BLOB_BATCH, MANIFEST_BATCH, Blob, ManifestKey, Metadata, RemovedManifest
 
 log = logging.getLogger("registry.gc")
 
@@ -90,50 +93,6 @@ def _mib(size: int) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
 
-def kept_manifests(snapshot: Snapshot, cutoff: float, delete_untagged: bool) -> set[tuple[str, str]]:
-    """(repository, digest) of every manifest to keep: the roots (tagged or young manifests; with
-    `delete_untagged` off, every manifest that is not a referrer of a missing subject), then the
-    children and referrers of what is kept."""
-    present = {(m.repository, m.digest) for m in snapshot.manifests}
-    children: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for ref in snapshot.children:
-        children[(ref.repository, ref.manifest)].append(ref.child)
-    referrers: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for m in snapshot.manifests:
-        if m.subject:
-            referrers[(m.repository, m.subject)].append(m.digest)
-
-    def is_root(m: ManifestNode) -> bool:
-        if m.tagged or m.created_at >= cutoff:
-            return True
-        if delete_untagged:
-            return False
-        return m.subject is None or (m.repository, m.subject) in present
-
-    kept: set[tuple[str, str]] = set()
-    stack = [(m.repository, m.digest) for m in snapshot.manifests if is_root(m)]
-    while stack:
-        node = stack.pop()
-        if node in kept or node not in present:
-            continue
-        kept.add(node)
-        repository = node[0]
-        stack += [(repository, d) for d in children[node]]
-        stack += [(repository, d) for d in referrers[node]]
-    return kept
-
-
-def garbage_blobs(snapshot: Snapshot, kept: set[tuple[str, str]], cutoff: float) -> list[Blob]:
-    """The blobs a collection keeping `kept` would delete."""
-    referenced = {digest for _, digest in kept}
-    referenced |= {ref.child for ref in snapshot.blob_refs if (ref.repository, ref.manifest) in kept}
-    return [
-        Blob(b.digest, b.size)
-        for b in snapshot.blobs
-        if b.digest not in referenced and (b.state != PRESENT or b.last_used_at < cutoff)
-    ]
-
-
 class Collector:
     """Collects garbage of one metadata store and driver; one collection at a time across every
     process sharing the metadata."""
@@ -184,14 +143,11 @@ class Collector:
 
     async def _plan(self, report: Report, started: float, holder: str) -> None:
         cutoff = started - self.grace_s
-        snapshot = await self.queries.snapshot()
-        kept = kept_manifests(snapshot, cutoff, report.delete_untagged)
-        removed = [m for m in snapshot.manifests if (m.repository, m.digest) not in kept]
-        report.manifests_removed = len(removed)
-        report.manifest_bytes_removed = sum(m.size for m in removed)
-        garbage = garbage_blobs(snapshot, kept, cutoff)
-        report.blobs_removed = len(garbage)
-        report.blob_bytes_removed = sum(b.size for b in garbage)
+        async with self.queries.marked(cutoff, report.delete_untagged) as marks:
+            await self._renew(holder)
+            removable = await marks.removable()
+        report.manifests_removed, report.manifest_bytes_removed = removable.manifests, removable.manifest_bytes
+        report.blobs_removed, report.blob_bytes_removed = removable.blobs, removable.blob_bytes
         stale = await self.queries.stale_upload_totals(started - self.purge_after_s)
         report.uploads_purged, report.upload_bytes_purged = stale.uploads, stale.size
         await self._sweep_storage(report, cutoff, holder)
@@ -201,27 +157,58 @@ class Collector:
         evicted = await evict(self.metadata.cache, self.proxy, cutoff)
         report.cached_manifests_evicted = evicted
         report.manifests_removed += evicted
-        snapshot = await self.queries.snapshot()
-        kept = kept_manifests(snapshot, cutoff, report.delete_untagged)
-        candidates = [m for m in snapshot.manifests if (m.repository, m.digest) not in kept]
-        removed = await self.queries.remove_manifests(candidates, cutoff)
-        report.manifests_removed += len(removed)
-        report.manifest_bytes_removed = sum(m.size for m in removed)
+        await self._remove_manifests(report, cutoff, holder)
+        await self._remove_blobs(report, cutoff, holder)
 
-        await self.queries.lock(holder, LOCK_TTL_S)
-        doomed = await self.queries.mark_blobs(cutoff)
-        await self._delete_all([blob_key(b.digest) for b in doomed])
-        await self.queries.forget_blobs([b.digest for b in doomed])
-        report.blobs_removed = len(doomed)
-        report.blob_bytes_removed = sum(b.size for b in doomed)
-
-        await self.queries.lock(holder, LOCK_TTL_S)
+        await self._renew(holder)
         stale = await self.queries.stale_uploads(started - self.purge_after_s)
         await self._delete_all([upload_prefix(u.id) for u in stale])
         report.uploads_purged = len(stale)
         report.upload_bytes_purged = sum(u.size for u in stale)
 
         await self._sweep_storage(report, cutoff, holder)
+
+    async def _remove_manifests(self, report: Report, cutoff: float, holder: str) -> None:
+        """Delete the manifests the mark did not keep, a page of MANIFEST_BATCH at a time, each page in
+        a write transaction of its own that re-checks every one. A manifest an index of a later page
+        still listed is tried again once that page is done, until a pass removes nothing."""
+        retry: list[ManifestKey] = []
+        async with self.queries.marked(cutoff, report.delete_untagged) as marks:
+            after: ManifestKey | None = None
+            while page := await marks.unkept(after, MANIFEST_BATCH):
+                await self._renew(holder)
+                after = page[-1]
+                removed = await self.queries.remove_manifests(page, cutoff)
+                gone = {(m.repository, m.digest) for m in removed}
+                retry += [m for m in page if (m.repository, m.digest) not in gone]
+                _count_removed(report, removed)
+        while retry:
+            left: list[ManifestKey] = []
+            for start in range(0, len(retry), MANIFEST_BATCH):
+                await self._renew(holder)
+                page = retry[start : start + MANIFEST_BATCH]
+                removed = await self.queries.remove_manifests(page, cutoff)
+                gone = {(m.repository, m.digest) for m in removed}
+                left += [m for m in page if (m.repository, m.digest) not in gone]
+                _count_removed(report, removed)
+            if len(left) == len(retry):
+                break
+            retry = left
+
+    async def _remove_blobs(self, report: Report, cutoff: float, holder: str) -> None:
+        """Walk the blobs by digest, BLOB_BATCH at a time: mark the unreferenced ones `deleting` (one
+        transaction), delete their bytes, drop their rows (another)."""
+        after = ""
+        while True:
+            await self._renew(holder)
+            page = await self.queries.mark_blobs(cutoff, after, BLOB_BATCH)
+            if page.last is None:
+                return
+            after = page.last
+            await self._delete_all([blob_key(b.digest) for b in page.blobs])
+            await self.queries.forget_blobs([b.digest for b in page.blobs])
+            report.blobs_removed += len(page.blobs)
+            report.blob_bytes_removed += sum(b.size for b in page.blobs)
 
     async def _sweep_storage(self, report: Report, cutoff: float, holder: str) -> None:
         """Remove (unless `report.dry_run`: count) what storage holds, unchanged since `cutoff`, that
@@ -263,7 +250,7 @@ class Collector:
         by_digest: dict[str, Entry] = {}
         strays: list[Entry] = []  # not a blob's key: no push writes it
         for entry in entries:
-            digest = _digest_of(entry.key)
+            digest = digest_of_key(entry.key)
             if digest is None:
                 strays.append(entry)
             else:
@@ -307,7 +294,12 @@ class Collector:
         return None if text is None else Report(**json.loads(text))
 
 
-def _digest_of(key: str) -> str | None:
+def _count_removed(report: Report, removed: list[RemovedManifest]) -> None:
+    report.manifests_removed += len(removed)
+    report.manifest_bytes_removed += sum(m.size for m in removed)
+
+
+def digest_of_key(key: str) -> str | None:
     """The digest whose blob is stored under `key`, or None when `key` is no blob's key."""
     parts = key.split("/")
     if len(parts) != 4:

@@ -8,17 +8,21 @@ from __future__ import annotations
 from storage.errors import BlobCollecting, MissingReferences
 from storage.metadata.browse import BrowseQueries, RepositoryStats, RepositoryUsage, StoredTotal, TagRow
 from storage.metadata.cache import CachedTag, CacheEntry, CacheQueries
-from storage.metadata.database import Connection, Cursor, Database, Row
+from storage.metadata.database import Connection, Cursor, Database, Row, Session
 from storage.metadata.events import EndpointStatus, EventQueries, OutboxEvent, PendingEvent
 from storage.metadata.figures import FigureQueries, Figures
 from storage.metadata.garbage import (
+    BLOB_BATCH,
+    MANIFEST_BATCH,
     Blob,
-    BlobRow,
     GarbageQueries,
-    ManifestNode,
+    ManifestKey,
+    MarkedBlobs,
+    Marks,
     PurgedUpload,
     Reference,
-    Snapshot,
+    Removable,
+    RemovedManifest,
     Totals,
     UploadTotals,
 )
@@ -31,12 +35,13 @@ from storage.metadata.store import Chunk, Metadata, RemovedRepository, Upload
 from storage.metadata.visibility import EVERYTHING, Glob, Visibility, literal_glob, parse_glob
 
 __all__ = [
+    "BLOB_BATCH",
     "DELETING",
     "EVERYTHING",
+    "MANIFEST_BATCH",
     "PRESENT",
     "Blob",
     "BlobCollecting",
-    "BlobRow",
     "BrowseQueries",
     "CacheEntry",
     "CacheQueries",
@@ -54,21 +59,25 @@ __all__ = [
     "Leases",
     "Limits",
     "Logins",
-    "ManifestNode",
+    "ManifestKey",
     "ManifestRecord",
+    "MarkedBlobs",
+    "Marks",
     "Metadata",
     "MissingReferences",
     "OutboxEvent",
     "PendingEvent",
     "PurgedUpload",
     "Reference",
+    "Removable",
+    "RemovedManifest",
     "RemovedRepository",
     "RepositoryStats",
     "RepositoryUsage",
     "Reservation",
     "Row",
     "SQLiteDatabase",
-    "Snapshot",
+    "Session",
     "StoredTotal",
     "TagRow",
     "Totals",

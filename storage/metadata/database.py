@@ -8,6 +8,7 @@ databases accept; a `Database` runs them in transactions. `SQLiteDatabase` (sqli
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -41,6 +42,16 @@ class Connection(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor: ...
 
 
+class Session(Protocol):
+    """One connection held for a series of long reads that share its temporary tables (created by the
+    caller, dropped when the session ends), for work too big for the process's memory."""
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in one transaction of the session's connection, in a worker thread: one consistent
+        view of the tables. `fn` may write temporary tables only (they take no write lock)."""
+        ...
+
+
 class Database(Protocol):
     """A SQL database holding the metadata schema. `fn` is a function of a `Connection`, run in a
     worker thread or on the event loop (see each method); it must only touch the database, since it
@@ -70,6 +81,10 @@ class Database(Protocol):
         exception raised again) when `fn` raises. PostgreSQL runs it SERIALIZABLE and runs it again
         from scratch on a serialization conflict; SQLite runs writes one at a time on one thread, and
         writes that queue meanwhile share one commit (each in a savepoint of its own)."""
+        ...
+
+    def session(self) -> AbstractAsyncContextManager[Session]:
+        """A `Session` on a connection of its own until the block ends (then its temporary tables go)."""
         ...
 
 

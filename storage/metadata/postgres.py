@@ -9,10 +9,11 @@ operations raise BackendUnavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -51,6 +52,26 @@ class _Connection:
         cursor = self._conn.cursor()
         cursor.executemany(_pg_sql(sql), list(parameters))
         return cursor
+
+
+class _Session:
+    """A `Session` on one pooled connection of `db`."""
+
+    def __init__(self, db: PostgresDatabase, conn: psycopg.Connection[TupleRow]):
+        self.db, self.conn = db, conn
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` in one REPEATABLE READ transaction (one snapshot) of the session's connection."""
+
+        def run() -> T:
+            with self.conn.transaction():
+                self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                return fn(_Connection(self.conn))
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.db._threads, run)
+        except psycopg.OperationalError as e:
+            raise BackendUnavailable(f"the metadata database is unavailable: {e}") from e
 
 
 class PostgresDatabase:
@@ -133,6 +154,22 @@ class PostgresDatabase:
             raise AssertionError("unreachable")
 
         return await self._run(run)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[_Session]:
+        """A connection taken from the pool until the block ends; its temporary tables are dropped
+        before it goes back."""
+        conn = await self._run(lambda: self._pool.getconn(timeout=CONNECT_TIMEOUT_S))
+        try:
+            yield _Session(self, conn)
+        finally:
+
+            def give_back() -> None:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("DISCARD TEMP")
+                self._pool.putconn(conn)
+
+            await asyncio.get_running_loop().run_in_executor(self._threads, give_back)
 
     async def close(self) -> None:
         """Close the pool's connections and stop its threads."""

@@ -18,7 +18,7 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -76,6 +76,42 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+class _Session:
+    """A `Session` over the file at `path`: one connection, used from one thread."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-session")
+        self._conn: sqlite3.Connection | None = None
+
+    def _run(self, fn: Callable[[Connection], T]) -> T:
+        if self._conn is None:
+            self._conn = _connect(self.path)
+            self._conn.execute("PRAGMA temp_store=FILE")
+        conn = self._conn
+        conn.execute("BEGIN")  # deferred: one snapshot of the file, no write lock (temporary tables take none)
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` in one transaction of the session's connection, on its thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._run, fn)
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await asyncio.get_running_loop().run_in_executor(self._thread, close)
+        self._thread.shutdown(wait=False)
 
 
 class SQLiteDatabase:
@@ -167,6 +203,16 @@ class SQLiteDatabase:
                 conn.close()
 
         return await asyncio.to_thread(run)
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[_Session]:
+        """A connection of its own, on a thread of its own, until the block ends; its temporary tables
+        live in temporary files (SQLite's page cache bounds their memory), not in the process."""
+        session = _Session(self.path)
+        try:
+            yield session
+        finally:
+            await session.close()
 
     async def close(self) -> None:
         """Close both connections and stop the writer thread."""

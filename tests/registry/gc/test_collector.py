@@ -196,7 +196,7 @@ async def test_manifest_referring_to_a_blob_being_deleted_is_refused(served) -> 
         await push_blob(client, "team/app", blob)
     queries = collector(app).queries
     marked = await queries.mark_blobs(time.time() + 1)  # as a collection does, mid-way
-    assert digest_of(image.layers[0]) in {b.digest for b in marked}
+    assert digest_of(image.layers[0]) in {b.digest for b in marked.blobs}
     r = await client.put("/v2/team/app/manifests/v1", content=image.manifest, headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400 and error_codes(r) == ["MANIFEST_BLOB_UNKNOWN"]
     assert (await client.head(f"/v2/team/app/blobs/{digest_of(image.layers[0])}")).status_code == 404
@@ -211,7 +211,7 @@ async def test_upload_of_a_blob_being_deleted_waits_for_the_collector(served) ->
     await push_blob(client, "team/app", b"layer")
     c = collector(app)
     marked = await c.queries.mark_blobs(time.time() + 1)
-    assert marked == [Blob(digest_of(b"layer"), len(b"layer"))]
+    assert marked.blobs == [Blob(digest_of(b"layer"), len(b"layer"))]
 
     async def finish_collection() -> None:
         await asyncio.sleep(0.3)
