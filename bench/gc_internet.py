@@ -55,6 +55,7 @@ from typing import Any
 
 from bench import HOST, MIB, PROJECT_DIR, RESULTS_DIR, BenchError, command_line
 from bench.client import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, Connection, expect, sha256_digest
+from bench.metrics import peaks_kib, reset_peaks
 from bench.servers import OURS_BIN, Server, started, stop
 from storage.metadata import Metadata, SQLiteDatabase
 from storage.metadata.database import WRITE_TIMINGS_ENV, one
@@ -743,6 +744,8 @@ class Options:
     keep_work: bool
     in_place: bool
     memory_limit: int
+    by_server: bool
+    settle_s: float
 
 
 async def collection_under_pushes(
@@ -752,7 +755,7 @@ async def collection_under_pushes(
     deleted, delete_s = await delete_tags(working, repos)
     await asyncio.sleep(float(options.collector_env.get("BENCH_WAIT_S", "12")))  # past the grace (10s)
     timings = working.data_dir.parent / "collector.timings"
-    command = [str(OURS_BIN), "gc", "--json"] + ([] if options.full else ["--delete-untagged"])
+    command = [str(OURS_BIN), "gc", "--json", "--delete-untagged"]
     env = registry_env(working, timings, {k: v for k, v in options.collector_env.items() if k != "BENCH_WAIT_S"})
     offset = server_timings.stat().st_size if server_timings.exists() else 0
     pusher = Pusher(server.port)
@@ -785,6 +788,39 @@ async def collection_under_pushes(
     return result
 
 
+async def collection_by_the_server(working: Working, repos: int, options: Options, server: Server) -> dict[str, Any]:
+    """Delete 1% of the tags, then leave the collection to the server's workers while pushes go on: how long until
+    the garbage is gone (checked every 5 s, for at most --settle-seconds), the workers' peak RSS meanwhile."""
+    reset_peaks(server.pid)
+    deleted, delete_s = await delete_tags(working, repos)
+    started_at = time.perf_counter()
+    pusher = Pusher(server.port)
+    await pusher.prepare()
+    done = asyncio.Event()
+    pushes = asyncio.create_task(pusher.push_until(done))
+    left: dict[str, int] = {}
+    try:
+        while time.perf_counter() - started_at < options.settle_s:
+            await asyncio.sleep(5)
+            left = await garbage_left(working, deleted)
+            if left["manifests_left"] + left["blobs_left"] == 0:
+                break
+    finally:
+        done.set()
+    seconds = time.perf_counter() - started_at
+    during = await pushes
+    peaks = peaks_kib(server.pid)
+    return {
+        "collector": "the server's workers",
+        "tags_deleted": sum(len(v) for v in deleted.values()),
+        "delete_tags_s": round(delete_s, 1),
+        "seconds_until_clean": round(seconds, 1),
+        "peak_rss_mib": round(max(peaks.values()) / 1024, 1),
+        "push_during": percentiles(during),
+        **left,
+    }
+
+
 def measure(backend: str, repos: int, data: Path, cluster: Cluster | None, options: Options) -> dict[str, Any]:
     seed = seeded(backend, repos, data, cluster)
     row: dict[str, Any] = {"backend": backend, "repos": repos, "blobs": seed.blobs, "seed": seed.__dict__}
@@ -813,9 +849,16 @@ def measure(backend: str, repos: int, data: Path, cluster: Cluster | None, optio
                 row["push_idle"] = percentiles(asyncio.run(idle_pushes(pusher, options.idle_s)))
                 print(f"    push idle {row['push_idle']}", flush=True)
                 print(f"  {backend} {repos:,}: deleting 1% of the tags, then the collector under pushes", flush=True)
-                row["collection"] = asyncio.run(
-                    collection_under_pushes(working, repos, options, server, server_timings)
-                )
+                offset = server_timings.stat().st_size if server_timings.exists() else 0
+                if options.by_server:
+                    row["collection"] = asyncio.run(collection_by_the_server(working, repos, options, server))
+                    meanwhile = working.data_dir.parent / "server-during.timings"
+                    meanwhile.write_bytes(server_timings.read_bytes()[offset:] if server_timings.exists() else b"")
+                    row["collection"]["server_writes_meanwhile"] = Timings.read(meanwhile).__dict__
+                else:
+                    row["collection"] = asyncio.run(
+                        collection_under_pushes(working, repos, options, server, server_timings)
+                    )
                 print(f"    {row['collection']}", flush=True)
                 idle, during = row["push_idle"].get("p99_ms"), row["collection"]["push_during"].get("p99_ms")
                 if idle and during:
@@ -841,10 +884,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         d, c = row.get("dry_run", {}), row.get("collection", {})
         left = c.get("manifests_left", 0) + c.get("blobs_left", 0) if c else ""
+        gc_s = c.get("seconds", c.get("seconds_until_clean", ""))
         lines.append(
             f"{row['backend']:<10} {row['repos']:>9,} {row['blobs']:>11,} {row['seed']['seconds']:>7.0f} "
             f"{row['seed']['bytes'] / MIB:>9,.0f} | {d.get('seconds', ''):>6} {d.get('s_per_million_blobs', ''):>7} "
-            f"{d.get('peak_rss_mib', ''):>8} | {c.get('seconds', ''):>6} {c.get('peak_rss_mib', ''):>7} "
+            f"{d.get('peak_rss_mib', ''):>8} | {gc_s:>6} {c.get('peak_rss_mib', ''):>7} "
             f"{c.get('collector_writes', {}).get('longest_ms', ''):>12} "
             f"{c.get('server_writes_meanwhile', {}).get('longest_ms', ''):>9} {left:>6} | "
             f"{row.get('push_idle', {}).get('p99_ms', ''):>13} {c.get('push_during', {}).get('p99_ms', ''):>7} "
@@ -899,22 +943,32 @@ def main(argv: list[str] | None = None) -> None:
         help="measure on the seeded copy itself, no working copy (it is used up by the collection step)",
     )  # fmt: skip
     parser.add_argument("--memory-limit-gib", type=int, default=8, help="address-space cap of `registry gc` (8)")
+    parser.add_argument(
+        "--collector", choices=["cli", "server"], default="cli",
+        help="cli: `registry gc` collects after the deletes (the server's own collection off); server: the server's "
+        "workers do (gc.reviews), timed until the garbage is gone",
+    )  # fmt: skip
+    parser.add_argument("--settle-seconds", type=float, default=600.0, help="--collector server: how long to wait")
     parser.add_argument("--reseed", action="store_true", help="seed again even when a seeded copy exists")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if not set(backends) <= {"sqlite", "postgresql"}:
         parser.error("--backends: sqlite and/or postgresql")
     sizes = [int(n) for n in args.repos.split(",")]
-    grace = {"REGISTRY_GC_GRACE": "10s"}
+    # Settings the code before incremental collection does not know are ignored by it.
+    grace = {"REGISTRY_GC_GRACE": "10s", "REGISTRY_GC_DELETE_UNTAGGED": "true"}
+    own_collection = {"REGISTRY_GC_REVIEWS": str(args.collector == "server").lower(), "REGISTRY_GC_POLL": "1s"}
     options = Options(
         full=has_full_flag(),
         skip={s.strip() for s in args.skip.split(",") if s.strip()},
         idle_s=args.idle_seconds,
         collector_env={**grace, **env_pairs(args.collector_env)},
-        server_env={**grace, "REGISTRY_GC_INTERVAL": "0", **env_pairs(args.server_env)},
+        server_env={**grace, "REGISTRY_GC_INTERVAL": "0", **own_collection, **env_pairs(args.server_env)},
         keep_work=args.keep_work,
         in_place=args.in_place,
         memory_limit=args.memory_limit_gib << 30,
+        by_server=args.collector == "server",
+        settle_s=args.settle_seconds,
     )
     args.data.mkdir(parents=True, exist_ok=True)
     print(f"data in {args.data} ({shutil.disk_usage(args.data).free / MIB / 1024:.0f} GiB free); "
