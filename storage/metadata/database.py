@@ -7,12 +7,16 @@ databases accept; a `Database` runs them in transactions. `SQLiteDatabase` (sqli
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
+# Names a file to which every write transaction appends how long it held the database (benchmarks only).
+WRITE_TIMINGS_ENV = "METADATA_WRITE_TIMINGS"
 
 
 class Cursor(Protocol):
@@ -98,3 +102,27 @@ def one(cursor: Cursor) -> Row:
 def placeholders(n: int) -> str:
     """`?, ?, ...` for an `IN (...)` of `n` values."""
     return ",".join("?" * n)
+
+
+class WriteTimings:
+    """An opt-in record of write transactions, for benchmarks: one line `seconds name,name...` per
+    transaction (from BEGIN to the end of COMMIT), appended to the file `path`, which processes may share."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @classmethod
+    def from_environment(cls) -> WriteTimings | None:
+        """The record the METADATA_WRITE_TIMINGS environment variable asks for; None (the default) when unset."""
+        path = os.environ.get(WRITE_TIMINGS_ENV)
+        return cls(path) if path else None
+
+    def record(self, started: float, fns: Iterable[Callable[..., Any]]) -> None:
+        """Append the transaction that began at `started` (time.perf_counter()) and ran `fns`."""
+        held = time.perf_counter() - started
+        names = ",".join(getattr(fn, "__qualname__", "?").replace(" ", "") for fn in fns)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{held:.6f} {names}\n".encode())
+        finally:
+            os.close(fd)

@@ -24,7 +24,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from storage.errors import BackendUnavailable
-from storage.metadata.database import Connection
+from storage.metadata.database import Connection, WriteTimings
 from storage.metadata.schema import migrate
 
 T = TypeVar("T")
@@ -91,6 +91,7 @@ class PostgresDatabase:
             reconnect_timeout=3600,
         )
         self._threads = ThreadPoolExecutor(max_workers=max_connections, thread_name_prefix="metadata-pg")
+        self._timings = WriteTimings.from_environment()
 
     async def _run(self, fn: Callable[[], T]) -> T:
         """Run `fn` in the pool's threads; once more on a fresh connection if the first one broke (as
@@ -144,9 +145,15 @@ class PostgresDatabase:
         def run() -> T:
             for attempt in range(WRITE_ATTEMPTS):
                 try:
-                    with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn, conn.transaction():
-                        conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-                        return fn(_Connection(conn))
+                    with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                        started = time.perf_counter()
+                        try:
+                            with conn.transaction():
+                                conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                                return fn(_Connection(conn))
+                        finally:
+                            if self._timings is not None:
+                                self._timings.record(started, (fn,))
                 except (errors.SerializationFailure, errors.DeadlockDetected):
                     if attempt == WRITE_ATTEMPTS - 1:
                         raise

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from storage.metadata.database import Connection
+from storage.metadata.database import Connection, WriteTimings
 from storage.metadata.schema import migrate
 from storage.metadata.visibility import regexp
 
@@ -126,6 +126,7 @@ class SQLiteDatabase:
         self._write_lock: int | None = None  # fd of the file whose lock the writing process holds
         self._read_conn: sqlite3.Connection | None = None
         self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        self._timings = WriteTimings.from_environment()
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -154,6 +155,7 @@ class SQLiteDatabase:
         if not batch:
             return
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
@@ -169,6 +171,8 @@ class SQLiteDatabase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(future, False, e) for _, future in batch]
+        if self._timings is not None:
+            self._timings.record(started, (fn for fn, _ in batch))
         for future, ok, value in outcomes:
             future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
 
