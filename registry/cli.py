@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from registry.check import CheckReport
     from registry.facade import RemovedRepository
     from registry.gc import Report
+    from registry.reviews import ReviewReport
     from storage.drivers import Driver
     from storage.metadata import EndpointStatus, Metadata
 
@@ -296,7 +297,13 @@ def gc(args: argparse.Namespace) -> None:
     if not args.dry_run:
         _refuse_when_read_only(settings, "a garbage collection")
 
-    async def collect(metadata: Metadata, driver: Driver) -> Report:
+    async def collect(metadata: Metadata, driver: Driver) -> Report | ReviewReport:
+        if not args.dry_run:  # every due review, now
+            from registry.reviews import ReviewCollector
+
+            reviewer = ReviewCollector.configured(metadata, driver, settings)
+            reviewer.delete_untagged = reviewer.delete_untagged or args.delete_untagged
+            return await reviewer.run_due()
         collector = Collector.configured(metadata, driver, settings)
         return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
 
@@ -412,7 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     check_parser.add_argument("--config", help="YAML configuration file")
     check_parser.set_defaults(run=config_check)
 
-    gc_parser = commands.add_parser("gc", help="collect garbage: blobs and manifests nothing refers to")
+    gc_parser = commands.add_parser(
+        "gc", help="collect garbage: decide every review due now (--dry-run: plan a full collection)"
+    )
     gc_parser.add_argument("--config", help="YAML configuration file")
     gc_parser.add_argument("--data-dir", help="data directory (default ./data)")
     gc_parser.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
