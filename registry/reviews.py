@@ -29,6 +29,7 @@ log = logging.getLogger("registry.gc")
 
 BATCH = 50  # reviews claimed at once by one collector
 LEASE_S = 300.0  # how long a claim lasts: far longer than deciding a batch (and deleting its bytes) takes
+REST = 1.0  # after each decision, the collector rests this many times as long as it took
 
 
 @dataclass
@@ -68,11 +69,12 @@ class ReviewCollector:
         delete_untagged: bool = False,
         batch: int = BATCH,
         lease_s: float = LEASE_S,
+        rest: float = REST,
     ):
         self.metadata, self.driver = metadata, driver
         self.reviews = metadata.reviews
         self.grace_s, self.delete_untagged = grace_s, delete_untagged
-        self.batch, self.lease_s = batch, lease_s
+        self.batch, self.lease_s, self.rest = batch, lease_s, rest
         self.lease = uuid.uuid4().hex  # this collector's token on the reviews it claims
 
     @classmethod
@@ -85,6 +87,7 @@ class ReviewCollector:
         many reviews it claimed (0: none was due)."""
         manifests = await self.reviews.claim_manifests(self.lease, self.batch, self.lease_s)
         for repository, digest in manifests:
+            started = time.perf_counter()
             decision = await self.reviews.decide_manifest(
                 repository, digest, self.lease, self.grace_s, self.delete_untagged
             )
@@ -92,8 +95,10 @@ class ReviewCollector:
             if decision.outcome == REMOVED:
                 report.manifests_removed += 1
                 report.manifest_bytes_removed += decision.size
+            await self._rest(started)
         blobs = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s)
         for digest in blobs:
+            started = time.perf_counter()
             decision = await self.reviews.decide_blob(digest, self.lease, self.grace_s, self.lease_s)
             self._count(report, decision.outcome)
             if decision.outcome == DOOMED:
@@ -101,7 +106,13 @@ class ReviewCollector:
                 await self.reviews.forget_blob(digest)
                 report.blobs_removed += 1
                 report.blob_bytes_removed += decision.size
+            await self._rest(started)
         return len(manifests) + len(blobs)
+
+    async def _rest(self, started: float) -> None:
+        """Leave the index's writer to pushes for `rest` times as long as the last decision took."""
+        if self.rest > 0:
+            await asyncio.sleep((time.perf_counter() - started) * self.rest)
 
     @staticmethod
     def _count(report: ReviewReport, outcome: str) -> None:

@@ -269,17 +269,19 @@ def _decide_blob(c: Connection, digest: str, lease: str, now: float, grace_s: fl
     return Decision(DOOMED, size)
 
 
-def _forget_links(c: Connection, digest: str) -> int:
-    return c.execute(
+def _forget(c: Connection, digest: str) -> bool:
+    """Drop up to LINK_BATCH links of a blob whose bytes are gone; once none is left, its row and its
+    review too (True)."""
+    dropped = c.execute(
         "DELETE FROM repository_blobs WHERE digest = ? AND repository IN "
         "(SELECT repository FROM repository_blobs WHERE digest = ? LIMIT ?)",
         (digest, digest, LINK_BATCH),
     ).rowcount
-
-
-def _forget_blob(c: Connection, digest: str) -> None:
+    if dropped >= LINK_BATCH:
+        return False
     c.execute("DELETE FROM blobs WHERE digest = ? AND state = ?", (digest, DELETING))
     c.execute("DELETE FROM gc_blob_reviews WHERE digest = ?", (digest,))
+    return True
 
 
 class ReviewQueries:
@@ -347,11 +349,10 @@ class ReviewQueries:
         return await self.db.write(lambda c: _decide_blob(c, digest, lease, now, grace_s, lease_s))
 
     async def forget_blob(self, digest: str) -> None:
-        """Once the bytes of a DOOMED blob are gone: drop its links (LINK_BATCH per transaction), then
-        its row and its review."""
-        while await self.db.write(lambda c: _forget_links(c, digest)) >= LINK_BATCH:
+        """Once the bytes of a DOOMED blob are gone: drop its links, its row and its review, in one
+        transaction (one more per LINK_BATCH links beyond the first)."""
+        while not await self.db.write(lambda c: _forget(c, digest)):
             pass
-        await self.db.write(lambda c: _forget_blob(c, digest))
 
     async def next_due(self) -> float | None:
         """When the earliest queued review is due (None when the queues are empty); a read."""
