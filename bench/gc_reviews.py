@@ -5,7 +5,7 @@ Seeds a SQLite index straight (no HTTP): repositories of 5 tagged images, each i
 config and 3 layers of its own plus 1 of 20 base layers every image shares (5 blob rows an image);
 stores on disk the bytes of the images it untags. Then, in a fresh process (so the peak RSS is the
 collector's, not the seeding's), deletes a share of the tags (each queueing a review, due at once)
-and runs the collector (`registry gc`'s, untagged manifests collected, grace 60 s) until nothing is
+and runs the collector (`registry gc`'s, untagged manifests collected, grace 10 min) until nothing is
 due, while a pusher records a layer and a tagged manifest (the writes of a push) in a loop. Writes
 bench/results/gc_reviews.json.
 
@@ -38,6 +38,7 @@ from storage.metadata import Connection, Database, ManifestRecord, Metadata, SQL
 T = TypeVar("T")
 TAGS_PER_REPOSITORY = 5
 BASE_LAYERS = 20
+GRACE_S = 600.0
 RESULTS = RESULTS_DIR / "gc_reviews.json"
 
 
@@ -159,8 +160,10 @@ async def pushes(metadata: Metadata, until: asyncio.Event, latencies: list[float
 async def collect(root: Path, share: float, rest: float) -> dict[str, Any]:
     """Delete every 1/share-th tag, then collect until nothing is due, with pushes going on."""
     timed = TimedDatabase(SQLiteDatabase(str(root / "index.db")))
-    metadata = Metadata(timed, 0.0)
+    metadata = Metadata(timed, GRACE_S)  # the pusher's: its reviews are due a grace later, as a server's
     await metadata.open()
+    deleter = Metadata(SQLiteDatabase(str(root / "index.db")), 0.0)  # the tag deletes': due at once
+    await deleter.open()
     every = round(1 / share)
     tags = await metadata.db.scan(
         lambda c: c.execute("SELECT repository, name FROM tags ORDER BY repository, name").fetchall()
@@ -174,11 +177,12 @@ async def collect(root: Path, share: float, rest: float) -> dict[str, Any]:
     deleted = 0
     for n, (repository, name) in enumerate(tags):
         if n % every == 0:
-            deleted += await metadata.delete_tag(repository, name)
+            deleted += await deleter.delete_tag(repository, name)
+    await deleter.close()
     timed.writes.clear()
     timed.statements.clear()
-    # The seeded content is two hours old; what the pusher stores stays young for this grace.
-    collector = ReviewCollector(metadata, LocalDriver(str(root / "data")), 60.0, delete_untagged=True, rest=rest)
+    # The seeded content is two hours old; what the pusher stores stays young for the grace.
+    collector = ReviewCollector(metadata, LocalDriver(str(root / "data")), GRACE_S, delete_untagged=True, rest=rest)
     busy: list[float] = []
     stop = asyncio.Event()
     pusher = asyncio.create_task(pushes(metadata, stop, busy))
@@ -213,7 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blobs", type=int, default=100_000, help="blob rows to seed (5 per image)")
     parser.add_argument("--share", type=float, default=0.01, help="share of the tags deleted")
-    parser.add_argument("--rest", type=float, default=1.0, help="the collector's rest after each decision (x its time)")
+    parser.add_argument("--rest", type=float, default=0.5, help="the collector's rest after each decision (x its time)")
     parser.add_argument("--collect", help=argparse.SUPPRESS)  # the fresh process's phase: a seeded root
     args = parser.parse_args()
     if args.collect:

@@ -133,6 +133,7 @@ class GcSettings:
     reviews: bool = True  # every worker collects what changes queued for review (incremental collection)
     poll: str = "10s"  # how often an idle worker looks for due reviews
     delete_untagged: bool = False  # the incremental collector also removes manifests no tag reaches
+    rest: float = 0.5  # after each review, a worker's collector rests this many times as long as it took
 
 
 @dataclass
@@ -424,8 +425,8 @@ def _check(settings: Settings) -> None:
             parse_duration(value)
         except ValueError as e:
             raise ConfigError(f"{where}: {e}") from None
-    if parse_duration(settings.gc.poll) <= 0:
-        raise ConfigError("gc.poll: more than 0 seconds")
+    if parse_duration(settings.gc.poll) <= 0 or settings.gc.rest < 0:
+        raise ConfigError("gc.poll: more than 0 seconds; gc.rest: 0 or more")
     if (settings.http.tls_certificate is None) != (settings.http.tls_key is None):
         raise ConfigError("http.tls_certificate and http.tls_key go together")
     if settings.storage.kind not in ("local", "memory", "s3"):

@@ -29,7 +29,7 @@ log = logging.getLogger("registry.gc")
 
 BATCH = 50  # reviews claimed at once by one collector
 LEASE_S = 300.0  # how long a claim lasts: far longer than deciding a batch (and deleting its bytes) takes
-REST = 1.0  # after each decision, the collector rests this many times as long as it took
+REST = 0.5  # after each decision, the collector rests this many times as long as it took (gc.rest)
 
 
 @dataclass
@@ -79,8 +79,9 @@ class ReviewCollector:
 
     @classmethod
     def configured(cls, metadata: Metadata, driver: Driver, settings: Settings) -> ReviewCollector:
-        """The collector `settings` describe (`gc.grace`, `gc.delete_untagged`)."""
-        return cls(metadata, driver, parse_duration(settings.gc.grace), settings.gc.delete_untagged)
+        """The collector `settings` describe (`gc.grace`, `gc.delete_untagged`, `gc.rest`)."""
+        gc = settings.gc
+        return cls(metadata, driver, parse_duration(gc.grace), gc.delete_untagged, rest=gc.rest)
 
     async def run_batch(self, report: ReviewReport) -> int:
         """Claim and decide one batch of due manifest reviews, then one of blob reviews; returns how
