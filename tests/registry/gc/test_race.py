@@ -119,7 +119,7 @@ async def test_pushes_racing_a_looping_collector_never_lose_a_referenced_blob(se
             await push_blob_like_docker(client, "seed/base", layer)
         metadata, driver = app.state.registry.metadata, app.state.registry.driver
         collector = Collector(metadata, driver, grace_s=GRACE_S, purge_after_s=60)
-        reviewer = ReviewCollector(metadata, driver, GRACE_S, delete_untagged=True, batch=5)
+        reviewer = ReviewCollector(metadata, driver, GRACE_S, delete_untagged=True, batch=5, rest=0)
         stop = asyncio.Event()
         reports: list = []
         refused: list[int] = []
@@ -131,7 +131,7 @@ async def test_pushes_racing_a_looping_collector_never_lose_a_referenced_blob(se
                     reports.append(await collector.run(delete_untagged=rng.random() < 0.5))
                 else:
                     reports.append(await reviewer.run_due())
-                await asyncio.sleep(0 if kind == "full" else 0.01)
+                await asyncio.sleep(0 if kind == "full" else 0.005)
 
         async def check_forever() -> None:
             while not stop.is_set():
