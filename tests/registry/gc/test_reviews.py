@@ -233,3 +233,25 @@ async def test_each_decision_changes_rows_bounded_by_one_manifest_not_by_the_ind
         bound = 1 + 2 * references + 2 + 1
         print(f"{len(counting.rows_per_write)} write transactions, at most {max(counting.rows_per_write)} rows each")
         assert max(counting.rows_per_write) <= max(bound, 10), counting.rows_per_write
+
+
+async def test_every_app_collects_due_reviews_by_itself_unless_read_only(settings: Settings) -> None:
+    settings = copy.deepcopy(settings)
+    settings.gc.grace, settings.gc.poll = "0s", "0.1s"
+    image = make_image()
+    async with running_app(settings) as (app, client):
+        await push_image(client, "team/app", image, "v1")
+        await push_blob(client, "team/app", b"orphan")
+        assert (await client.delete(f"/v2/team/app/manifests/{image.digest}")).status_code == 202
+        for _ in range(100):
+            if await stored_keys(app.state.registry.driver, "blobs/") == []:
+                break
+            await asyncio.sleep(0.1)
+        assert await stored_keys(app.state.registry.driver, "blobs/") == [], "collected without being asked"
+    settings.gc.reviews = False
+    async with running_app(settings) as (app, client):
+        await push_blob(client, "team/app", b"kept while read-only")
+    settings.gc.reviews, settings.maintenance.read_only = True, True
+    async with running_app(settings) as (app, client):
+        await asyncio.sleep(0.5)
+        assert (await client.get(f"/v2/team/app/blobs/{digest_of(b'kept while read-only')}")).status_code == 200
