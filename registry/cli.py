@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from registry.config import ConfigError, Settings, as_dict, load_settings
+from registry.config import ConfigError, Settings, as_dict, load_settings, parse_duration
 from registry.logs import configure_logging
 from registry.memory import cap_malloc_arenas
 
@@ -301,8 +301,8 @@ def gc(args: argparse.Namespace) -> None:
         if not args.dry_run:  # every due review, now
             from registry.reviews import ReviewCollector
 
-            reviewer = ReviewCollector.configured(metadata, driver, settings)
-            reviewer.delete_untagged = reviewer.delete_untagged or args.delete_untagged
+            gc, untagged = settings.gc, settings.gc.delete_untagged or args.delete_untagged
+            reviewer = ReviewCollector(metadata, driver, parse_duration(gc.grace), untagged, rest=gc.rest)
             return await reviewer.run_due()
         collector = Collector.configured(metadata, driver, settings)
         return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
