@@ -165,9 +165,10 @@ async def collect(root: Path, share: float, rest: float) -> dict[str, Any]:
     deleter = Metadata(SQLiteDatabase(str(root / "index.db")), 0.0)  # the tag deletes': due at once
     await deleter.open()
     every = round(1 / share)
-    # Every 1/share-th tag, picked in SQL: the bench holds no list of the index in memory either.
+    # Every 1/share-th tag (rowid n+1 is image n's, whose bytes were stored), picked in SQL: the bench
+    # holds no list of the index in memory either.
     tags = await metadata.db.scan(
-        lambda c: c.execute("SELECT repository, name FROM tags WHERE rowid % ? = 0", (every,)).fetchall()
+        lambda c: c.execute("SELECT repository, name FROM tags WHERE (rowid - 1) % ? = 0", (every,)).fetchall()
     )
     idle: list[float] = []
     stop = asyncio.Event()
