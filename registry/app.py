@@ -28,6 +28,7 @@ from registry.handlers import base, blobs, listings, manifests, search, token, u
 from registry.metrics.counting import count_backend_error
 from registry.metrics.families import Metrics
 from registry.metrics.setup import metrics_middleware, metrics_routes, metrics_work
+from registry.reviews import ReviewCollector
 from registry.rule_syntax import DELETE, PULL, PUSH
 from storage.drivers import Driver
 from storage.errors import BackendUnavailable, StorageError
@@ -188,6 +189,9 @@ def create_app(settings: Settings, *, metadata: Metadata | None = None, driver: 
         # Read-only mode changes nothing stored: no collections, no pull times of cached content.
         interval = 0.0 if settings.maintenance.read_only else parse_duration(settings.gc.interval)
         tasks = [asyncio.create_task(collect_every(collector, interval, metrics.gc_run))] if interval else []
+        if settings.gc.reviews and not settings.maintenance.read_only:  # every worker: reviews are claimed
+            reviewer = ReviewCollector.configured(metadata, driver, settings)
+            tasks.append(asyncio.create_task(reviewer.run_forever(parse_duration(settings.gc.poll))))
         tasks += [asyncio.create_task(work) for work in metrics_work(settings, metrics, metadata)]
         if registry.pull_through is not None and not settings.maintenance.read_only:
             tasks.append(asyncio.create_task(registry.pull_through.pulls.flush_every()))

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from registry.config import ConfigError, Settings, as_dict, load_settings
+from registry.config import ConfigError, Settings, as_dict, load_settings, parse_duration
 from registry.logs import configure_logging
 from registry.memory import cap_malloc_arenas
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from registry.check import CheckReport
     from registry.facade import RemovedRepository
     from registry.gc import Report
+    from registry.reviews import ReviewReport
     from storage.drivers import Driver
     from storage.metadata import EndpointStatus, Metadata
 
@@ -296,7 +297,13 @@ def gc(args: argparse.Namespace) -> None:
     if not args.dry_run:
         _refuse_when_read_only(settings, "a garbage collection")
 
-    async def collect(metadata: Metadata, driver: Driver) -> Report:
+    async def collect(metadata: Metadata, driver: Driver) -> Report | ReviewReport:
+        if not (args.dry_run or args.full):  # every due review, now
+            from registry.reviews import ReviewCollector
+
+            gc, untagged = settings.gc, settings.gc.delete_untagged or args.delete_untagged
+            reviewer = ReviewCollector(metadata, driver, parse_duration(gc.grace), untagged, rest=gc.rest)
+            return await reviewer.run_due()
         collector = Collector.configured(metadata, driver, settings)
         return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
 
@@ -412,7 +419,10 @@ def main(argv: list[str] | None = None) -> None:
     check_parser.add_argument("--config", help="YAML configuration file")
     check_parser.set_defaults(run=config_check)
 
-    gc_parser = commands.add_parser("gc", help="collect garbage: blobs and manifests nothing refers to")
+    gc_parser = commands.add_parser(
+        "gc",
+        help="collect garbage: decide every review due now (--full: mark and sweep the whole index)",
+    )
     gc_parser.add_argument("--config", help="YAML configuration file")
     gc_parser.add_argument("--data-dir", help="data directory (default ./data)")
     gc_parser.add_argument("--dry-run", action="store_true", help="only report what would be deleted")

@@ -130,6 +130,10 @@ class AuthSettings:
 class GcSettings:
     interval: str = "0"  # how often the server collects garbage itself (e.g. 6h); 0: never
     grace: str = "1h"  # what was pushed, mounted or touched this recently is always kept
+    reviews: bool = True  # every worker collects what changes queued for review (incremental collection)
+    poll: str = "10s"  # how often an idle worker looks for due reviews
+    delete_untagged: bool = False  # the incremental collector also removes manifests no tag reaches
+    rest: float = 0.5  # after each review, a worker's collector rests this many times as long as it took
 
 
 @dataclass
@@ -414,12 +418,15 @@ def _check(settings: Settings) -> None:
     for where, value in (
         ("gc.interval", settings.gc.interval),
         ("gc.grace", settings.gc.grace),
+        ("gc.poll", settings.gc.poll),
         ("uploads.purge_after", settings.uploads.purge_after),
     ):
         try:
             parse_duration(value)
         except ValueError as e:
             raise ConfigError(f"{where}: {e}") from None
+    if parse_duration(settings.gc.poll) <= 0 or settings.gc.rest < 0:
+        raise ConfigError("gc.poll: more than 0 seconds; gc.rest: 0 or more")
     if (settings.http.tls_certificate is None) != (settings.http.tls_key is None):
         raise ConfigError("http.tls_certificate and http.tls_key go together")
     if settings.storage.kind not in ("local", "memory", "s3"):

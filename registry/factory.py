@@ -3,7 +3,7 @@ registry over them (for the app and the command line alike)."""
 
 from __future__ import annotations
 
-from registry.config import Settings
+from registry.config import Settings, parse_duration
 from registry.events import Outbox
 from registry.facade import Registry
 from registry.proxy.routing import Routes
@@ -31,7 +31,7 @@ def make_driver(settings: Settings) -> Driver:
 
 def make_metadata(settings: Settings) -> Metadata:
     """The metadata store the settings name, not yet opened."""
-    return open_metadata(settings.index_url)
+    return open_metadata(settings.index_url, parse_duration(settings.gc.grace))
 
 
 def make_registry(settings: Settings, metadata: Metadata, driver: Driver, tally: Tally | None = None) -> Registry:

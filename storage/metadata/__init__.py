@@ -28,10 +28,11 @@ from storage.metadata.garbage import (
 )
 from storage.metadata.leases import Leases
 from storage.metadata.logins import Limits, Logins, Reservation
+from storage.metadata.reviews import Decision, QueueTotals, ReviewQueries
 from storage.metadata.rows import ManifestRecord
 from storage.metadata.schema import DELETING, PRESENT
 from storage.metadata.sqlite import SQLiteDatabase
-from storage.metadata.store import Chunk, Metadata, RemovedRepository, Upload
+from storage.metadata.store import REVIEW_DELAY_S, Chunk, Metadata, RemovedRepository, Upload
 from storage.metadata.visibility import EVERYTHING, Glob, Visibility, literal_glob, parse_glob
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "Connection",
     "Cursor",
     "Database",
+    "Decision",
     "EndpointStatus",
     "EventQueries",
     "FigureQueries",
@@ -68,6 +70,7 @@ __all__ = [
     "OutboxEvent",
     "PendingEvent",
     "PurgedUpload",
+    "QueueTotals",
     "Reference",
     "Removable",
     "RemovedManifest",
@@ -75,6 +78,7 @@ __all__ = [
     "RepositoryStats",
     "RepositoryUsage",
     "Reservation",
+    "ReviewQueries",
     "Row",
     "SQLiteDatabase",
     "Session",
@@ -90,13 +94,14 @@ __all__ = [
 ]
 
 
-def open_metadata(url: str) -> Metadata:
+def open_metadata(url: str, review_delay_s: float = REVIEW_DELAY_S) -> Metadata:
     """An (unopened) metadata store for `url`: `sqlite:///PATH` (relative), `sqlite:////abs/path`, or
-    `postgresql://user:password@host:port/database`."""
+    `postgresql://user:password@host:port/database`; the reviews its changes queue are due
+    `review_delay_s` after them."""
     if url.startswith("sqlite:///"):
-        return Metadata(SQLiteDatabase(url.removeprefix("sqlite:///")))
+        return Metadata(SQLiteDatabase(url.removeprefix("sqlite:///")), review_delay_s)
     if url.startswith(("postgresql://", "postgres://")):
         from storage.metadata.postgres import PostgresDatabase  # psycopg only where it is used
 
-        return Metadata(PostgresDatabase(url))
+        return Metadata(PostgresDatabase(url), review_delay_s)
     raise ValueError(f"unsupported index url {url!r} (sqlite:///PATH or postgresql://...)")

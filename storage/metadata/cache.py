@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from storage.metadata.database import Connection, Database, one
+from storage.metadata.reviews import queue_manifest_dependents, queue_replaced
 from storage.metadata.rows import ManifestRecord, put_manifest_rows
 from storage.metadata.schema import PRESENT
 
@@ -85,10 +86,12 @@ def _cached_sizes(c: Connection, digests: Sequence[str], prefixes: Sequence[str]
 
 
 class CacheQueries:
-    """Queries of the pull-through cache over `db` (`Metadata.cache` gives those of its database)."""
+    """Queries of the pull-through cache over `db` (`Metadata.cache` gives those of its database); the
+    reviews its changes queue are due `review_delay_s` later."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, review_delay_s: float = 3600.0):
         self.db = db
+        self.review_delay_s = review_delay_s
 
     async def put_manifest(
         self,
@@ -104,9 +107,12 @@ class CacheQueries:
         refers to need not be cached yet: they are fetched when asked for. Raises BlobCollecting when
         the collector is deleting its bytes."""
         now = time.time()
-        await self.db.write(
-            lambda c: put_manifest_rows(c, repository, manifest, blobs, children, tag, now, now, description)
-        )
+
+        def put(c: Connection) -> None:
+            queue_replaced(c, repository, manifest.digest, tag, now + self.review_delay_s)
+            put_manifest_rows(c, repository, manifest, blobs, children, tag, now, now, description)
+
+        await self.db.write(put)
 
     async def tagged(self, repository: str, tag: str) -> CachedTag | None:
         """The manifest `tag` of `repository` points at, with when an upstream last confirmed it."""
@@ -194,6 +200,7 @@ class CacheQueries:
             children = _blob_children(c, repository, digest)
             touched = [digest, *children]
             counted = _cached_sizes(c, touched, prefixes, every_prefix)
+            queue_manifest_dependents(c, repository, digest, time.time() + self.review_delay_s)
             _evict(c, repository, digest, children)
             return counted - _cached_sizes(c, touched, prefixes, every_prefix)
 

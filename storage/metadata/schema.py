@@ -156,6 +156,26 @@ MIGRATIONS: list[list[Statement]] = [
             last_error_at DOUBLE PRECISION,
             last_delivered_at DOUBLE PRECISION)""",
     ],
+    [
+        # Review queues of the incremental collector: a change that may have made a blob or a manifest
+        # garbage queues it, in the change's own transaction, for review once `due_at` has passed.
+        # A collector takes due reviews by `due_at` (setting `lease` to its own token and `due_at` to
+        # when its claim lapses), decides each in a transaction of its own, and deletes the row.
+        """CREATE TABLE gc_blob_reviews (
+            digest TEXT PRIMARY KEY,
+            due_at DOUBLE PRECISION NOT NULL,
+            lease TEXT)""",
+        "CREATE INDEX gc_blob_reviews_by_due ON gc_blob_reviews (due_at)",
+        """CREATE TABLE gc_manifest_reviews (
+            repository TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            due_at DOUBLE PRECISION NOT NULL,
+            lease TEXT,
+            PRIMARY KEY (repository, digest))""",
+        "CREATE INDEX gc_manifest_reviews_by_due ON gc_manifest_reviews (due_at)",
+        # The parents of a manifest (the indexes listing it) within its repository.
+        "CREATE INDEX manifest_references_by_repository_child ON manifest_references (repository, child)",
+    ],
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,10 +19,19 @@ from storage.metadata.figures import FigureQueries
 from storage.metadata.garbage import GarbageQueries
 from storage.metadata.leases import Leases
 from storage.metadata.logins import Logins
+from storage.metadata.reviews import (
+    ReviewQueries,
+    queue_manifest_dependents,
+    queue_replaced,
+    queue_repository_blobs,
+    queue_tag_target,
+    queue_unreferenced_blob,
+)
 from storage.metadata.rows import ManifestRecord, link_blob, put_manifest_rows
 from storage.metadata.schema import PRESENT
 from storage.metadata.visibility import EVERYTHING, Visibility, listing_sql, search_sql
 
+REVIEW_DELAY_S = 3600.0  # a review queued by a change is due this long after it (gc.grace)
 TOUCH_INTERVAL_S = 1.0  # a blob used this recently is not marked used again (saves a write per push)
 
 
@@ -93,14 +102,19 @@ class Metadata:
     registry uses the methods.
 
     The methods that change what a client sees take `events`, the outbox rows reporting the change:
-    written in the same transaction when the change is made, not at all when it is not.
+    written in the same transaction when the change is made, not at all when it is not. Those that may
+    leave garbage (a tag deleted or moved, a manifest or repository deleted, a blob uploaded that no
+    manifest refers to) queue its review (`reviews`) in the same transaction, due `review_delay_s`
+    later.
     """
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, review_delay_s: float = REVIEW_DELAY_S):
         self.db = db
+        self.review_delay_s = review_delay_s
         self.garbage = GarbageQueries(db)
+        self.reviews = ReviewQueries(db)
         self.logins = Logins(db)
-        self.cache = CacheQueries(db)
+        self.cache = CacheQueries(db, review_delay_s)
         self.leases = Leases(db)
         self.browse = BrowseQueries(db)
         self.figures = FigureQueries(db)
@@ -162,6 +176,7 @@ class Metadata:
         def delete(c: Connection) -> RemovedRepository | None:
             if c.execute("DELETE FROM repositories WHERE name = ?", (repository,)).rowcount == 0:
                 return None
+            queue_repository_blobs(c, repository, now + self.review_delay_s)
             tags = c.execute("DELETE FROM tags WHERE repository = ?", (repository,)).rowcount
             manifests = c.execute("DELETE FROM manifests WHERE repository = ?", (repository,)).rowcount
             c.execute("DELETE FROM manifest_references WHERE repository = ?", (repository,))
@@ -248,6 +263,7 @@ class Metadata:
 
         def link(c: Connection) -> None:
             link_blob(c, repository, digest, size, now)
+            queue_unreferenced_blob(c, digest, now + self.review_delay_s)
             insert_events(c, events, now)
 
         await self.db.write(link)
@@ -343,6 +359,7 @@ class Metadata:
                 return False
             c.execute("DELETE FROM upload_chunks WHERE upload = ?", (upload_id,))
             link_blob(c, repository, digest, size, now)
+            queue_unreferenced_blob(c, digest, now + self.review_delay_s)
             insert_events(c, events, now)
             return True
 
@@ -371,6 +388,7 @@ class Metadata:
 
         def put(c: Connection) -> None:
             _check_references(c, repository, blobs, children)
+            queue_replaced(c, repository, manifest.digest, tag, now + self.review_delay_s)
             put_manifest_rows(c, repository, manifest, blobs, children, tag, now, description=description)
             insert_events(c, events, now)
 
@@ -413,6 +431,7 @@ class Metadata:
             cursor = c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
             if cursor.rowcount == 0:
                 return False
+            queue_manifest_dependents(c, repository, digest, now + self.review_delay_s)
             c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
             c.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))
             c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
@@ -426,6 +445,7 @@ class Metadata:
         now = time.time()
 
         def delete(c: Connection) -> bool:
+            queue_tag_target(c, repository, tag, now + self.review_delay_s)
             if c.execute("DELETE FROM tags WHERE repository = ? AND name = ?", (repository, tag)).rowcount == 0:
                 return False
             insert_events(c, events, now)

@@ -336,9 +336,9 @@ def test_twenty_concurrent_cold_pulls_fetch_each_blob_once(
 
 
 def run_gc(cache: RegistryServer) -> subprocess.CompletedProcess[str]:
-    """`registry gc` over the cache's config and data directory."""
+    """`registry gc --full` over the cache's config and data directory."""
     assert cache.config is not None
-    command = [*registry_command(), "gc", "--config", str(cache.config), "--data-dir", str(cache.data_dir)]
+    command = [*registry_command(), "gc", "--full", "--config", str(cache.config), "--data-dir", str(cache.data_dir)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     return result

@@ -345,7 +345,7 @@ def crash_while_the_final_put_joins(server: RegistryServer, backend: Backend, im
         if not present and backend.blob_stored(sha256(image.layer)):
             # Killed between placing the bytes and writing their row: an orphan, kept for the retried PUT.
             assert "1 orphans" in check_output(backend)
-            collected = json.loads(backend.cli("gc", "--json").stdout)
+            collected = json.loads(backend.cli("gc", "--full", "--json").stdout)
             assert collected["orphans_removed"] == 0, "the collector took the bytes the upload was finishing into"
             outcome = "killed between placing the blob and its index row (an orphan the collector kept)"
         put_digest(client, location, image.layer)
@@ -425,7 +425,7 @@ def test_kill_at_each_step_of_a_push_then_redo_and_collect_leaves_nothing_behind
         assert pushed.status_code == 201, pushed.text
         fetched = get_manifest(client, repository, "v1")
         assert fetched.status_code == 200 and fetched.content == image.manifest
-    collected = backend.cli("gc", "--json")
+    collected = backend.cli("gc", "--full", "--json")
     assert collected.returncode == 0, f"registry gc: {collected.stdout}{collected.stderr}"
     report = json.loads(collected.stdout)
     after = check_output(backend)

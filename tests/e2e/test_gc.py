@@ -24,7 +24,7 @@ def disk_usage(folder: Path) -> int:
 
 def run_gc(server: RegistryServer, *flags: str) -> str:
     result = subprocess.run(
-        [*registry_command(), "gc", "--data-dir", str(server.data_dir), *flags],
+        [*registry_command(), "gc", "--full", "--data-dir", str(server.data_dir), *flags],
         capture_output=True,
         text=True,
         env={**os.environ, "REGISTRY_GC_GRACE": "0"},

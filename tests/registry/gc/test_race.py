@@ -1,10 +1,13 @@
-"""The collector's safety claim under load: pushes reusing old layers race a collector running in a
+"""The collectors' safety claim under load: pushes reusing old layers race a collector running in a
 loop with a short grace period (so the old layers are garbage again and again while pushes rely on
-them), and afterwards every tag still pulls with every blob present and intact."""
+them), and afterwards every tag still pulls with every blob present and intact. Run against the full
+collection (registry/gc.py) and the incremental one (registry/reviews.py, deciding the reviews the
+pushes and deletes queue as they come due)."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import os
@@ -15,6 +18,8 @@ import pytest
 
 from registry.config import Settings
 from registry.gc import Collector
+from registry.reviews import ReviewCollector, ReviewReport
+from storage.metadata.reviews import queue_blobs
 from tests.support.app import running_app
 from tests.support.content import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, descriptor, digest_of
 
@@ -103,22 +108,39 @@ async def find_violations(client: httpx.AsyncClient, repositories: list[str], fo
                 found.append(f"{repository}@{digest} refers to {d['digest']}, which is gone")
 
 
-async def test_pushes_racing_a_looping_collector_never_lose_a_referenced_blob(settings: Settings) -> None:
+@pytest.mark.parametrize("kind", ["full", "reviews"])
+async def test_pushes_racing_a_looping_collector_never_lose_a_referenced_blob(settings: Settings, kind: str) -> None:
     rng = random.Random(int.from_bytes(os.urandom(4), "big"))
-    old_layers = [os.urandom(2048) for _ in range(LAYER_POOL)]
+    # The incremental collector looks at a layer only when a change queues it: with more old layers, more
+    # of them are unreferenced when it does, so pushes race it about as often as a full collection.
+    old_layers = [os.urandom(2048) for _ in range(LAYER_POOL * (1 if kind == "full" else 3))]
     repositories = [f"race/p{n}" for n in range(PUSHERS)]
+    settings = copy.deepcopy(settings)
+    settings.gc.grace, settings.gc.reviews = f"{GRACE_S}s", False  # reviews due a grace after each change
     async with running_app(settings) as (app, client):
         for layer in old_layers:
             await push_blob_like_docker(client, "seed/base", layer)
         metadata, driver = app.state.registry.metadata, app.state.registry.driver
         collector = Collector(metadata, driver, grace_s=GRACE_S, purge_after_s=60)
+        reviewer = ReviewCollector(metadata, driver, GRACE_S, delete_untagged=True, batch=5, rest=0)
+        old_digests = [digest_of(layer) for layer in old_layers]
         stop = asyncio.Event()
-        reports, refused, violations = [], [], []
+        reports: list = []
+        refused: list[int] = []
+        violations: list[str] = []
 
         async def collect_forever() -> None:
             while not stop.is_set():
-                reports.append(await collector.run(delete_untagged=rng.random() < 0.5))
-                await asyncio.sleep(0)
+                if kind == "full":
+                    reports.append(await collector.run(delete_untagged=rng.random() < 0.5))
+                else:
+                    # As if changes kept queuing the old layers (a full collection looks at every blob
+                    # on each run): each is decided again and again while pushes rely on it.
+                    await metadata.db.write(lambda c: queue_blobs(c, old_digests, 0.0))
+                    report = ReviewReport()  # one batch: the incremental collector's step
+                    await reviewer.run_batch(report)
+                    reports.append(report)
+                await asyncio.sleep(0 if kind == "full" else 0.005)
 
         async def check_forever() -> None:
             while not stop.is_set():
@@ -150,5 +172,5 @@ async def test_pushes_racing_a_looping_collector_never_lose_a_referenced_blob(se
         assert len(reports) >= 20, f"only {len(reports)} collections ran during the pushes"
         assert refused, "no push ever raced the collector: the test proves nothing"
         assert await check_everything_pulls(client, repositories) == PUSHERS
-        await collector.run(delete_untagged=True)
+        await (collector.run(delete_untagged=True) if kind == "full" else reviewer.run_due())
         assert await check_everything_pulls(client, repositories) == PUSHERS

@@ -1,0 +1,156 @@
+"""Incremental garbage collection: what changes queued for review (storage/metadata/reviews.py) is
+decided one item at a time, each in a short transaction, by a collector in every worker and replica.
+
+The work is proportional to what changed, not to what exists: no snapshot, no lease over the whole
+index. A collector claims a small batch of due reviews (other collectors skip them until the claim
+lapses), then decides each: a manifest nothing keeps is deleted, queuing its children, referrers and
+blobs for review at once; a blob nothing refers to and unused within the grace period goes in the
+same two steps as in a full collection (registry/gc.py): its row marked `deleting`, its bytes
+deleted, its row dropped. A collector that stops between the steps leaves the review claimed; once
+the claim lapses, another finishes the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+
+from registry.config import Settings, parse_duration
+from registry.layout import blob_key
+from storage.drivers import Driver
+from storage.metadata import Metadata
+from storage.metadata.reviews import DOOMED, KEPT, LATER, LOST, REMOVED, WAITING
+
+log = logging.getLogger("registry.gc")
+
+BATCH = 50  # reviews claimed at once by one collector
+LEASE_S = 300.0  # how long a claim lasts: far longer than deciding a batch (and deleting its bytes) takes
+REST = 0.5  # after each decision, the collector rests this many times as long as it took (gc.rest)
+
+
+@dataclass
+class ReviewReport:
+    """What collecting due reviews did."""
+
+    manifests_removed: int = 0
+    manifest_bytes_removed: int = 0
+    blobs_removed: int = 0
+    blob_bytes_removed: int = 0
+    reviews: int = 0  # decided by this collector
+    kept: int = 0  # dropped: something refers to it, or it is gone already
+    later: int = 0  # kept for now, reviewed again when its grace ends
+    lost: int = 0  # claimed by another collector meanwhile: left to it
+    seconds: float = 0.0
+    dry_run: bool = False  # what `registry gc --json` prints has the full collection's `dry_run` too
+
+    def summary(self) -> str:
+        return (
+            f"reviewed {self.reviews}: removed {self.manifests_removed} manifests, {self.blobs_removed} blobs "
+            f"({self.blob_bytes_removed / (1 << 20):.1f} MiB); kept {self.kept}, {self.later} to review again "
+            f"later; {self.seconds:.2f}s"
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class ReviewCollector:
+    """Decides the due reviews of `metadata`, deleting bytes through `driver`; one per worker."""
+
+    def __init__(
+        self,
+        metadata: Metadata,
+        driver: Driver,
+        grace_s: float,
+        delete_untagged: bool = False,
+        batch: int = BATCH,
+        lease_s: float = LEASE_S,
+        rest: float = REST,
+    ):
+        self.metadata, self.driver = metadata, driver
+        self.reviews = metadata.reviews
+        self.grace_s, self.delete_untagged = grace_s, delete_untagged
+        self.batch, self.lease_s, self.rest = batch, lease_s, rest
+        self.lease = uuid.uuid4().hex  # this collector's token on the reviews it claims
+
+    @classmethod
+    def configured(cls, metadata: Metadata, driver: Driver, settings: Settings) -> ReviewCollector:
+        """The collector `settings` describe (`gc.grace`, `gc.delete_untagged`, `gc.rest`)."""
+        gc = settings.gc
+        return cls(metadata, driver, parse_duration(gc.grace), gc.delete_untagged, rest=gc.rest)
+
+    async def run_batch(self, report: ReviewReport) -> int:
+        """Claim and decide one batch of due manifest reviews, then one of blob reviews; returns how
+        many reviews it claimed (0: none was due)."""
+        manifests = await self.reviews.claim_manifests(self.lease, self.batch, self.lease_s)
+        for repository, digest in manifests:
+            started = time.perf_counter()
+            decision = await self.reviews.decide_manifest(
+                repository, digest, self.lease, self.grace_s, self.delete_untagged
+            )
+            self._count(report, decision.outcome)
+            if decision.outcome == REMOVED:
+                report.manifests_removed += 1
+                report.manifest_bytes_removed += decision.size
+            await self._rest(started)
+        blobs = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s)
+        for digest in blobs:
+            started = time.perf_counter()
+            decision = await self.reviews.decide_blob(digest, self.lease, self.grace_s, self.lease_s)
+            self._count(report, decision.outcome)
+            if decision.outcome == DOOMED:
+                await self.driver.delete(blob_key(digest))
+                await self.reviews.forget_blob(digest)
+                report.blobs_removed += 1
+                report.blob_bytes_removed += decision.size
+            await self._rest(started)
+        return len(manifests) + len(blobs)
+
+    async def _rest(self, started: float) -> None:
+        """Leave the index's writer to pushes for `rest` times as long as the last decision took."""
+        if self.rest > 0:
+            await asyncio.sleep((time.perf_counter() - started) * self.rest)
+
+    @staticmethod
+    def _count(report: ReviewReport, outcome: str) -> None:
+        if outcome == LOST:
+            report.lost += 1
+            return
+        report.reviews += 1
+        if outcome in (KEPT, WAITING):
+            report.kept += 1
+        elif outcome == LATER:
+            report.later += 1
+
+    async def run_due(self) -> ReviewReport:
+        """Decide every review due now, and those the removals lead to, until none is due."""
+        started = time.time()
+        report = ReviewReport()
+        while await self.run_batch(report):
+            pass
+        report.seconds = time.time() - started
+        if report.reviews:
+            log.info("incremental garbage collection: %s", report.summary())
+        return report
+
+    async def run_forever(self, poll_s: float) -> None:
+        """Decide due reviews as they come: batch after batch while there are any, then look again
+        every `poll_s` seconds (a read). A failure (the index or storage unavailable) is logged and
+        retried after `poll_s`; what it left claimed is taken again once the claim lapses."""
+        report = ReviewReport()
+        while True:
+            try:
+                due = await self.reviews.next_due()
+                if due is not None and due <= time.time():
+                    while await self.run_batch(report):
+                        await asyncio.sleep(0)
+                    if report.reviews:
+                        log.info("incremental garbage collection: %s", report.summary())
+                    report = ReviewReport()
+            except Exception:
+                log.exception("incremental garbage collection failed; trying again in %.0fs", poll_s)
+            await asyncio.sleep(poll_s)

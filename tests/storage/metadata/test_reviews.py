@@ -1,0 +1,213 @@
+"""The review queues (storage/metadata/reviews.py) on SQLite and PostgreSQL: each change that may leave
+garbage queues its review in its own transaction, due `review_delay_s` later; claims and decisions."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from storage.metadata import DELETING, ManifestRecord, Metadata
+from storage.metadata.reviews import DOOMED, KEPT, LATER, LOST, REMOVED, WAITING
+
+pytestmark = pytest.mark.anyio
+
+D = ["sha256:" + f"{i:02d}" * 32 for i in range(20)]
+OCI = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+DELAY = 3600.0  # the fixture's store queues reviews due an hour after the change
+
+
+async def blob_reviews(metadata: Metadata) -> dict[str, float]:
+    rows = await metadata.db.read(lambda c: c.execute("SELECT digest, due_at FROM gc_blob_reviews").fetchall())
+    return {row[0]: row[1] for row in rows}
+
+
+async def manifest_reviews(metadata: Metadata) -> dict[tuple[str, str], float]:
+    rows = await metadata.db.read(
+        lambda c: c.execute("SELECT repository, digest, due_at FROM gc_manifest_reviews").fetchall()
+    )
+    return {(row[0], row[1]): row[2] for row in rows}
+
+
+async def clear(metadata: Metadata) -> None:
+    def delete(c) -> None:
+        c.execute("DELETE FROM gc_blob_reviews")
+        c.execute("DELETE FROM gc_manifest_reviews")
+
+    await metadata.db.write(delete)
+
+
+async def image(metadata: Metadata, repository: str, digest: str, layers: list[str], tag: str | None) -> None:
+    for layer in layers:
+        await metadata.link_blob(repository, layer, 10)
+    await metadata.put_manifest(repository, ManifestRecord(digest, OCI, 100), dict.fromkeys(layers, 10), {}, tag)
+
+
+def due_about_now_plus_delay(due: float) -> bool:
+    return time.time() + DELAY - 30 < due <= time.time() + DELAY
+
+
+async def test_an_upload_no_manifest_refers_to_queues_a_blob_review(metadata: Metadata) -> None:
+    await metadata.create_upload("u1", "r")
+    assert await metadata.finish_upload("u1", "r", D[0], 0)
+    await metadata.link_blob("other", D[1], 10)  # a mount, or a blob stored by the cache
+    reviews = await blob_reviews(metadata)
+    assert set(reviews) == {D[0], D[1]} and all(due_about_now_plus_delay(due) for due in reviews.values())
+
+
+async def test_an_upload_of_a_blob_a_manifest_refers_to_queues_nothing(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], "v1")
+    await clear(metadata)
+    await metadata.link_blob("r2", D[0], 10)
+    assert await blob_reviews(metadata) == {}
+
+
+async def test_a_manifest_pushed_without_a_tag_queues_its_review_and_a_tagged_one_none(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], None)
+    await image(metadata, "r", D[8], [D[1]], "v1")
+    reviews = await manifest_reviews(metadata)
+    assert set(reviews) == {("r", D[9])} and due_about_now_plus_delay(reviews[("r", D[9])])
+
+
+async def test_deleting_a_tag_queues_the_manifest_it_named(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], "v1")
+    await clear(metadata)
+    assert await metadata.delete_tag("r", "v1")
+    assert not await metadata.delete_tag("r", "v1")
+    assert set(await manifest_reviews(metadata)) == {("r", D[9])}
+
+
+async def test_moving_a_tag_queues_the_manifest_it_named_before(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], "v1")
+    await image(metadata, "r", D[8], [D[0]], "v1")  # the tag moves
+    await image(metadata, "r", D[8], [D[0]], "v1")  # and stays
+    assert set(await manifest_reviews(metadata)) == {("r", D[9])}
+
+
+async def test_deleting_a_manifest_queues_its_children_referrers_blobs_and_bytes(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], None)
+    await image(metadata, "r", D[8], [D[1], D[2]], None)
+    index = ManifestRecord(D[7], INDEX, 200)
+    await metadata.put_manifest("r", index, {}, {D[9]: 100, D[8]: 100}, "v1")
+    signature = ManifestRecord(D[6], OCI, 50, artifact_type="application/x-signature", subject=D[7])
+    await metadata.link_blob("r", D[3], 10)
+    await metadata.put_manifest("r", signature, {D[3]: 10}, {}, None)
+    await clear(metadata)
+    assert await metadata.delete_manifest("r", D[7])
+    assert set(await manifest_reviews(metadata)) == {("r", D[9]), ("r", D[8]), ("r", D[6])}
+    assert set(await blob_reviews(metadata)) == {D[7]}, "an index refers to no blob: only its own bytes"
+    await clear(metadata)
+    assert await metadata.delete_manifest("r", D[8])
+    assert set(await blob_reviews(metadata)) == {D[8], D[1], D[2]}
+
+
+async def test_deleting_a_repository_queues_every_blob_it_linked_or_referred_to(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0], D[1]], "v1")
+    await metadata.link_blob("r", D[2], 10)
+    await clear(metadata)
+    assert await metadata.delete_repository("r") is not None
+    assert set(await blob_reviews(metadata)) == {D[9], D[0], D[1], D[2]}
+
+
+async def test_evicting_cached_content_queues_its_blobs(metadata: Metadata) -> None:
+    await metadata.cache.put_manifest("cache/app", ManifestRecord(D[9], OCI, 100), {D[0]: 10}, {}, "latest")
+    await clear(metadata)
+    later = time.time() + 10
+    assert await metadata.cache.evict("cache/app", D[9], later, ["cache"], ["cache"]) is not None
+    assert set(await blob_reviews(metadata)) == {D[9], D[0]}
+
+
+async def test_a_cached_tag_that_moves_queues_the_manifest_it_named(metadata: Metadata) -> None:
+    await metadata.cache.put_manifest("cache/app", ManifestRecord(D[9], OCI, 100), {D[0]: 10}, {}, "latest")
+    await metadata.cache.put_manifest("cache/app", ManifestRecord(D[8], OCI, 100), {D[0]: 10}, {}, "latest")
+    assert set(await manifest_reviews(metadata)) == {("cache/app", D[9])}
+
+
+async def make_due(metadata: Metadata) -> None:
+    def due(c) -> None:
+        c.execute("UPDATE gc_blob_reviews SET due_at = 0")
+        c.execute("UPDATE gc_manifest_reviews SET due_at = 0")
+
+    await metadata.db.write(due)
+
+
+async def test_a_claim_is_one_collectors_until_it_lapses(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
+    await metadata.link_blob("r", D[1], 10)
+    assert await metadata.reviews.claim_blobs("a", 10, 300) == []  # not due yet
+    await make_due(metadata)
+    assert sorted(await metadata.reviews.claim_blobs("a", 10, 300)) == [D[0], D[1]]
+    assert await metadata.reviews.claim_blobs("b", 10, 300) == [], "claimed by a"
+    assert (await metadata.reviews.decide_blob(D[0], "b", 0, 300)).outcome == LOST
+    assert (await metadata.reviews.decide_blob(D[0], "a", 3600, 300)).outcome == LATER, "used within the grace"
+    await make_due(metadata)  # as when a's claim lapses
+    assert sorted(await metadata.reviews.claim_blobs("b", 10, 300)) == [D[0], D[1]]
+    assert (await metadata.reviews.decide_blob(D[1], "a", 0, 300)).outcome == LOST
+
+
+async def test_a_doomed_blob_stays_deleting_and_claimed_until_forgotten(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
+    await make_due(metadata)
+    await metadata.reviews.claim_blobs("a", 10, 300)
+    decision = await metadata.reviews.decide_blob(D[0], "a", 0, 300)
+    assert (decision.outcome, decision.size) == (DOOMED, 10)
+    assert await metadata.reserve_blob(D[0]) == DELETING
+    assert set(await blob_reviews(metadata)) == {D[0]}, "kept until the row goes: a crash is reviewed again"
+    # A collector that stopped here: once the claim lapses, another finishes the work.
+    await make_due(metadata)
+    assert await metadata.reviews.claim_blobs("b", 10, 300) == [D[0]]
+    assert (await metadata.reviews.decide_blob(D[0], "b", 0, 300)).outcome == DOOMED
+    await metadata.reviews.forget_blob(D[0])
+    assert await metadata.reserve_blob(D[0]) is None and await blob_reviews(metadata) == {}
+    assert await metadata.repositories_with_blob(D[0]) == []
+
+
+async def test_a_referenced_blob_review_is_dropped(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
+    await image(metadata, "r", D[9], [D[0]], "v1")
+    await make_due(metadata)
+    await metadata.reviews.claim_blobs("a", 10, 300)
+    assert (await metadata.reviews.decide_blob(D[0], "a", 0, 300)).outcome == KEPT
+    assert D[0] not in await blob_reviews(metadata)
+
+
+async def test_untagged_manifests_go_only_when_asked_and_children_wait_for_their_index(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], None)
+    index = ManifestRecord(D[7], INDEX, 200)
+    await metadata.put_manifest("r", index, {}, {D[9]: 100}, None)
+    await make_due(metadata)
+    assert len(await metadata.reviews.claim_manifests("a", 10, 300)) == 2
+    assert (await metadata.reviews.decide_manifest("r", D[9], "a", 0, False)).outcome == KEPT
+    assert (await metadata.reviews.decide_manifest("r", D[7], "a", 0, False)).outcome == KEPT
+    await metadata.db.write(
+        lambda c: c.executemany(
+            "INSERT INTO gc_manifest_reviews (repository, digest, due_at) VALUES ('r', ?, 0)", [(D[9],), (D[7],)]
+        )
+    )
+    await metadata.reviews.claim_manifests("a", 10, 300)
+    assert (await metadata.reviews.decide_manifest("r", D[9], "a", 0, True)).outcome == WAITING
+    assert (await metadata.reviews.decide_manifest("r", D[7], "a", 0, True)).outcome == REMOVED
+    assert await manifest_reviews(metadata) == {("r", D[9]): pytest.approx(time.time(), abs=30)}, "due at once"
+    await metadata.reviews.claim_manifests("a", 10, 300)
+    assert (await metadata.reviews.decide_manifest("r", D[9], "a", 0, True)).outcome == REMOVED
+    assert set(await blob_reviews(metadata)) >= {D[9], D[7], D[0]}
+
+
+async def test_a_young_manifest_is_reviewed_again_when_its_grace_ends(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], None)
+    await make_due(metadata)
+    await metadata.reviews.claim_manifests("a", 10, 300)
+    decision = await metadata.reviews.decide_manifest("r", D[9], "a", 600, True)
+    assert decision.outcome == LATER and decision.due_at == pytest.approx(time.time() + 600, abs=30)
+    assert (await manifest_reviews(metadata))[("r", D[9])] == decision.due_at
+
+
+async def test_queue_totals_count_what_is_due(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
+    await image(metadata, "r", D[9], [D[1]], None)
+    totals = await metadata.reviews.totals()
+    assert (totals.blobs, totals.blobs_due, totals.manifests, totals.manifests_due) == (2, 0, 1, 0)
+    await make_due(metadata)
+    assert (await metadata.reviews.totals()).blobs_due == 2
+    assert await metadata.reviews.next_due() == 0
