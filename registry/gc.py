@@ -38,6 +38,7 @@ from registry.layout import blob_key, upload_prefix
 from registry.names import parse_digest
 from registry.proxy.eviction import evict
 from storage.drivers import Driver, Entry
+from storage.errors import WriteConflict
 from storage.metadata import BLOB_BATCH, MANIFEST_BATCH, Blob, ManifestKey, Metadata, RemovedManifest
 
 log = logging.getLogger("registry.gc")
@@ -178,7 +179,7 @@ class Collector:
             while page := await marks.unkept(after, MANIFEST_BATCH):
                 await self._renew(holder)
                 after = page[-1]
-                removed = await self.queries.remove_manifests(page, cutoff)
+                removed = await self._remove_page(page, cutoff)
                 gone = {(m.repository, m.digest) for m in removed}
                 retry += [m for m in page if (m.repository, m.digest) not in gone]
                 _count_removed(report, removed)
@@ -187,7 +188,7 @@ class Collector:
             for start in range(0, len(retry), MANIFEST_BATCH):
                 await self._renew(holder)
                 page = retry[start : start + MANIFEST_BATCH]
-                removed = await self.queries.remove_manifests(page, cutoff)
+                removed = await self._remove_page(page, cutoff)
                 gone = {(m.repository, m.digest) for m in removed}
                 left += [m for m in page if (m.repository, m.digest) not in gone]
                 _count_removed(report, removed)
@@ -195,13 +196,44 @@ class Collector:
                 break
             retry = left
 
+    async def _remove_page(self, page: list[ManifestKey], cutoff: float) -> list[RemovedManifest]:
+        """Remove what a page of manifests may lose, in one transaction; when that keeps conflicting with
+        concurrent pushes (PostgreSQL), one manifest a transaction, leaving one that still conflicts to
+        the next collection."""
+        try:
+            return await self.queries.remove_manifests(page, cutoff)
+        except WriteConflict:
+            if len(page) == 1:
+                log.warning(
+                    "garbage collection: %s@%s left for the next run (writes conflicted)",
+                    page[0].repository,
+                    page[0].digest,
+                )
+                return []
+        removed: list[RemovedManifest] = []
+        for manifest in page:
+            removed += await self._remove_page([manifest], cutoff)
+        return removed
+
     async def _remove_blobs(self, report: Report, cutoff: float, holder: str) -> None:
         """Walk the blobs by digest, BLOB_BATCH at a time: mark the unreferenced ones `deleting` (one
-        transaction), delete their bytes, drop their rows (another)."""
-        after = ""
+        transaction), delete their bytes, drop their rows (another). A page whose mark keeps conflicting
+        with concurrent pushes (PostgreSQL) is tried again ten times smaller, down to one blob; the rest
+        of the walk is then left to the next collection."""
+        after, batch = "", BLOB_BATCH
         while True:
             await self._renew(holder)
-            page = await self.queries.mark_blobs(cutoff, after, BLOB_BATCH)
+            try:
+                page = await self.queries.mark_blobs(cutoff, after, batch)
+            except WriteConflict:
+                if batch == 1:
+                    log.warning(
+                        "garbage collection: the blobs after %s left for the next run (writes conflicted)", after
+                    )
+                    return
+                batch = max(1, batch // 10)
+                continue
+            batch = BLOB_BATCH
             if page.last is None:
                 return
             after = page.last

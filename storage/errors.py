@@ -16,6 +16,11 @@ class BackendUnavailable(StorageError):
     may succeed later. Nothing was changed by the failed operation, or the change is invisible."""
 
 
+class WriteConflict(BackendUnavailable):
+    """A write transaction kept conflicting with concurrent ones (PostgreSQL's serialization failures)
+    through every retry; nothing was changed, and a smaller or later one may succeed."""
+
+
 class MissingReferences(StorageError):
     """A manifest refers to blobs or manifests the repository lacks (or has with another size)."""
 

@@ -23,7 +23,7 @@ from psycopg import errors
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from storage.errors import BackendUnavailable
+from storage.errors import BackendUnavailable, WriteConflict
 from storage.metadata.database import Connection, WriteTimings
 from storage.metadata.schema import migrate
 
@@ -154,9 +154,9 @@ class PostgresDatabase:
                         finally:
                             if self._timings is not None:
                                 self._timings.record(started, (fn,))
-                except (errors.SerializationFailure, errors.DeadlockDetected):
+                except (errors.SerializationFailure, errors.DeadlockDetected) as e:
                     if attempt == WRITE_ATTEMPTS - 1:
-                        raise
+                        raise WriteConflict(f"a write kept conflicting with others: {e}") from e
                     time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
             raise AssertionError("unreachable")
 

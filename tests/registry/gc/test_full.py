@@ -19,6 +19,7 @@ import pytest
 
 from registry.gc import Collector
 from storage.drivers.memory import MemoryDriver
+from storage.errors import WriteConflict
 from storage.metadata import BLOB_BATCH, MANIFEST_BATCH, Connection, Cursor, Database, Metadata, Session
 from storage.metadata.sqlite import SQLiteDatabase
 from tests.support.seeded_index import Shape, seed
@@ -108,6 +109,34 @@ async def test_no_write_transaction_of_a_full_collection_holds_more_than_a_batch
     assert max(sum(w.values()) for w in db.writes) <= 2 * BLOB_BATCH  # a batch of blobs and their links
     assert sum(1 for w in db.writes if w["blobs"]) >= 2 * garbage_blobs // BLOB_BATCH  # marked, then forgotten
     again = await Collector(metadata, MemoryDriver(), grace_s=3600, purge_after_s=86400).run(delete_untagged=True)
+    assert (again.manifests_removed, again.blobs_removed) == (0, 0)
+
+
+class ConflictingDatabase(CountingDatabase):
+    """A real database where a write that would change more than one manifest or blob row fails as
+    PostgreSQL's do under many concurrent pushes: rolled back, WriteConflict."""
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        def refused_when_large(c: Connection) -> T:
+            changed: Counter[str] = Counter()
+            result = fn(CountingConnection(c, changed))
+            if changed["manifests"] > 1 or changed["blobs"] > 1:
+                raise WriteConflict("a write kept conflicting with others")
+            return result
+
+        return await self.db.write(refused_when_large)
+
+
+async def test_a_collection_whose_batches_keep_conflicting_finishes_one_row_at_a_time(metadata: Metadata) -> None:
+    shape = Shape(repositories=30, tags=1, untagged=1, orphans=2)
+    await seed(metadata, shape)
+    conflicting = Metadata(ConflictingDatabase(metadata.db))
+    collector = Collector(conflicting, MemoryDriver(), grace_s=3600, purge_after_s=86400)
+    planned = await collector.run(dry_run=True, delete_untagged=True)
+    done = await collector.run(delete_untagged=True)
+    assert (done.manifests_removed, done.blobs_removed) == (planned.manifests_removed, planned.blobs_removed)
+    assert (done.manifests_removed, done.blobs_removed) == (30, 30 * (4 + 2))
+    again = await Collector(metadata, MemoryDriver(), grace_s=3600, purge_after_s=86400).run(dry_run=True)
     assert (again.manifests_removed, again.blobs_removed) == (0, 0)
 
 
