@@ -83,10 +83,10 @@ class ReviewCollector:
         gc = settings.gc
         return cls(metadata, driver, parse_duration(gc.grace), gc.delete_untagged, rest=gc.rest)
 
-    async def run_batch(self, report: ReviewReport) -> int:
-        """Claim and decide one batch of due manifest reviews, then one of blob reviews; returns how
-        many reviews it claimed (0: none was due)."""
-        manifests = await self.reviews.claim_manifests(self.lease, self.batch, self.lease_s)
+    async def run_batch(self, report: ReviewReport, until: float | None = None) -> int:
+        """Claim and decide one batch of due manifest reviews, then one of blob reviews (due now, or by
+        `until` when given); returns how many reviews it claimed (0: none was due)."""
+        manifests = await self.reviews.claim_manifests(self.lease, self.batch, self.lease_s, until)
         for repository, digest in manifests:
             started = time.perf_counter()
             decision = await self.reviews.decide_manifest(
@@ -97,7 +97,7 @@ class ReviewCollector:
                 report.manifests_removed += 1
                 report.manifest_bytes_removed += decision.size
             await self._rest(started)
-        blobs = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s)
+        blobs = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s, until)
         for digest in blobs:
             started = time.perf_counter()
             decision = await self.reviews.decide_blob(digest, self.lease, self.grace_s, self.lease_s)
@@ -127,10 +127,11 @@ class ReviewCollector:
             report.later += 1
 
     async def run_due(self) -> ReviewReport:
-        """Decide every review due now, and those the removals lead to, until none is due."""
+        """Decide every review due when it starts, and those its removals lead to (queued due before
+        any other), then end, also while pushes keep queueing reviews."""
         started = time.time()
         report = ReviewReport()
-        while await self.run_batch(report):
+        while await self.run_batch(report, started):
             pass
         report.seconds = time.time() - started
         if report.reviews:

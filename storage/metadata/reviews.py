@@ -28,6 +28,7 @@ LINK_BATCH = 1000  # repository links of a deleted blob dropped per transaction
 REMOVED = "removed"  # a manifest deleted (its children, referrers and blobs queued)
 DOOMED = "doomed"  # a blob marked `deleting`: its bytes are the caller's to delete, then `forget_blob`
 KEPT = "kept"  # something refers to it (or it is gone already): the review is dropped
+DUE_FIRST = 0.0  # the due time of reviews a removal leads to: before every other
 LATER = "later"  # kept for now (young, or reached through young manifests): reviewed again at `due_at`
 WAITING = "waiting"  # an index still lists it: that index's own review comes first, and queues it again
 LOST = "lost"  # the review was no longer this collector's (its claim lapsed): nothing done
@@ -233,8 +234,9 @@ def _decide_manifest(
     ).fetchone()
     if listed is not None:
         return Decision(WAITING)
-    # Reviews this deletion leads to are due at once: what it frees was already old enough.
-    queue_manifest_dependents(c, repository, digest, now)
+    # Reviews this deletion leads to are due at once, before any other (what it frees was already old
+    # enough), so a run deciding what was due at its start follows its removals to their end.
+    queue_manifest_dependents(c, repository, digest, DUE_FIRST)
     c.execute(f"DELETE FROM manifests WHERE {where}", key)
     c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", key)
     c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", key)
@@ -294,14 +296,16 @@ class ReviewQueries:
         # PostgreSQL: collectors in other processes skip the rows one is claiming instead of waiting.
         return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
 
-    async def claim_blobs(self, lease: str, limit: int, lease_s: float) -> list[str]:
-        """Claim up to `limit` due blob reviews, earliest first, for `lease_s` seconds under `lease` (a
-        token of the caller's); other collectors skip them until the claim lapses."""
+    async def claim_blobs(self, lease: str, limit: int, lease_s: float, until: float | None = None) -> list[str]:
+        """Claim up to `limit` blob reviews due now (or by `until`, when earlier), earliest first, for
+        `lease_s` seconds under `lease` (a token of the caller's); other collectors skip them until the
+        claim lapses."""
         now = time.time()
+        due_by = now if until is None else min(now, until)
         select = f"SELECT digest FROM gc_blob_reviews WHERE due_at <= ? ORDER BY due_at LIMIT ?{self._for_update()}"
 
         def claim(c: Connection) -> list[str]:
-            digests = [row[0] for row in c.execute(select, (now, limit)).fetchall()]
+            digests = [row[0] for row in c.execute(select, (due_by, limit)).fetchall()]
             c.executemany(
                 "UPDATE gc_blob_reviews SET due_at = ?, lease = ? WHERE digest = ?",
                 [(now + lease_s, lease, d) for d in digests],
@@ -310,16 +314,19 @@ class ReviewQueries:
 
         return await self.db.write(claim)
 
-    async def claim_manifests(self, lease: str, limit: int, lease_s: float) -> list[tuple[str, str]]:
+    async def claim_manifests(
+        self, lease: str, limit: int, lease_s: float, until: float | None = None
+    ) -> list[tuple[str, str]]:
         """Claim up to `limit` due manifest reviews, as `claim_blobs` does; (repository, digest) each."""
         now = time.time()
+        due_by = now if until is None else min(now, until)
         select = (
             "SELECT repository, digest FROM gc_manifest_reviews WHERE due_at <= ? ORDER BY due_at LIMIT ?"
             + self._for_update()
         )
 
         def claim(c: Connection) -> list[tuple[str, str]]:
-            keys = [(row[0], row[1]) for row in c.execute(select, (now, limit)).fetchall()]
+            keys = [(row[0], row[1]) for row in c.execute(select, (due_by, limit)).fetchall()]
             c.executemany(
                 "UPDATE gc_manifest_reviews SET due_at = ?, lease = ? WHERE repository = ? AND digest = ?",
                 [(now + lease_s, lease, r, d) for r, d in keys],

@@ -144,6 +144,30 @@ async def test_a_review_after_a_push_that_refers_to_the_blob_again_keeps_it(serv
         assert (await client.get(f"/v2/team/app/blobs/{digest_of(blob)}")).status_code == 200
 
 
+async def test_run_due_ends_while_pushes_keep_queueing_reviews_and_follows_its_removals(settings: Settings) -> None:
+    async with running_app(reviewing(settings)) as (app, client):
+        doomed = make_image()
+        await push_image(client, "team/old", doomed, "v1")
+        assert (await client.delete("/v2/team/old/manifests/v1")).status_code == 202  # the manifest's review
+        stop = asyncio.Event()
+
+        async def push_forever() -> None:  # each push moves the tag: one more review, due at once
+            while not stop.is_set():
+                await push_image(client, "team/busy", make_image(), "latest")
+
+        pushing = asyncio.create_task(push_forever())
+        try:
+            await asyncio.sleep(0.2)
+            report = await asyncio.wait_for(reviewer(app, delete_untagged=True).run_due(), 60)
+        finally:
+            stop.set()
+            await pushing
+        # The manifest removed, and in a later round the blobs its removal queued (due only then).
+        assert report.manifests_removed >= 1 and report.blobs_removed >= len(doomed.layers) + 1
+        for blob in [doomed.config, *doomed.layers]:
+            assert (await client.head(f"/v2/team/old/blobs/{digest_of(blob)}")).status_code == 404
+
+
 async def test_two_collectors_on_one_index_share_the_work_without_doing_any_twice(settings: Settings) -> None:
     settings = reviewing(settings)
     orphans = [os.urandom(40) for _ in range(60)]
