@@ -1,14 +1,19 @@
-"""A metadata database that counts the statements its queries run: the real database underneath, each
-query's connection wrapped to count `execute` calls (to show that a page of a listing is one statement)."""
+"""Metadata databases that count what their queries do, the real database underneath: the statements
+reads run (to show that a page of a listing is one statement), and the rows each write transaction
+changes, by table (to show that a collector's transactions stay short)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
-from storage.metadata import Connection, Cursor, Database, Metadata
+from storage.metadata import Connection, Cursor, Database, Metadata, Session
 
 T = TypeVar("T")
+DML = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
 
 class _CountingConnection:
@@ -51,3 +56,54 @@ def counted(metadata: Metadata) -> CountedDatabase:
 def uncounted(metadata: Metadata) -> None:
     if isinstance(metadata.db, CountedDatabase):
         metadata.db = metadata.db.db
+
+
+class CountingConnection:
+    """A connection noting the rows each statement changed, by table."""
+
+    def __init__(self, conn: Connection, changed: Counter[str]):
+        self.conn, self.changed = conn, changed
+
+    def _note(self, sql: str, cursor: Cursor) -> Cursor:
+        match = DML.match(sql)
+        if match and cursor.rowcount > 0:
+            self.changed[match.group(1).lower()] += cursor.rowcount
+        return cursor
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        return self._note(sql, self.conn.execute(sql, parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
+        return self._note(sql, self.conn.executemany(sql, parameters))
+
+
+class CountingDatabase:
+    """A real database whose write transactions each note the rows they changed, by table."""
+
+    def __init__(self, db: Database):
+        self.db, self.dialect = db, db.dialect
+        self.writes: list[Counter[str]] = []
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.read(fn)
+
+    async def scan(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.scan(fn)
+
+    def session(self) -> AbstractAsyncContextManager[Session]:
+        return self.db.session()
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        def counted(c: Connection) -> T:
+            changed: Counter[str] = Counter()  # anew on each attempt (PostgreSQL retries conflicts)
+            result = fn(CountingConnection(c, changed))
+            self.writes.append(changed)
+            return result
+
+        return await self.db.write(counted)

@@ -4,30 +4,28 @@ no write transaction it runs holds more than a batch of rows, on indexes seeded 
 from __future__ import annotations
 
 import os
-import re
 import resource
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
 from registry.gc import Collector
 from storage.drivers.memory import MemoryDriver
 from storage.errors import WriteConflict
-from storage.metadata import BLOB_BATCH, MANIFEST_BATCH, Connection, Cursor, Database, Metadata, Session
+from storage.metadata import BLOB_BATCH, MANIFEST_BATCH, Connection, Metadata
 from storage.metadata.sqlite import SQLiteDatabase
+from tests.support.counting import CountingConnection, CountingDatabase
 from tests.support.seeded_index import Shape, seed
 
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-DML = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
 # 125,020 blobs: the collection before this one read every manifest, reference and blob into the
 # process and needed 160-200 MiB of data segment for this index (MemoryError at 160 MiB); this one
@@ -35,57 +33,6 @@ DML = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNOR
 CAPPED = Shape(repositories=5000, tags=5, untagged=1, orphans=1)
 DATA_CAP_MIB = 100
 STACK_MIB = 2
-
-
-class CountingConnection:
-    """A connection noting the rows each statement changed, by table."""
-
-    def __init__(self, conn: Connection, changed: Counter[str]):
-        self.conn, self.changed = conn, changed
-
-    def _note(self, sql: str, cursor: Cursor) -> Cursor:
-        match = DML.match(sql)
-        if match and cursor.rowcount > 0:
-            self.changed[match.group(1).lower()] += cursor.rowcount
-        return cursor
-
-    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
-        return self._note(sql, self.conn.execute(sql, parameters))
-
-    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
-        return self._note(sql, self.conn.executemany(sql, parameters))
-
-
-class CountingDatabase:
-    """A real database whose write transactions each note the rows they changed, by table."""
-
-    def __init__(self, db: Database):
-        self.db, self.dialect = db, db.dialect
-        self.writes: list[Counter[str]] = []
-
-    async def open(self) -> None:
-        await self.db.open()
-
-    async def close(self) -> None:
-        await self.db.close()
-
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.read(fn)
-
-    async def scan(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.scan(fn)
-
-    def session(self) -> AbstractAsyncContextManager[Session]:
-        return self.db.session()
-
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        def counted(c: Connection) -> T:
-            changed: Counter[str] = Counter()  # anew on each attempt (PostgreSQL retries conflicts)
-            result = fn(CountingConnection(c, changed))
-            self.writes.append(changed)
-            return result
-
-        return await self.db.write(counted)
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from registry.app import create_app
 from registry.config import Settings
 from registry.gc import Collector
 from registry.reviews import ReviewCollector, ReviewReport
-from storage.metadata import Connection, Cursor, Database, Metadata, open_metadata
+from storage.metadata import Connection, Metadata, open_metadata
 from tests.support.app import running_app, stored_keys
 from tests.support.backends import backend_settings
 from tests.support.content import (
@@ -31,6 +30,7 @@ from tests.support.content import (
     push_image,
     push_referrer,
 )
+from tests.support.counting import CountingDatabase
 
 pytestmark = pytest.mark.anyio
 
@@ -188,53 +188,6 @@ async def test_two_collectors_on_one_index_share_the_work_without_doing_any_twic
         assert (totals.blobs, totals.manifests) == (0, 0)
 
 
-class CountingDatabase:
-    """A `Database` that counts the rows each write transaction changes (inserted, updated, deleted)."""
-
-    def __init__(self, db: Database):
-        self.db, self.dialect = db, db.dialect
-        self.rows_per_write: list[int] = []
-
-    async def open(self) -> None:
-        await self.db.open()
-
-    async def close(self) -> None:
-        await self.db.close()
-
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.read(fn)
-
-    async def scan(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.scan(fn)
-
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        counted: list[int] = []
-
-        class Counting:
-            def __init__(self, c: Connection):
-                self.c = c
-
-            def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
-                cursor = self.c.execute(sql, parameters)
-                if not sql.lstrip().upper().startswith("SELECT"):
-                    counted.append(max(cursor.rowcount, 0))
-                return cursor
-
-            def executemany(self, sql: str, parameters: Any, /) -> Cursor:
-                rows = list(parameters)
-                cursor = self.c.executemany(sql, rows)
-                counted.append(len(rows))  # at most one row each
-                return cursor
-
-        def run(c: Connection) -> T:
-            counted.clear()  # PostgreSQL may run it again after a conflict
-            return fn(Counting(c))
-
-        result = await self.db.write(run)
-        self.rows_per_write.append(sum(counted))
-        return result
-
-
 async def test_each_decision_changes_rows_bounded_by_one_manifest_not_by_the_index(settings: Settings) -> None:
     settings = reviewing(settings)
     layers = 5
@@ -248,15 +201,16 @@ async def test_each_decision_changes_rows_bounded_by_one_manifest_not_by_the_ind
         for n in range(40):
             await push_image(client, f"team/app{n % 4}", make_image(shared=shared, layers=1), f"v{n}")
             assert (await client.delete(f"/v2/team/app{n % 4}/manifests/v{n}")).status_code == 202
-        counting.rows_per_write.clear()
+        counting.writes.clear()
         report: ReviewReport = await reviewer(app, delete_untagged=True, batch=10).run_due()
         assert report.manifests_removed == 40 and report.blobs_removed == 40 * 3 + layers
         # A manifest's removal: its row, its references (config and layers), its link, and a review
         # queued for each; a claim: one row per review claimed; a blob: its row, its links, its review.
         references = layers + 2
         bound = 1 + 2 * references + 2 + 1
-        print(f"{len(counting.rows_per_write)} write transactions, at most {max(counting.rows_per_write)} rows each")
-        assert max(counting.rows_per_write) <= max(bound, 10), counting.rows_per_write
+        rows_per_write = [sum(changed.values()) for changed in counting.writes]
+        print(f"{len(rows_per_write)} write transactions, at most {max(rows_per_write)} rows each")
+        assert max(rows_per_write) <= max(bound, 10), rows_per_write
 
 
 async def test_every_app_collects_due_reviews_by_itself_unless_read_only(settings: Settings) -> None:
