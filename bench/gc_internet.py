@@ -68,6 +68,7 @@ INITDB_LOCALE = ["--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"]
 BASE_LAYERS = 20
 TAGS = 5
 CHUNK = 20_000  # repositories a seeding transaction (SQLite) or COPY batch (PostgreSQL) holds
+GRACE_S = 10.0  # gc.grace of the server and the collector (REGISTRY_GC_GRACE below)
 AGE_S = 30 * 86400  # the seeded content is a month old: far beyond any grace period
 DELETED_SHARE = 0.01
 PUSHERS = 4
@@ -393,9 +394,10 @@ class Working:
     url: str
 
     def metadata(self) -> Metadata:
+        """The index, its changes queueing reviews due after the grace the collector is given (10 s)."""
         if self.backend == "sqlite":
-            return Metadata(SQLiteDatabase(self.url.removeprefix("sqlite:///")))
-        return Metadata(PostgresDatabase(self.url))
+            return Metadata(SQLiteDatabase(self.url.removeprefix("sqlite:///")), GRACE_S)
+        return Metadata(PostgresDatabase(self.url), GRACE_S)
 
 
 def working_copy(seed: Seeded, data: Path, cluster: Cluster | None) -> Working:
@@ -958,7 +960,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--backends: sqlite and/or postgresql")
     sizes = [int(n) for n in args.repos.split(",")]
     # Settings the code before incremental collection does not know are ignored by it.
-    grace = {"REGISTRY_GC_GRACE": "10s", "REGISTRY_GC_DELETE_UNTAGGED": "true"}
+    grace = {"REGISTRY_GC_GRACE": f"{GRACE_S:g}s", "REGISTRY_GC_DELETE_UNTAGGED": "true"}
     own_collection = {"REGISTRY_GC_REVIEWS": str(args.collector == "server").lower(), "REGISTRY_GC_POLL": "1s"}
     options = Options(
         full=has_full_flag(),
