@@ -128,7 +128,7 @@ class AuthSettings:
 
 @dataclass
 class GcSettings:
-    interval: str = "0"  # how often the server collects garbage itself (e.g. 6h); 0: never
+    interval: str = "0"  # how often the server runs a full collection itself (e.g. 6h); 0: never
     grace: str = "1h"  # what was pushed, mounted or touched this recently is always kept
     reviews: bool = True  # every worker collects what changes queued for review (incremental collection)
     poll: str = "10s"  # how often an idle worker looks for due reviews
