@@ -29,7 +29,9 @@ from storage.metadata.schema import migrate
 
 T = TypeVar("T")
 MIGRATION_LOCK = 0x72656769  # pg_advisory_xact_lock key: one migrating replica at a time
-WRITE_ATTEMPTS = 20
+# Tries of a write transaction that conflicts with others (SERIALIZABLE) before WriteConflict; each waits a
+# random pause up to 2 ms x 2^attempt, at most 128 ms (about 2.5 s in all at worst).
+WRITE_ATTEMPTS = 40
 CONNECT_TIMEOUT_S = 10.0
 
 
