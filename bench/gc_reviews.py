@@ -34,6 +34,7 @@ from registry.layout import blob_key
 from registry.reviews import ReviewCollector
 from storage.drivers.local import LocalDriver
 from storage.metadata import Connection, Database, ManifestRecord, Metadata, SQLiteDatabase
+from tests.support.counting import DelegatingDatabase
 
 T = TypeVar("T")
 TAGS_PER_REPOSITORY = 5
@@ -100,27 +101,15 @@ async def _create_schema(root: Path) -> None:
     await metadata.close()
 
 
-class TimedDatabase:
+class TimedDatabase(DelegatingDatabase):
     """A `Database` that times each write: its statements inside the transaction (`statements`), and
     from the call until it is committed (`writes`: with the wait for the writer and the group commit
     it joins)."""
 
     def __init__(self, db: Database):
-        self.db, self.dialect = db, db.dialect
+        super().__init__(db)
         self.writes: list[float] = []
         self.statements: list[float] = []
-
-    async def open(self) -> None:
-        await self.db.open()
-
-    async def close(self) -> None:
-        await self.db.close()
-
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.read(fn)
-
-    async def scan(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.scan(fn)
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         def timed(c: Connection) -> T:

@@ -16,6 +16,31 @@ T = TypeVar("T")
 DML = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
 
+class DelegatingDatabase:
+    """`db` as it is: every call passed through. The databases below override what they observe."""
+
+    def __init__(self, db: Database):
+        self.db, self.dialect = db, db.dialect
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.read(fn)
+
+    async def scan(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.scan(fn)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.write(fn)
+
+    def session(self) -> AbstractAsyncContextManager[Session]:
+        return self.db.session()
+
+
 class _CountingConnection:
     def __init__(self, conn: Connection, counter: CountedDatabase):
         self.conn, self.counter = conn, counter
@@ -25,11 +50,11 @@ class _CountingConnection:
         return self.conn.execute(sql, parameters)
 
 
-class CountedDatabase:
+class CountedDatabase(DelegatingDatabase):
     """`db` with `statements`: the SQL of every statement its reads and scans ran, in order."""
 
     def __init__(self, db: Database):
-        self.db, self.dialect = db, db.dialect
+        super().__init__(db)
         self.statements: list[str] = []
 
     def _counting(self, fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
@@ -40,9 +65,6 @@ class CountedDatabase:
 
     async def scan(self, fn: Callable[[Connection], T]) -> T:
         return await self.db.scan(self._counting(fn))
-
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.write(fn)
 
 
 def counted(metadata: Metadata) -> CountedDatabase:
@@ -77,27 +99,12 @@ class CountingConnection:
         return self._note(sql, self.conn.executemany(sql, parameters))
 
 
-class CountingDatabase:
+class CountingDatabase(DelegatingDatabase):
     """A real database whose write transactions each note the rows they changed, by table."""
 
     def __init__(self, db: Database):
-        self.db, self.dialect = db, db.dialect
+        super().__init__(db)
         self.writes: list[Counter[str]] = []
-
-    async def open(self) -> None:
-        await self.db.open()
-
-    async def close(self) -> None:
-        await self.db.close()
-
-    async def read(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.read(fn)
-
-    async def scan(self, fn: Callable[[Connection], T]) -> T:
-        return await self.db.scan(fn)
-
-    def session(self) -> AbstractAsyncContextManager[Session]:
-        return self.db.session()
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
         def counted(c: Connection) -> T:
