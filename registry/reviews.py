@@ -1,13 +1,13 @@
 """Incremental garbage collection: what changes queued for review (storage/metadata/reviews.py) is
-decided one item at a time, each in a short transaction, by a collector in every worker and replica.
+decided a few items at a time, in short transactions, by a collector in every worker and replica.
 
 The work is proportional to what changed, not to what exists: no snapshot, no lease over the whole
 index. A collector claims a small batch of due reviews (other collectors skip them until the claim
-lapses), then decides each: a manifest nothing keeps is deleted, queuing its children, referrers and
-blobs for review at once; a blob nothing refers to and unused within the grace period goes in the
-same two steps as in a full collection (registry/gc.py): its row marked `deleting`, its bytes
-deleted, its row dropped. A collector that stops between the steps leaves the review claimed; once
-the claim lapses, another finishes the work.
+lapses), then decides them, several to a short transaction: a manifest nothing keeps is deleted,
+queuing its children, referrers and blobs for review at once; a blob nothing refers to and unused
+within the grace period goes in the same two steps as in a full collection (registry/gc.py): its
+row marked `deleting`, its bytes deleted, its row dropped. A collector that stops between the steps
+leaves the review claimed; once the claim lapses, another finishes the work.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from registry.config import Settings, parse_duration
 from registry.layout import blob_key
 from storage.drivers import Driver
 from storage.metadata import Metadata
-from storage.metadata.reviews import DOOMED, KEPT, LATER, LOST, REMOVED, WAITING
+from storage.metadata.reviews import BUDGET_S, DOOMED, KEPT, LATER, LOST, REMOVED, WAITING
 
 log = logging.getLogger("registry.gc")
 
 BATCH = 50  # reviews claimed at once by one collector
 LEASE_S = 300.0  # how long a claim lasts: far longer than deciding a batch (and deleting its bytes) takes
-REST = 0.5  # after each decision, the collector rests this many times as long as it took (gc.rest)
+REST = 0.5  # after each transaction of decisions, the collector rests this many times as long as it took (gc.rest)
 
 
 @dataclass
@@ -70,8 +70,10 @@ class ReviewCollector:
         batch: int = BATCH,
         lease_s: float = LEASE_S,
         rest: float = REST,
+        budget_s: float = BUDGET_S,
     ):
         self.metadata, self.driver = metadata, driver
+        self.budget_s = budget_s  # decisions share a transaction until their work has taken this long
         self.reviews = metadata.reviews
         self.grace_s, self.delete_untagged = grace_s, delete_untagged
         self.batch, self.lease_s, self.rest = batch, lease_s, rest
@@ -87,31 +89,41 @@ class ReviewCollector:
         """Claim and decide one batch of due manifest reviews, then one of blob reviews (due now, or by
         `until` when given); returns how many reviews it claimed (0: none was due)."""
         manifests = await self.reviews.claim_manifests(self.lease, self.batch, self.lease_s, until)
-        for repository, digest in manifests:
+        claimed = len(manifests)
+        while manifests:
             started = time.perf_counter()
-            decision = await self.reviews.decide_manifest(
-                repository, digest, self.lease, self.grace_s, self.delete_untagged
+            decisions = await self.reviews.decide_manifests(
+                manifests, self.lease, self.grace_s, self.delete_untagged, self.budget_s
             )
-            self._count(report, decision.outcome)
-            if decision.outcome == REMOVED:
-                report.manifests_removed += 1
-                report.manifest_bytes_removed += decision.size
+            for decision in decisions:
+                self._count(report, decision.outcome)
+                if decision.outcome == REMOVED:
+                    report.manifests_removed += 1
+                    report.manifest_bytes_removed += decision.size
+            manifests = manifests[len(decisions) :]
             await self._rest(started)
-        blobs = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s, until)
-        for digest in blobs:
+        undecided = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s, until)
+        claimed += len(undecided)
+        while undecided:
             started = time.perf_counter()
-            decision = await self.reviews.decide_blob(digest, self.lease, self.grace_s, self.lease_s)
-            self._count(report, decision.outcome)
-            if decision.outcome == DOOMED:
+            decisions = await self.reviews.decide_blobs(
+                undecided, self.lease, self.grace_s, self.lease_s, self.budget_s
+            )
+            doomed = [d for d, decision in zip(undecided, decisions, strict=False) if decision.outcome == DOOMED]
+            for decision in decisions:
+                self._count(report, decision.outcome)
+                if decision.outcome == DOOMED:
+                    report.blobs_removed += 1
+                    report.blob_bytes_removed += decision.size
+            undecided = undecided[len(decisions) :]
+            for digest in doomed:
                 await self.driver.delete(blob_key(digest))
-                await self.reviews.forget_blob(digest)
-                report.blobs_removed += 1
-                report.blob_bytes_removed += decision.size
+            await self.reviews.forget_blobs(doomed, self.budget_s)
             await self._rest(started)
-        return len(manifests) + len(blobs)
+        return claimed
 
     async def _rest(self, started: float) -> None:
-        """Leave the index's writer to pushes for `rest` times as long as the last decision took."""
+        """Leave the index's writer to pushes for `rest` times as long as the last transaction took."""
         if self.rest > 0:
             await asyncio.sleep((time.perf_counter() - started) * self.rest)
 

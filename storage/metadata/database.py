@@ -87,6 +87,14 @@ class Database(Protocol):
         writes that queue meanwhile share one commit (each in a savepoint of its own)."""
         ...
 
+    async def write_locking(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` as one transaction that orders itself against concurrent writes with the row locks
+        it takes (`row_lock`), not as if alone: on PostgreSQL READ COMMITTED (each statement sees what
+        committed before it began; a lock waits for its holder), so it makes no serialization conflict
+        with `write`s, which must lock (`row_lock`) the rows whose presence they rely on. On SQLite
+        the same as `write`."""
+        ...
+
     def session(self) -> AbstractAsyncContextManager[Session]:
         """A `Session` on a connection of its own until the block ends (then its temporary tables go)."""
         ...
@@ -126,3 +134,9 @@ class WriteTimings:
             os.write(fd, f"{held:.6f} {names}\n".encode())
         finally:
             os.close(fd)
+
+
+def row_lock(dialect: str, mode: str) -> str:
+    """The clause that makes a SELECT lock the rows it reads on PostgreSQL (`mode`: UPDATE, KEY SHARE,
+    ...); empty on SQLite, whose writes run one at a time."""
+    return f" FOR {mode}" if dialect == "postgresql" else ""

@@ -143,26 +143,32 @@ class PostgresDatabase:
         """Run `fn(conn)` in one SERIALIZABLE transaction, again from scratch when it conflicts with
         another; committed when it returns, rolled back if it raises. `fn` must only touch the
         database."""
+        return await self._run(lambda: self._transaction(fn, "SERIALIZABLE"))
 
-        def run() -> T:
-            for attempt in range(WRITE_ATTEMPTS):
-                try:
-                    with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
-                        started = time.perf_counter()
-                        try:
-                            with conn.transaction():
-                                conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
-                                return fn(_Connection(conn))
-                        finally:
-                            if self._timings is not None:
-                                self._timings.record(started, (fn,))
-                except (errors.SerializationFailure, errors.DeadlockDetected) as e:
-                    if attempt == WRITE_ATTEMPTS - 1:
-                        raise WriteConflict(f"a write kept conflicting with others: {e}") from e
-                    time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
-            raise AssertionError("unreachable")
+    async def write_locking(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(conn)` in one READ COMMITTED transaction that orders itself against others with the
+        row locks it takes (`SELECT ... FOR UPDATE`): each statement sees what committed before it
+        began, so a statement after a lock sees what the lock's holder committed. Run again from
+        scratch on a deadlock. It makes no serialization conflict with SERIALIZABLE writes."""
+        return await self._run(lambda: self._transaction(fn, "READ COMMITTED"))
 
-        return await self._run(run)
+    def _transaction(self, fn: Callable[[Connection], T], isolation: str) -> T:
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self._pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+                    started = time.perf_counter()
+                    try:
+                        with conn.transaction():
+                            conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+                            return fn(_Connection(conn))
+                    finally:
+                        if self._timings is not None:
+                            self._timings.record(started, (fn,))
+            except (errors.SerializationFailure, errors.DeadlockDetected) as e:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise WriteConflict(f"a write kept conflicting with others: {e}") from e
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
+        raise AssertionError("unreachable")
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[_Session]:

@@ -4,7 +4,12 @@ reviews (`ReviewQueries.claim_*`) and decides each in a short transaction of its
 
 A decision re-checks everything in its transaction, so a push that lands meanwhile is never undone: it
 either committed first (and the manifest or blob is kept) or it sees the row gone, or the blob
-`deleting`, and is refused (then uploads again). The rules are those of the full collection
+`deleting`, and is refused (then uploads again). Decisions order themselves against pushes with row
+locks (`Database.write_locking`), not as SERIALIZABLE transactions: on PostgreSQL a decision locks
+the manifest or blob it decides on, and every manifest its walk reads, FOR UPDATE before reading
+what keeps it; a push locks the blobs and manifests it refers to, and the manifest it records,
+FOR KEY SHARE (store.py), or updates their rows. Whichever locks first, the other sees its outcome.
+Several decisions share a transaction, up to BUDGET_S of work. The rules are those of the full collection
 (registry/gc.py): a manifest is kept when a root reaches it through index children and referrer
 subjects (a root is tagged, created within the grace period, or, unless untagged manifests are
 collected, any manifest but a referrer whose subject is gone); a blob is kept while a manifest refers
@@ -13,16 +18,19 @@ to it, is it, or it was used within the grace period.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
-from storage.metadata.database import Connection, Database, one
+from storage.metadata.database import Connection, Database, one, row_lock
 from storage.metadata.schema import DELETING, PRESENT
 
 WALK_LIMIT = 256  # manifests read to find what keeps one; beyond it, it is kept and reviewed again later
 RETRY_S = 60.0  # a manifest whose walk went past WALK_LIMIT is reviewed again this much later at least
 LINK_BATCH = 1000  # repository links of a deleted blob dropped per transaction
+BUDGET_S = 0.005  # decisions share a transaction until their work has taken this long
 
 # What a decision did (`Decision.outcome`).
 REMOVED = "removed"  # a manifest deleted (its children, referrers and blobs queued)
@@ -161,14 +169,37 @@ def queue_repository_blobs(c: Connection, repository: str, due_at: float) -> Non
 
 # -- decisions --------------------------------------------------------------------------------------
 
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+def _within_budget(keys: Sequence[K], decide: Callable[[K], R], budget_s: float) -> list[R]:
+    """`decide` each of `keys` in turn until their work has taken `budget_s` (at least one)."""
+    started = time.perf_counter()
+    results: list[R] = []
+    for key in keys:
+        results.append(decide(key))
+        if time.perf_counter() - started >= budget_s:
+            break
+    return results
+
 
 def _ours(c: Connection, table: str, where: str, key: tuple[str, ...], lease: str) -> bool:
     sql = f"SELECT 1 FROM {table} WHERE {where} AND lease = ?"
     return c.execute(sql, (*key, lease)).fetchone() is not None
 
 
-def _manifest(c: Connection, repository: str, digest: str) -> tuple[str | None, float, bool] | None:
-    """(subject, created_at, tagged) of a manifest, or None when it does not exist."""
+def _manifest(c: Connection, repository: str, digest: str, lock: str) -> tuple[str | None, float, bool] | None:
+    """(subject, created_at, tagged) of a manifest, or None when it does not exist; its row locked by
+    `lock` first (a statement of its own, so that the read after it sees what the lock waited for)."""
+    if (
+        lock
+        and c.execute(
+            f"SELECT 1 FROM manifests WHERE repository = ? AND digest = ?{lock}", (repository, digest)
+        ).fetchone()
+        is None
+    ):
+        return None
     row = c.execute(
         "SELECT m.subject, m.created_at, EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository "
         "AND t.digest = m.digest) FROM manifests m WHERE m.repository = ? AND m.digest = ?",
@@ -178,7 +209,7 @@ def _manifest(c: Connection, repository: str, digest: str) -> tuple[str | None, 
 
 
 def _keeper(
-    c: Connection, repository: str, digest: str, now: float, grace_s: float, delete_untagged: bool
+    c: Connection, repository: str, digest: str, now: float, grace_s: float, delete_untagged: bool, lock: str
 ) -> tuple[bool, float | None]:
     """Whether a root reaches manifest `digest` of `repository` for good (walking back from it through
     the indexes that list it and its subject), and, if only young manifests do, when the youngest
@@ -189,11 +220,11 @@ def _keeper(
     young_until: float | None = None
     while pending:
         node = pending.pop()
-        found = _manifest(c, repository, node)
+        found = _manifest(c, repository, node, lock)
         if found is None:
             continue
         subject, created_at, tagged = found
-        subject_present = subject is not None and _manifest(c, repository, subject) is not None
+        subject_present = subject is not None and _manifest(c, repository, subject, lock) is not None
         if tagged or (not delete_untagged and (subject is None or subject_present)):
             return True, None
         if created_at >= cutoff:
@@ -215,14 +246,21 @@ def _keeper(
 
 
 def _decide_manifest(
-    c: Connection, repository: str, digest: str, lease: str, now: float, grace_s: float, delete_untagged: bool
+    c: Connection,
+    repository: str,
+    digest: str,
+    lease: str,
+    now: float,
+    grace_s: float,
+    delete_untagged: bool,
+    lock: str,
 ) -> Decision:
     key = (repository, digest)
     where = "repository = ? AND digest = ?"
     if not _ours(c, "gc_manifest_reviews", where, key, lease):
         return Decision(LOST)
-    row = c.execute("SELECT size FROM manifests WHERE repository = ? AND digest = ?", key).fetchone()
-    kept, due_at = (True, None) if row is None else _keeper(c, repository, digest, now, grace_s, delete_untagged)
+    row = c.execute(f"SELECT size FROM manifests WHERE repository = ? AND digest = ?{lock}", key).fetchone()
+    kept, due_at = (True, None) if row is None else _keeper(c, repository, digest, now, grace_s, delete_untagged, lock)
     if due_at is not None:
         c.execute(f"UPDATE gc_manifest_reviews SET due_at = ?, lease = NULL WHERE {where}", (due_at, *key))
         return Decision(LATER, due_at=due_at)
@@ -243,10 +281,12 @@ def _decide_manifest(
     return Decision(REMOVED, int(row[0]))
 
 
-def _decide_blob(c: Connection, digest: str, lease: str, now: float, grace_s: float, lease_s: float) -> Decision:
+def _decide_blob(
+    c: Connection, digest: str, lease: str, now: float, grace_s: float, lease_s: float, lock: str
+) -> Decision:
     if not _ours(c, "gc_blob_reviews", "digest = ?", (digest,), lease):
         return Decision(LOST)
-    row = c.execute("SELECT size, state, last_used_at FROM blobs WHERE digest = ?", (digest,)).fetchone()
+    row = c.execute(f"SELECT size, state, last_used_at FROM blobs WHERE digest = ?{lock}", (digest,)).fetchone()
     if row is None:
         c.execute("DELETE FROM gc_blob_reviews WHERE digest = ?", (digest,))
         return Decision(KEPT)
@@ -312,7 +352,7 @@ class ReviewQueries:
             )
             return digests
 
-        return await self.db.write(claim)
+        return await self.db.write_locking(claim)
 
     async def claim_manifests(
         self, lease: str, limit: int, lease_s: float, until: float | None = None
@@ -333,33 +373,55 @@ class ReviewQueries:
             )
             return keys
 
-        return await self.db.write(claim)
+        return await self.db.write_locking(claim)
 
-    async def decide_manifest(
-        self, repository: str, digest: str, lease: str, grace_s: float, delete_untagged: bool
-    ) -> Decision:
-        """Decide a claimed manifest review in one transaction: remove the manifest when no root reaches
-        it (see the module's rules) and no index lists it any more, queuing reviews of its children,
-        referrers and blobs, due at once; keep it for good; or review it again once what keeps it is no
-        longer young."""
-        now = time.time()
-        return await self.db.write(
-            lambda c: _decide_manifest(c, repository, digest, lease, now, grace_s, delete_untagged)
+    async def decide_manifests(
+        self,
+        keys: Sequence[tuple[str, str]],
+        lease: str,
+        grace_s: float,
+        delete_untagged: bool,
+        budget_s: float = BUDGET_S,
+    ) -> list[Decision]:
+        """Decide claimed manifest reviews ((repository, digest) each) in one transaction, in order,
+        until their work has taken `budget_s`: the decisions of the first of `keys` (at least one).
+        Each removes the manifest when no root reaches it (see the module's rules) and no index lists
+        it any more, queuing reviews of its children, referrers and blobs, due at once; keeps it for
+        good; or reviews it again once what keeps it is no longer young."""
+        now, lock = time.time(), row_lock(self.db.dialect, "UPDATE")
+        return await self.db.write_locking(
+            lambda c: _within_budget(
+                keys, lambda k: _decide_manifest(c, *k, lease, now, grace_s, delete_untagged, lock), budget_s
+            )
         )
 
-    async def decide_blob(self, digest: str, lease: str, grace_s: float, lease_s: float) -> Decision:
-        """Decide a claimed blob review in one transaction: mark the blob `deleting` (DOOMED) when no
-        manifest refers to it or is it and it was not used within `grace_s`, renewing the claim for
-        `lease_s` while the caller deletes its bytes; or keep it, for good or until its grace ends.
-        A blob found `deleting` (a collector stopped half-way) is DOOMED too."""
-        now = time.time()
-        return await self.db.write(lambda c: _decide_blob(c, digest, lease, now, grace_s, lease_s))
+    async def decide_blobs(
+        self, digests: Sequence[str], lease: str, grace_s: float, lease_s: float, budget_s: float = BUDGET_S
+    ) -> list[Decision]:
+        """Decide claimed blob reviews in one transaction, in order, until their work has taken
+        `budget_s`: the decisions of the first of `digests` (at least one). Each marks the blob
+        `deleting` (DOOMED) when no manifest refers to it or is it and it was not used within
+        `grace_s`, renewing the claim for `lease_s` while the caller deletes its bytes; or keeps it,
+        for good or until its grace ends. A blob found `deleting` (a collector stopped half-way) is
+        DOOMED too."""
+        now, lock = time.time(), row_lock(self.db.dialect, "UPDATE")
+        return await self.db.write_locking(
+            lambda c: _within_budget(
+                digests, lambda d: _decide_blob(c, d, lease, now, grace_s, lease_s, lock), budget_s
+            )
+        )
 
-    async def forget_blob(self, digest: str) -> None:
-        """Once the bytes of a DOOMED blob are gone: drop its links, its row and its review, in one
-        transaction (one more per LINK_BATCH links beyond the first)."""
-        while not await self.db.write(lambda c: _forget(c, digest)):
-            pass
+    async def forget_blobs(self, digests: Sequence[str], budget_s: float = BUDGET_S) -> None:
+        """Once the bytes of DOOMED blobs are gone: drop their links, rows and reviews, in transactions
+        of up to `budget_s` of work (a blob with more than LINK_BATCH links takes one per batch)."""
+
+        def forget(c: Connection, digests: Sequence[str]) -> list[bool]:
+            return _within_budget(digests, lambda digest: _forget(c, digest), budget_s)
+
+        pending = list(digests)
+        while pending:
+            done = await self.db.write_locking(functools.partial(forget, digests=pending))
+            pending = [d for d, gone in zip(pending, done, strict=False) if not gone] + pending[len(done) :]
 
     async def next_due(self) -> float | None:
         """When the earliest queued review is due (None when the queues are empty); a read."""

@@ -186,6 +186,10 @@ class SQLiteDatabase:
             loop.run_in_executor(self._writer_thread, self._commit_batch)
         return await future
 
+    async def write_locking(self, fn: Callable[[Connection], T]) -> T:
+        """As `write`: writes run one at a time, so the row locks PostgreSQL takes are not needed."""
+        return await self.write(fn)
+
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(conn)` on a read-only connection; `fn` must be short (it runs on the loop)."""
         assert self._read_conn is not None, "database not open"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from storage.errors import MissingReferences
 from storage.metadata.browse import BrowseQueries
 from storage.metadata.cache import CacheQueries
-from storage.metadata.database import Connection, Database, one, placeholders
+from storage.metadata.database import Connection, Database, one, placeholders, row_lock
 from storage.metadata.events import EventQueries, OutboxEvent, insert_events
 from storage.metadata.figures import FigureQueries
 from storage.metadata.garbage import GarbageQueries
@@ -66,24 +66,33 @@ class RemovedRepository:
     uploads: tuple[str, ...]
 
 
-def _sizes(c: Connection, sql: str, parameters: tuple[str, ...], digests: dict[str, int]) -> dict[str, int]:
-    """Digest -> size of the rows `sql` (digest, size; ending in `IN`) selects for those of `digests`."""
+def _sizes(
+    c: Connection, sql: str, parameters: tuple[str, ...], digests: dict[str, int], lock: str = ""
+) -> dict[str, int]:
+    """Digest -> size of the rows `sql` (digest, size; ending in `IN`) selects for those of `digests`,
+    locked by `lock` (a `row_lock` clause) when given."""
     if not digests:
         return {}
-    return dict(c.execute(f"{sql} ({placeholders(len(digests))})", (*parameters, *digests)).fetchall())
+    return dict(c.execute(f"{sql} ({placeholders(len(digests))}){lock}", (*parameters, *digests)).fetchall())
 
 
-def _check_references(c: Connection, repository: str, blobs: dict[str, int], children: dict[str, int]) -> None:
+def _check_references(
+    c: Connection, repository: str, blobs: dict[str, int], children: dict[str, int], lock: str = ""
+) -> None:
     """Raise MissingReferences unless every blob of `blobs` is present in `repository` and every
-    manifest of `children` is there, each with the size stated (digest -> size)."""
+    manifest of `children` is there, each with the size stated (digest -> size). With `lock` (the
+    `row_lock` clause of a write relying on them) their rows stay locked until it ends."""
     found = _sizes(
         c,
         "SELECT b.digest, b.size FROM repository_blobs r JOIN blobs b ON b.digest = r.digest "
         "WHERE r.repository = ? AND b.state = ? AND r.digest IN",
         (repository, PRESENT),
         blobs,
+        f"{lock} OF b" if lock else "",
     )
-    known = _sizes(c, "SELECT digest, size FROM manifests WHERE repository = ? AND digest IN", (repository,), children)
+    known = _sizes(
+        c, "SELECT digest, size FROM manifests WHERE repository = ? AND digest IN", (repository,), children, lock
+    )
     missing: list[str] = []
     wrong_size: list[str] = []
     for stated, stored in ((blobs, found), (children, known)):
@@ -385,9 +394,14 @@ class Metadata:
         any of them is not present in `repository` with that size.
         """
         now = time.time()
+        # Locks the collector's decisions (reviews.py) wait for, and which wait for them.
+        lock = row_lock(self.db.dialect, "KEY SHARE")
 
         def put(c: Connection) -> None:
-            _check_references(c, repository, blobs, children)
+            _check_references(c, repository, blobs, children, lock)
+            if lock:
+                sql = f"SELECT 1 FROM manifests WHERE repository = ? AND digest = ?{lock}"
+                c.execute(sql, (repository, manifest.digest))
             queue_replaced(c, repository, manifest.digest, tag, now + self.review_delay_s)
             put_manifest_rows(c, repository, manifest, blobs, children, tag, now, description=description)
             insert_events(c, events, now)

@@ -37,6 +37,9 @@ class DelegatingDatabase:
     async def write(self, fn: Callable[[Connection], T]) -> T:
         return await self.db.write(fn)
 
+    async def write_locking(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.write_locking(fn)
+
     def session(self) -> AbstractAsyncContextManager[Session]:
         return self.db.session()
 
@@ -106,11 +109,17 @@ class CountingDatabase(DelegatingDatabase):
         super().__init__(db)
         self.writes: list[Counter[str]] = []
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
+    def _counted(self, fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
         def counted(c: Connection) -> T:
             changed: Counter[str] = Counter()  # anew on each attempt (PostgreSQL retries conflicts)
             result = fn(CountingConnection(c, changed))
             self.writes.append(changed)
             return result
 
-        return await self.db.write(counted)
+        return counted
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.write(self._counted(fn))
+
+    async def write_locking(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.write_locking(self._counted(fn))

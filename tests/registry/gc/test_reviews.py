@@ -19,6 +19,7 @@ from registry.config import Settings
 from registry.gc import Collector
 from registry.reviews import ReviewCollector, ReviewReport
 from storage.metadata import Connection, Metadata, open_metadata
+from storage.metadata.reviews import BUDGET_S
 from tests.support.app import running_app, stored_keys
 from tests.support.backends import backend_settings
 from tests.support.content import (
@@ -45,9 +46,11 @@ def reviewing(settings: Settings) -> Settings:
     return settings
 
 
-def reviewer(app: Starlette, delete_untagged: bool = False, batch: int = 50) -> ReviewCollector:
+def reviewer(
+    app: Starlette, delete_untagged: bool = False, batch: int = 50, budget_s: float = BUDGET_S
+) -> ReviewCollector:
     registry = app.state.registry
-    return ReviewCollector(registry.metadata, registry.driver, 0.0, delete_untagged, batch=batch)
+    return ReviewCollector(registry.metadata, registry.driver, 0.0, delete_untagged, batch=batch, budget_s=budget_s)
 
 
 class Scenario:
@@ -198,11 +201,16 @@ async def test_each_decision_changes_rows_bounded_by_one_manifest_not_by_the_ind
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://registry.test") as client,
     ):
         shared = [os.urandom(64) for _ in range(layers)]
-        for n in range(40):
-            await push_image(client, f"team/app{n % 4}", make_image(shared=shared, layers=1), f"v{n}")
-            assert (await client.delete(f"/v2/team/app{n % 4}/manifests/v{n}")).status_code == 202
-        counting.writes.clear()
-        report: ReviewReport = await reviewer(app, delete_untagged=True, batch=10).run_due()
+
+        async def garbage(first: int) -> None:
+            for n in range(first, first + 40):
+                await push_image(client, f"team/app{n % 4}", make_image(shared=shared, layers=1), f"v{n}")
+                assert (await client.delete(f"/v2/team/app{n % 4}/manifests/v{n}")).status_code == 202
+            counting.writes.clear()
+
+        await garbage(0)
+        # No budget: one decision a transaction.
+        report: ReviewReport = await reviewer(app, delete_untagged=True, batch=10, budget_s=0).run_due()
         assert report.manifests_removed == 40 and report.blobs_removed == 40 * 3 + layers
         # A manifest's removal: its row, its references (config and layers), its link, and a review
         # queued for each; a claim: one row per review claimed; a blob: its row, its links, its review.
@@ -211,6 +219,13 @@ async def test_each_decision_changes_rows_bounded_by_one_manifest_not_by_the_ind
         rows_per_write = [sum(changed.values()) for changed in counting.writes]
         print(f"{len(rows_per_write)} write transactions, at most {max(rows_per_write)} rows each")
         assert max(rows_per_write) <= max(bound, 10), rows_per_write
+        one_each = len(rows_per_write)
+        # With a budget, decisions share transactions: fewer of them for the same work.
+        await garbage(40)
+        report = await reviewer(app, delete_untagged=True, batch=10, budget_s=1.0).run_due()
+        assert report.manifests_removed == 40 and report.blobs_removed == 40 * 3 + layers
+        print(f"with a budget: {len(counting.writes)} write transactions")
+        assert len(counting.writes) < one_each / 3
 
 
 async def test_every_app_collects_due_reviews_by_itself_unless_read_only(settings: Settings) -> None:

@@ -3,14 +3,21 @@ garbage queues its review in its own transaction, due `review_delay_s` later; cl
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
-from storage.metadata import DELETING, ManifestRecord, Metadata
+from storage.metadata import DELETING, Connection, Database, ManifestRecord, Metadata, MissingReferences
 from storage.metadata.reviews import DOOMED, DUE_FIRST, KEPT, LATER, LOST, REMOVED, WAITING
+from tests.support.counting import DelegatingDatabase
 
 pytestmark = pytest.mark.anyio
+T = TypeVar("T")
+R = TypeVar("R")
 
 D = ["sha256:" + f"{i:02d}" * 32 for i in range(20)]
 OCI = "application/vnd.oci.image.manifest.v1+json"
@@ -139,26 +146,26 @@ async def test_a_claim_is_one_collectors_until_it_lapses(metadata: Metadata) -> 
     await make_due(metadata)
     assert sorted(await metadata.reviews.claim_blobs("a", 10, 300)) == [D[0], D[1]]
     assert await metadata.reviews.claim_blobs("b", 10, 300) == [], "claimed by a"
-    assert (await metadata.reviews.decide_blob(D[0], "b", 0, 300)).outcome == LOST
-    assert (await metadata.reviews.decide_blob(D[0], "a", 3600, 300)).outcome == LATER, "used within the grace"
+    assert (await metadata.reviews.decide_blobs([D[0]], "b", 0, 300))[0].outcome == LOST
+    assert (await metadata.reviews.decide_blobs([D[0]], "a", 3600, 300))[0].outcome == LATER, "used within the grace"
     await make_due(metadata)  # as when a's claim lapses
     assert sorted(await metadata.reviews.claim_blobs("b", 10, 300)) == [D[0], D[1]]
-    assert (await metadata.reviews.decide_blob(D[1], "a", 0, 300)).outcome == LOST
+    assert (await metadata.reviews.decide_blobs([D[1]], "a", 0, 300))[0].outcome == LOST
 
 
 async def test_a_doomed_blob_stays_deleting_and_claimed_until_forgotten(metadata: Metadata) -> None:
     await metadata.link_blob("r", D[0], 10)
     await make_due(metadata)
     await metadata.reviews.claim_blobs("a", 10, 300)
-    decision = await metadata.reviews.decide_blob(D[0], "a", 0, 300)
+    decision = (await metadata.reviews.decide_blobs([D[0]], "a", 0, 300))[0]
     assert (decision.outcome, decision.size) == (DOOMED, 10)
     assert await metadata.reserve_blob(D[0]) == DELETING
     assert set(await blob_reviews(metadata)) == {D[0]}, "kept until the row goes: a crash is reviewed again"
     # A collector that stopped here: once the claim lapses, another finishes the work.
     await make_due(metadata)
     assert await metadata.reviews.claim_blobs("b", 10, 300) == [D[0]]
-    assert (await metadata.reviews.decide_blob(D[0], "b", 0, 300)).outcome == DOOMED
-    await metadata.reviews.forget_blob(D[0])
+    assert (await metadata.reviews.decide_blobs([D[0]], "b", 0, 300))[0].outcome == DOOMED
+    await metadata.reviews.forget_blobs([D[0]])
     assert await metadata.reserve_blob(D[0]) is None and await blob_reviews(metadata) == {}
     assert await metadata.repositories_with_blob(D[0]) == []
 
@@ -168,7 +175,7 @@ async def test_a_referenced_blob_review_is_dropped(metadata: Metadata) -> None:
     await image(metadata, "r", D[9], [D[0]], "v1")
     await make_due(metadata)
     await metadata.reviews.claim_blobs("a", 10, 300)
-    assert (await metadata.reviews.decide_blob(D[0], "a", 0, 300)).outcome == KEPT
+    assert (await metadata.reviews.decide_blobs([D[0]], "a", 0, 300))[0].outcome == KEPT
     assert D[0] not in await blob_reviews(metadata)
 
 
@@ -178,19 +185,19 @@ async def test_untagged_manifests_go_only_when_asked_and_children_wait_for_their
     await metadata.put_manifest("r", index, {}, {D[9]: 100}, None)
     await make_due(metadata)
     assert len(await metadata.reviews.claim_manifests("a", 10, 300)) == 2
-    assert (await metadata.reviews.decide_manifest("r", D[9], "a", 0, False)).outcome == KEPT
-    assert (await metadata.reviews.decide_manifest("r", D[7], "a", 0, False)).outcome == KEPT
+    assert (await metadata.reviews.decide_manifests([("r", D[9])], "a", 0, False))[0].outcome == KEPT
+    assert (await metadata.reviews.decide_manifests([("r", D[7])], "a", 0, False))[0].outcome == KEPT
     await metadata.db.write(
         lambda c: c.executemany(
             "INSERT INTO gc_manifest_reviews (repository, digest, due_at) VALUES ('r', ?, 0)", [(D[9],), (D[7],)]
         )
     )
     await metadata.reviews.claim_manifests("a", 10, 300)
-    assert (await metadata.reviews.decide_manifest("r", D[9], "a", 0, True)).outcome == WAITING
-    assert (await metadata.reviews.decide_manifest("r", D[7], "a", 0, True)).outcome == REMOVED
+    assert (await metadata.reviews.decide_manifests([("r", D[9])], "a", 0, True))[0].outcome == WAITING
+    assert (await metadata.reviews.decide_manifests([("r", D[7])], "a", 0, True))[0].outcome == REMOVED
     assert await manifest_reviews(metadata) == {("r", D[9]): DUE_FIRST}, "due at once, before any other"
     await metadata.reviews.claim_manifests("a", 10, 300)
-    assert (await metadata.reviews.decide_manifest("r", D[9], "a", 0, True)).outcome == REMOVED
+    assert (await metadata.reviews.decide_manifests([("r", D[9])], "a", 0, True))[0].outcome == REMOVED
     assert set(await blob_reviews(metadata)) >= {D[9], D[7], D[0]}
 
 
@@ -198,7 +205,7 @@ async def test_a_young_manifest_is_reviewed_again_when_its_grace_ends(metadata: 
     await image(metadata, "r", D[9], [D[0]], None)
     await make_due(metadata)
     await metadata.reviews.claim_manifests("a", 10, 300)
-    decision = await metadata.reviews.decide_manifest("r", D[9], "a", 600, True)
+    decision = (await metadata.reviews.decide_manifests([("r", D[9])], "a", 600, True))[0]
     assert decision.outcome == LATER and decision.due_at == pytest.approx(time.time() + 600, abs=30)
     assert (await manifest_reviews(metadata))[("r", D[9])] == decision.due_at
 
@@ -211,3 +218,99 @@ async def test_queue_totals_count_what_is_due(metadata: Metadata) -> None:
     await make_due(metadata)
     assert (await metadata.reviews.totals()).blobs_due == 2
     assert await metadata.reviews.next_due() == 0
+
+
+class Held(DelegatingDatabase):
+    """`db` whose writes hold their transaction open, their statements run, until `release` is set:
+    a push or a decision caught half-way."""
+
+    def __init__(self, db: Database):
+        super().__init__(db)
+        self.ran, self.release = threading.Event(), threading.Event()
+
+    def _held(self, fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
+        def held(c: Connection) -> T:
+            result = fn(c)
+            self.ran.set()
+            assert self.release.wait(10), "never released"
+            return result
+
+        return held
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.write(self._held(fn))
+
+    async def write_locking(self, fn: Callable[[Connection], T]) -> T:
+        return await self.db.write_locking(self._held(fn))
+
+
+async def half_way(held: Held, work: Awaitable[R]) -> asyncio.Task[R]:
+    task = asyncio.ensure_future(work)
+    assert await asyncio.to_thread(held.ran.wait, 10), "the held write never ran"
+    return task
+
+
+async def waits(task: asyncio.Task[Any]) -> bool:
+    await asyncio.sleep(0.3)
+    return not task.done()
+
+
+async def test_a_decision_waits_for_a_push_referring_to_its_blob_and_keeps_it(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
+    await make_due(metadata)
+    await metadata.reviews.claim_blobs("a", 10, 300)
+    held = Held(metadata.db)
+    push = await half_way(held, Metadata(held).put_manifest("r", ManifestRecord(D[9], OCI, 100), {D[0]: 10}, {}, "v1"))
+    decision = asyncio.ensure_future(metadata.reviews.decide_blobs([D[0]], "a", 0, 300))
+    assert await waits(decision), "decided while a push referring to the blob was under way"
+    held.release.set()
+    await push
+    assert (await decision)[0].outcome == KEPT
+    assert await metadata.reserve_blob(D[0]) == "present"
+
+
+async def test_a_push_waits_for_a_decision_dooming_its_blob_and_is_refused(metadata: Metadata) -> None:
+    await metadata.link_blob("r", D[0], 10)
+    await make_due(metadata)
+    await metadata.reviews.claim_blobs("a", 10, 300)
+    held = Held(metadata.db)
+    decision = await half_way(held, Metadata(held).reviews.decide_blobs([D[0]], "a", 0, 300))
+    push = asyncio.ensure_future(metadata.put_manifest("r", ManifestRecord(D[9], OCI, 100), {D[0]: 10}, {}, "v1"))
+    assert await waits(push), "a push went on while its blob was being doomed"
+    held.release.set()
+    assert (await decision)[0].outcome == DOOMED
+    with pytest.raises(MissingReferences):
+        await push
+    assert await metadata.get_manifest("r", D[9]) is None
+
+
+async def test_a_decision_waits_for_a_push_tagging_its_manifest_and_keeps_it(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], None)
+    await make_due(metadata)
+    await metadata.reviews.claim_manifests("a", 10, 300)
+    held = Held(metadata.db)
+    push = await half_way(held, Metadata(held).put_manifest("r", ManifestRecord(D[9], OCI, 100), {D[0]: 10}, {}, "v1"))
+    decision = asyncio.ensure_future(metadata.reviews.decide_manifests([("r", D[9])], "a", 0, True))
+    assert await waits(decision), "decided while a push tagging the manifest was under way"
+    held.release.set()
+    await push
+    assert (await decision)[0].outcome == KEPT
+    assert await metadata.get_tagged_manifest("r", "v1") is not None
+
+
+async def test_a_push_tagging_a_manifest_being_removed_records_it_again(metadata: Metadata) -> None:
+    await image(metadata, "r", D[9], [D[0]], None)
+    await make_due(metadata)
+    await metadata.reviews.claim_manifests("a", 10, 300)
+    held = Held(metadata.db)
+    decision = await half_way(held, Metadata(held).reviews.decide_manifests([("r", D[9])], "a", 0, True))
+    push = asyncio.ensure_future(metadata.put_manifest("r", ManifestRecord(D[9], OCI, 100), {D[0]: 10}, {}, "v1"))
+    assert await waits(push), "a push went on while its manifest was being removed"
+    held.release.set()
+    assert (await decision)[0].outcome == REMOVED
+    await push
+    assert await metadata.get_tagged_manifest("r", "v1") is not None
+    references = await metadata.db.read(
+        lambda c: c.execute("SELECT child FROM manifest_references WHERE manifest = ?", (D[9],)).fetchall()
+    )
+    assert [row[0] for row in references] == [D[0]], "recorded again whole, its references too"
