@@ -5,7 +5,6 @@ whose `browsing` it is: the UI, like the API handlers, goes through the registry
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -80,13 +79,13 @@ class Browsing:
         referrers = await self.registry.metadata.referrers(repository, record.digest, None)
         return ImageParts(record, data, manifest, config, referrers)
 
-    async def storage(self, visible: Callable[[str], bool]) -> StorageUsage:
-        """The bytes stored in the repositories `visible` admits: their distinct blobs in all (each counted
-        once however many of them hold it), and each repository's."""
-        usage = await self.registry.metadata.browse.usage()
-        shown = [u for u in usage if visible(u.name)]
-        names = None if len(shown) == len(usage) else [u.name for u in shown]
-        return StorageUsage(await self.registry.metadata.browse.stored_total(names), shown)
+    async def storage(self, page: int, per_page: int, shown: Visibility) -> StorageUsage:
+        """The bytes stored in the repositories `shown` shows: their distinct blobs in all (each counted
+        once however many of them hold it), how many of them hold blobs, and page `page` (from 1) of
+        `per_page` of those, largest first. Reads the index ranges of `shown` only."""
+        browse = self.registry.metadata.browse
+        count, rows = await browse.usage(shown, (page - 1) * per_page, per_page)
+        return StorageUsage(await browse.stored_total(shown), count, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +126,11 @@ class ImageParts:
 
 @dataclass(frozen=True, slots=True)
 class StorageUsage:
-    """The distinct blobs of the repositories shown, and each repository's usage, by name."""
+    """The distinct blobs of the repositories shown, how many of them hold blobs, and one page of those
+    repositories' usage, largest first."""
 
     total: StoredTotal
+    count: int
     repositories: list[RepositoryUsage]
 
 

@@ -112,18 +112,16 @@ async def image(request: Request, visitor: Visitor) -> Response:
 
 async def storage(request: Request, visitor: Visitor) -> Response:
     """`/ui/storage`: the bytes stored for the repositories the visitor may pull, in all and each."""
-    usage = await registry_of(request).browsing.storage(lambda name: visitor.principal.may(name, PULL))
-    ordered = sorted(usage.repositories, key=lambda u: (-u.size, u.name))
     number = page_number(request)
-    start = (number - 1) * STORAGE_PER_PAGE
+    usage = await registry_of(request).browsing.storage(number, STORAGE_PER_PAGE, visitor.principal.pulls())
     return render(
         request,
         "storage.html",
         {
             "usage": usage,
-            "repositories": ordered[start : start + STORAGE_PER_PAGE],
-            "count": len(ordered),
+            "repositories": usage.repositories,
+            "count": usage.count,
             "page": number,
-            "pages": pages(len(ordered), STORAGE_PER_PAGE),
+            "pages": pages(usage.count, STORAGE_PER_PAGE),
         },
     )

@@ -1,7 +1,8 @@
 """The web UI's queries: a page of repositories' stats, a repository's tags sorted and paginated with
 their push times and sizes, and the bytes stored, in all and per repository.
 
-Every query reads only; the caller decides which repositories may be shown and passes their names.
+Every query reads only; the caller decides which repositories may be shown: it passes their names, or
+for storage a Visibility (visibility.py) the queries apply in SQL.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from storage.metadata.database import Connection, Database, one, placeholders
 from storage.metadata.schema import PRESENT
+from storage.metadata.visibility import EVERYTHING, Visibility, names_sql
 
 NAMES_PER_STATEMENT = 500  # names bound in one `IN (...)`: well under every database's limit of parameters
 TAG_ORDERS = {"name": "t.name", "pushed": "t.updated_at"}
@@ -76,6 +78,27 @@ _IMAGE_SIZE = (
 )
 
 
+def _links(name: str, dialect: str) -> str:
+    """The links (l) of the repository `name` (a column of repositories.name) to present blobs (b).
+    CROSS JOIN keeps SQLite reading from the name (without statistics it would walk every present blob
+    through blobs_by_state: 4.6 s against 17 ms for a page of 100 repositories of 100,000); on PostgreSQL
+    it is an inner join, and the name, collated "C", is compared in the collation of the links' index."""
+    collate = ' COLLATE "default"' if dialect == "postgresql" else ""
+    return (
+        "repository_blobs l CROSS JOIN blobs b "
+        f"WHERE l.repository = {name}{collate} AND b.digest = l.digest AND b.state = ?"
+    )
+
+
+def _exclusive(name: str, dialect: str) -> str:
+    """The bytes of the present blobs of the repository `name` that no other repository holds (in any
+    state): what deleting it would free."""
+    return (
+        f"(SELECT COALESCE(SUM(b.size), 0) FROM {_links(name, dialect)} AND NOT EXISTS "
+        "(SELECT 1 FROM repository_blobs o WHERE o.digest = l.digest AND o.repository <> l.repository))"
+    )
+
+
 class BrowseQueries:
     """The UI's reads over `db`."""
 
@@ -125,39 +148,48 @@ class BrowseQueries:
             TagRow(name, digest, media_type, pushed_at, int(size)) for name, digest, media_type, pushed_at, size in rows
         ]
 
-    async def usage(self) -> list[RepositoryUsage]:
-        """Every repository's usage, in lexical order of name (repositories without blobs left out)."""
-        sql = (
-            "SELECT l.repository, COUNT(*), COALESCE(SUM(b.size), 0), "
-            "COALESCE(SUM(CASE WHEN s.holders = 1 THEN b.size ELSE 0 END), 0) "
-            "FROM repository_blobs l JOIN blobs b ON b.digest = l.digest "
-            "JOIN (SELECT digest, COUNT(*) AS holders FROM repository_blobs GROUP BY digest) s ON s.digest = l.digest "
-            "WHERE b.state = ? GROUP BY l.repository ORDER BY l.repository"
+    async def usage(self, shown: Visibility, offset: int, limit: int) -> tuple[int, list[RepositoryUsage]]:
+        """How many repositories `shown` shows hold present blobs, and the usage of `limit` of them after
+        the first `offset`, largest first, ties by name. Reads the index ranges of `shown` only; what only
+        a repository holds is summed for the page's repositories alone."""
+        query = names_sql(shown, self.db.dialect)
+        if query is None:
+            return 0, []
+        names, params = query
+        links = _links("r.name", self.db.dialect)
+        count = f"SELECT COUNT(*) FROM ({names}) AS r WHERE EXISTS (SELECT 1 FROM {links})"
+        page = (
+            f"SELECT p.name, p.blobs, p.size, {_exclusive('p.name', self.db.dialect)} FROM (SELECT r.name AS name, "
+            f"COUNT(*) AS blobs, SUM(b.size) AS size FROM ({names}) AS r CROSS JOIN {links} "
+            "GROUP BY r.name ORDER BY size DESC, name LIMIT ? OFFSET ?) AS p ORDER BY p.size DESC, p.name"
         )
-        rows = await self.db.scan(lambda c: c.execute(sql, (PRESENT,)).fetchall())
-        return [RepositoryUsage(name, int(blobs), int(size), int(exclusive)) for name, blobs, size, exclusive in rows]
 
-    async def stored_total(self, names: list[str] | None) -> StoredTotal:
-        """The distinct present blobs linked into any of `names`; with None, into any repository at all."""
-
-        def read(c: Connection) -> StoredTotal:
-            if names is None:
-                row = one(
-                    c.execute(
-                        "SELECT COUNT(*), COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.state = ? AND EXISTS "
-                        "(SELECT 1 FROM repository_blobs l WHERE l.digest = b.digest)",
-                        (PRESENT,),
-                    )
-                )
-                return StoredTotal(int(row[0]), int(row[1]))
-            sizes: dict[str, int] = {}
-            for batch in _batches(names):
-                rows = c.execute(
-                    "SELECT DISTINCT b.digest, b.size FROM repository_blobs l JOIN blobs b ON b.digest = l.digest "
-                    f"WHERE b.state = ? AND l.repository IN ({placeholders(len(batch))})",
-                    (PRESENT, *batch),
-                ).fetchall()
-                sizes.update((digest, int(size)) for digest, size in rows)
-            return StoredTotal(len(sizes), sum(sizes.values()))
+        def read(c: Connection) -> tuple[int, list[RepositoryUsage]]:
+            total = int(one(c.execute(count, [*params, PRESENT]))[0])
+            rows = c.execute(page, [PRESENT, *params, PRESENT, limit, offset]).fetchall() if offset < total else []
+            return total, [RepositoryUsage(n, int(blobs), int(size), int(only)) for n, blobs, size, only in rows]
 
         return await self.db.scan(read)
+
+    async def stored_total(self, shown: Visibility = EVERYTHING) -> StoredTotal:
+        """The distinct present blobs linked into the repositories `shown` shows, each counted once.
+        EVERYTHING reads no names; another Visibility reads its index ranges only."""
+        if shown.normal() == EVERYTHING:
+            sql = (
+                "SELECT COUNT(*), COALESCE(SUM(b.size), 0) FROM blobs b WHERE b.state = ? AND EXISTS "
+                "(SELECT 1 FROM repository_blobs l WHERE l.digest = b.digest)"
+            )
+            params: list[str | int] = [PRESENT]
+        else:
+            query = names_sql(shown, self.db.dialect)
+            if query is None:
+                return StoredTotal(0, 0)
+            names, params = query
+            links = _links("r.name", self.db.dialect)
+            sql = (
+                "SELECT COUNT(*), COALESCE(SUM(d.size), 0) FROM "
+                f"(SELECT DISTINCT b.digest, b.size FROM ({names}) AS r CROSS JOIN {links}) AS d"
+            )
+            params = [*params, PRESENT]
+        row = await self.db.scan(lambda c: one(c.execute(sql, params)))
+        return StoredTotal(int(row[0]), int(row[1]))

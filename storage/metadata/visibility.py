@@ -242,6 +242,15 @@ def listing_sql(visibility: Visibility, dialect: str, last: str, limit: int | No
     return " UNION ALL ".join(selects) + tail, params + tail_params
 
 
+def names_sql(visibility: Visibility, dialect: str) -> Query | None:
+    """A SELECT of the names (`name`) `visibility` shows, in no order, to drive a query from: one
+    index range scan per range; None when no name can be shown."""
+    branches = _branches(visibility, dialect, "name", ("1 = 1", []))
+    if not branches:
+        return None
+    return " UNION ALL ".join(sql for sql, _ in branches), [p for _, values in branches for p in values]
+
+
 def search_sql(visibility: Visibility, dialect: str, term: str) -> Query | None:
     """A SELECT of (name, description) of the repositories `visibility` shows whose name or description
     holds `term` (ignoring case; every one for ""), to wrap in a count or an ordered page; None when no
