@@ -108,15 +108,19 @@ class BrowseQueries:
     async def repository_stats(self, names: list[str]) -> dict[str, RepositoryStats]:
         """The stats of each of `names` that exists (a page's worth: one statement per NAMES_PER_STATEMENT)."""
 
+        # The name, collated "C" on PostgreSQL, compared in the collation of the other tables' indexes
+        # (else each subquery reads its whole table).
+        of = 'r.name COLLATE "default"' if self.db.dialect == "postgresql" else "r.name"
+
         def read(c: Connection) -> dict[str, RepositoryStats]:
             found: dict[str, RepositoryStats] = {}
             for batch in _batches(names):
                 rows = c.execute(
                     "SELECT r.name, r.description, "
-                    "(SELECT COUNT(*) FROM tags t WHERE t.repository = r.name), "
-                    "(SELECT MAX(t.updated_at) FROM tags t WHERE t.repository = r.name), "
+                    f"(SELECT COUNT(*) FROM tags t WHERE t.repository = {of}), "
+                    f"(SELECT MAX(t.updated_at) FROM tags t WHERE t.repository = {of}), "
                     "(SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs l JOIN blobs b ON b.digest = l.digest "
-                    " WHERE l.repository = r.name AND b.state = ?) "
+                    f" WHERE l.repository = {of} AND b.state = ?) "
                     f"FROM repositories r WHERE r.name IN ({placeholders(len(batch))})",
                     (PRESENT, *batch),
                 ).fetchall()
