@@ -594,6 +594,7 @@ class Pusher:
     conflict with each other on PostgreSQL); the config and layer are pushed once."""
 
     port: int
+    interval_s: float = 0.0  # each connection starts a PUT this often (0: as soon as the last one ends)
     config: str = ""
     layer: str = ""
     counter: int = 0
@@ -639,6 +640,7 @@ class Pusher:
                     reply = await connection.request("PUT", f"/v2/{name}/manifests/{tag}", body, auth)
                     latencies.append((time.perf_counter() - started_at) * 1000)
                     expect(reply, 201, f"PUT manifest {name}:{tag}")
+                    await asyncio.sleep(max(0.0, started_at + self.interval_s - time.perf_counter()))
             finally:
                 await connection.close()
 
@@ -741,6 +743,7 @@ class Options:
     full: bool
     skip: set[str]
     idle_s: float
+    push_interval_s: float
     collector_env: dict[str, str]
     server_env: dict[str, str]
     keep_work: bool
@@ -760,7 +763,7 @@ async def collection_under_pushes(
     command = [str(OURS_BIN), "gc", "--json", "--delete-untagged"]
     env = registry_env(working, timings, {k: v for k, v in options.collector_env.items() if k != "BENCH_WAIT_S"})
     offset = server_timings.stat().st_size if server_timings.exists() else 0
-    pusher = Pusher(server.port)
+    pusher = Pusher(server.port, options.push_interval_s)
     await pusher.prepare()
     done = asyncio.Event()
     pushes = asyncio.create_task(pusher.push_until(done))
@@ -796,7 +799,7 @@ async def collection_by_the_server(working: Working, repos: int, options: Option
     reset_peaks(server.pid)
     deleted, delete_s = await delete_tags(working, repos)
     started_at = time.perf_counter()
-    pusher = Pusher(server.port)
+    pusher = Pusher(server.port, options.push_interval_s)
     await pusher.prepare()
     done = asyncio.Event()
     pushes = asyncio.create_task(pusher.push_until(done))
@@ -845,7 +848,8 @@ def measure(backend: str, repos: int, data: Path, cluster: Cluster | None, optio
                 row["catalog"] = asyncio.run(catalog_page(server.port, catalog_repository(working)))
                 print(f"    catalog {row['catalog']}", flush=True)
             if "push" not in options.skip:
-                pusher = Pusher(server.port)
+                pusher = Pusher(server.port, options.push_interval_s)
+                row["push_interval_ms"] = options.push_interval_s * 1000
                 asyncio.run(pusher.prepare())
                 asyncio.run(idle_pushes(pusher, 2.0))  # warm-up: every worker has checked the password
                 row["push_idle"] = percentiles(asyncio.run(idle_pushes(pusher, options.idle_s)))
@@ -937,6 +941,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-only", action="store_true", help="seed what is missing, measure nothing")
     parser.add_argument("--skip", default="", help="leave out some of: dry-run, catalog, push (push: the collection)")
     parser.add_argument("--idle-seconds", type=float, default=10.0, help="how long idle push latency is measured")
+    parser.add_argument(
+        "--push-interval-ms", type=float, default=0.0,
+        help="each of the pushing connections starts a PUT this often (default 0: back to back, which keeps the "
+        "server's CPU busy, so the collector's own CPU shows in the push latency)",
+    )  # fmt: skip
     parser.add_argument("--collector-env", action="append", default=[], metavar="KEY=VALUE",
                         help="environment of `registry gc`, e.g. REGISTRY_GC_GRACE=10s (the default)")  # fmt: skip
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
@@ -966,6 +975,7 @@ def main(argv: list[str] | None = None) -> None:
         full=has_full_flag(),
         skip={s.strip() for s in args.skip.split(",") if s.strip()},
         idle_s=args.idle_seconds,
+        push_interval_s=args.push_interval_ms / 1000,
         collector_env={**grace, **env_pairs(args.collector_env)},
         server_env={**grace, "REGISTRY_GC_INTERVAL": "0", **own_collection, **env_pairs(args.server_env)},
         keep_work=args.keep_work,

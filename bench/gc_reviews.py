@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,6 +112,14 @@ class TimedDatabase(DelegatingDatabase):
         self.statements: list[float] = []
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
+        return await self._timed(self.db.write, fn)
+
+    async def write_locking(self, fn: Callable[[Connection], T]) -> T:
+        return await self._timed(self.db.write_locking, fn)
+
+    async def _timed(
+        self, write: Callable[[Callable[[Connection], T]], Awaitable[T]], fn: Callable[[Connection], T]
+    ) -> T:
         def timed(c: Connection) -> T:
             began = time.perf_counter()
             try:
@@ -121,7 +129,7 @@ class TimedDatabase(DelegatingDatabase):
 
         started = time.perf_counter()
         try:
-            return await self.db.write(timed)
+            return await write(timed)
         finally:
             self.writes.append(time.perf_counter() - started)
 
