@@ -5,9 +5,11 @@ read-only connection (WAL readers never wait for the writer). Writes run one at 
 dedicated thread in `BEGIN IMMEDIATE` transactions; writes that queue up while one commits share
 the next commit (group commit). Processes sharing the file take turns through an advisory lock on
 `<file>.write-lock` first: the kernel hands it over the moment it is released, where SQLite's own
-busy handler would poll with sleeps of up to 100 ms. The file, its lock file (and so SQLite's
-journal files, which take the file's mode) are private to the registry's user: 0600, in a new
-directory 0700.
+busy handler would poll with sleeps of up to 100 ms. The WAL's pages are copied into the file (a
+checkpoint) after commits on a thread of their own, outside that lock, so that no write waits for
+one (SQLite's automatic checkpoint runs inside the commit that fills the WAL). The file, its lock
+file (and so SQLite's journal files, which take the file's mode) are private to the registry's
+user: 0600, in a new directory 0700.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from storage.metadata.visibility import regexp
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
+CHECKPOINT_EVERY_S = 0.5  # after a commit, a checkpoint at most this often
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -65,6 +68,7 @@ def _connect(path: str) -> sqlite3.Connection:
                 raise
             time.sleep(0.02)
     conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # SQLiteDatabase checkpoints outside the write lock
     conn.create_function("regexp", 2, regexp, deterministic=True)  # `name REGEXP ?` (visibility.py)
     return conn
 
@@ -127,6 +131,10 @@ class SQLiteDatabase:
         self._read_conn: sqlite3.Connection | None = None
         self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
         self._timings = WriteTimings.from_environment()
+        self._checkpoint_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-checkpoint")
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_due = 0.0  # time.monotonic() of the earliest next checkpoint
+        self._checkpointing = False
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -149,6 +157,22 @@ class SQLiteDatabase:
             self._commit_locked(conn)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+        now = time.monotonic()
+        if not self._checkpointing and now >= self._checkpoint_due:
+            self._checkpointing, self._checkpoint_due = True, now + CHECKPOINT_EVERY_S
+            self._checkpoint_thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL's committed pages into the file, as far as no reader still needs them (PASSIVE:
+        it waits for nobody, and writers go on meanwhile); a busy or failed one is left to the next."""
+        try:
+            if self._checkpoint_conn is None:
+                self._checkpoint_conn = _connect(self.path)
+            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass
+        finally:
+            self._checkpointing = False
 
     def _commit_locked(self, conn: sqlite3.Connection) -> None:
         batch, self._queued = self._queued, []  # taken once the lock is ours: writes queued meanwhile join
@@ -223,15 +247,22 @@ class SQLiteDatabase:
             await session.close()
 
     async def close(self) -> None:
-        """Close both connections and stop the writer thread."""
+        """Close the connections and stop the writer and checkpoint threads."""
+        loop = asyncio.get_running_loop()
         if self._read_conn is not None:
             self._read_conn.close()
             self._read_conn = None
         if self._write_conn is not None:
             conn, self._write_conn = self._write_conn, None
-            loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._writer_thread, conn.close)
         if self._write_lock is not None:
             os.close(self._write_lock)
             self._write_lock = None
         self._writer_thread.shutdown(wait=False)
+        await loop.run_in_executor(self._checkpoint_thread, self._close_checkpoint_connection)
+        self._checkpoint_thread.shutdown(wait=False)
+
+    def _close_checkpoint_connection(self) -> None:
+        if self._checkpoint_conn is not None:
+            self._checkpoint_conn.close()
+            self._checkpoint_conn = None

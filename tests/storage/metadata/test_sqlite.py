@@ -1,0 +1,50 @@
+"""storage/metadata/sqlite.py's own duties: commits reach the database file through checkpoints of its own,
+taken after commits on a thread of their own (SQLite's automatic checkpoint, inside a commit, is off)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from storage.metadata import Metadata, SQLiteDatabase
+from storage.metadata.sqlite import CHECKPOINT_EVERY_S
+
+pytestmark = pytest.mark.anyio
+
+
+def rows_in_the_file_alone(path: Path, copy: Path) -> int:
+    """The blob rows of the database file without its WAL: what checkpoints have copied into it."""
+    shutil.copyfile(path, copy)
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM blobs").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_commits_reach_the_file_through_checkpoints_after_them(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    metadata = Metadata(SQLiteDatabase(str(path)))
+    await metadata.open()
+    try:
+        autocheckpoint = await metadata.db.read(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone())
+        assert autocheckpoint is not None and autocheckpoint[0] == 0, "no checkpoint inside a commit"
+        for i in range(20):
+            await metadata.link_blob("r", f"sha256:{i:064x}", 10)
+        await asyncio.sleep(CHECKPOINT_EVERY_S + 0.1)
+        await metadata.link_blob("r", "sha256:" + "f" * 64, 10)  # its commit is followed by a checkpoint
+        found = 0
+        for _ in range(100):
+            found = rows_in_the_file_alone(path, tmp_path / "copy.db")
+            if found == 21:
+                break
+            await asyncio.sleep(0.05)
+        assert found == 21, "the last commit was never checkpointed into the file"
+        assert (tmp_path / "index.db-wal").exists(), "while open, the WAL stays"
+    finally:
+        await metadata.close()
+    assert not (tmp_path / "index.db-wal").exists(), "closed: the last connection checkpointed and removed it"
