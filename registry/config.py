@@ -133,7 +133,7 @@ class GcSettings:
     reviews: bool = True  # every worker collects what changes queued for review (incremental collection)
     poll: str = "10s"  # how often an idle worker looks for due reviews
     delete_untagged: bool = False  # the incremental collector also removes manifests no tag reaches
-    rest: float = 0.5  # after each review, a worker's collector rests this many times as long as it took
+    rest: float = 0.5  # a collector rests after each transaction of reviews this many times as long as it took
 
 
 @dataclass

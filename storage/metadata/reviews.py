@@ -18,7 +18,6 @@ to it, is it, or it was used within the grace period.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from storage.metadata.schema import DELETING, PRESENT
 WALK_LIMIT = 256  # manifests read to find what keeps one; beyond it, it is kept and reviewed again later
 RETRY_S = 60.0  # a manifest whose walk went past WALK_LIMIT is reviewed again this much later at least
 LINK_BATCH = 1000  # repository links of a deleted blob dropped per transaction
-BUDGET_S = 0.005  # decisions share a transaction until their work has taken this long
+BUDGET_S = 0.001  # decisions share a transaction until their work has taken this long
 
 # What a decision did (`Decision.outcome`).
 REMOVED = "removed"  # a manifest deleted (its children, referrers and blobs queued)
@@ -420,7 +419,7 @@ class ReviewQueries:
 
         pending = list(digests)
         while pending:
-            done = await self.db.write_locking(functools.partial(forget, digests=pending))
+            done = await self.db.write_locking(lambda c, batch=pending: forget(c, batch))  # type: ignore[misc]
             pending = [d for d, gone in zip(pending, done, strict=False) if not gone] + pending[len(done) :]
 
     async def next_due(self) -> float | None:
