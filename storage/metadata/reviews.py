@@ -1,19 +1,19 @@
 """The review queues of the incremental collector: what a change may have made garbage is queued in the
 change's own transaction (`queue_*`, called inside the store's writes), and a collector takes the due
-reviews (`ReviewQueries.claim_*`) and decides each in a short transaction of its own (`decide_*`).
+reviews (`ReviewQueries.claim_*`) and decides them in short transactions of their own (`decide_*`).
 
-A decision re-checks everything in its transaction, so a push that lands meanwhile is never undone: it
-either committed first (and the manifest or blob is kept) or it sees the row gone, or the blob
+A decision re-checks everything in its transaction, so a push that lands meanwhile is never undone:
+it either committed first (and the manifest or blob is kept) or it sees the row gone, or the blob
 `deleting`, and is refused (then uploads again). Decisions order themselves against pushes with row
 locks (`Database.write_locking`), not as SERIALIZABLE transactions: on PostgreSQL a decision locks
 the manifest or blob it decides on, and every manifest its walk reads, FOR UPDATE before reading
-what keeps it; a push locks the blobs and manifests it refers to, and the manifest it records,
-FOR KEY SHARE (store.py), or updates their rows. Whichever locks first, the other sees its outcome.
-Several decisions share a transaction, up to BUDGET_S of work. The rules are those of the full collection
-(registry/gc.py): a manifest is kept when a root reaches it through index children and referrer
-subjects (a root is tagged, created within the grace period, or, unless untagged manifests are
-collected, any manifest but a referrer whose subject is gone); a blob is kept while a manifest refers
-to it, is it, or it was used within the grace period.
+what keeps it; a push locks the blobs and manifests it refers to, and the manifest it records, FOR
+KEY SHARE (store.py), or updates their rows. Whichever locks first, the other sees its outcome.
+Several decisions share a transaction, up to BUDGET_S of work. The rules are those of the full
+collection (registry/gc.py): a manifest is kept when a root reaches it through index children and
+referrer subjects (a root is tagged, created within the grace period, or, unless untagged manifests
+are collected, any manifest but a referrer whose subject is gone); a blob is kept while a manifest
+refers to it, is it, or it was used within the grace period.
 """
 
 from __future__ import annotations
