@@ -187,6 +187,8 @@ class SQLiteDatabase:
                 try:
                     outcomes.append((future, True, fn(conn)))
                 except BaseException as e:
+                    if not conn.in_transaction:  # SQLite undid the whole transaction (disk full, I/O error)
+                        raise
                     conn.execute("ROLLBACK TO write")
                     outcomes.append((future, False, e))
                 conn.execute("RELEASE write")

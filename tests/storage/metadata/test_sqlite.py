@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.metadata import Metadata, SQLiteDatabase
+from storage.metadata import Connection, Metadata, SQLiteDatabase
 from storage.metadata.sqlite import CHECKPOINT_EVERY_S
 
 pytestmark = pytest.mark.anyio
@@ -48,3 +48,22 @@ async def test_commits_reach_the_file_through_checkpoints_after_them(tmp_path: P
     finally:
         await metadata.close()
     assert not (tmp_path / "index.db-wal").exists(), "closed: the last connection checkpointed and removed it"
+
+
+async def test_a_write_the_disk_cannot_hold_fails_with_its_own_error_and_changes_nothing(tmp_path: Path) -> None:
+    metadata = Metadata(SQLiteDatabase(str(tmp_path / "index.db")))
+    await metadata.open()
+    try:
+        await metadata.link_blob("r", "sha256:" + "0" * 64, 10)
+
+        def fill(c: Connection) -> None:  # as when the disk is full: SQLite undoes the whole transaction
+            pages = c.execute("PRAGMA page_count").fetchone()[0]
+            c.execute(f"PRAGMA max_page_count = {pages}")
+            names = [(f"r{i}" * 50,) for i in range(5000)]
+            c.executemany("INSERT INTO repositories (name, created_at) VALUES (?, 0)", names)
+
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            await metadata.db.write(fill)
+        assert await metadata.list_repositories("", None) == ["r"]
+    finally:
+        await metadata.close()
