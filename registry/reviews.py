@@ -23,7 +23,7 @@ from registry.config import Settings, parse_duration
 from registry.layout import blob_key
 from storage.drivers import Driver
 from storage.metadata import Metadata
-from storage.metadata.reviews import BUDGET_S, DOOMED, KEPT, LATER, LOST, REMOVED, WAITING
+from storage.metadata.reviews import DOOMED, KEPT, LATER, LOST, REMOVED, WAITING
 
 log = logging.getLogger("registry.gc")
 
@@ -70,10 +70,10 @@ class ReviewCollector:
         batch: int = BATCH,
         lease_s: float = LEASE_S,
         rest: float = REST,
-        budget_s: float = BUDGET_S,
+        budget_s: float | None = None,
     ):
         self.metadata, self.driver = metadata, driver
-        self.budget_s = budget_s  # decisions share a transaction until their work has taken this long
+        self.budget_s = budget_s  # the work of a transaction of decisions (None: the database's default)
         self.reviews = metadata.reviews
         self.grace_s, self.delete_untagged = grace_s, delete_untagged
         self.batch, self.lease_s, self.rest = batch, lease_s, rest

@@ -9,11 +9,11 @@ locks (`Database.write_locking`), not as SERIALIZABLE transactions: on PostgreSQ
 the manifest or blob it decides on, and every manifest its walk reads, FOR UPDATE before reading
 what keeps it; a push locks the blobs and manifests it refers to, and the manifest it records, FOR
 KEY SHARE (store.py), or updates their rows. Whichever locks first, the other sees its outcome.
-Several decisions share a transaction, up to BUDGET_S of work. The rules are those of the full
-collection (registry/gc.py): a manifest is kept when a root reaches it through index children and
-referrer subjects (a root is tagged, created within the grace period, or, unless untagged manifests
-are collected, any manifest but a referrer whose subject is gone); a blob is kept while a manifest
-refers to it, is it, or it was used within the grace period.
+Several decisions share a transaction, up to BUDGET_S of work (per database). The rules are those of
+the full collection (registry/gc.py): a manifest is kept when a root reaches it through index
+children and referrer subjects (a root is tagged, created within the grace period, or, unless
+untagged manifests are collected, any manifest but a referrer whose subject is gone); a blob is kept
+while a manifest refers to it, is it, or it was used within the grace period.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from storage.metadata.schema import DELETING, PRESENT
 WALK_LIMIT = 256  # manifests read to find what keeps one; beyond it, it is kept and reviewed again later
 RETRY_S = 60.0  # a manifest whose walk went past WALK_LIMIT is reviewed again this much later at least
 LINK_BATCH = 1000  # repository links of a deleted blob dropped per transaction
-BUDGET_S = 0.001  # decisions share a transaction until their work has taken this long
+# Decisions share a transaction until their work has taken this long. SQLite's one writer makes every
+# write wait for the whole transaction; PostgreSQL's row locks make only writes of the same rows wait,
+# and each of its statements is a round trip, so one decision a transaction would pay a commit each.
+BUDGET_S = {"sqlite": 0.001, "postgresql": 0.01}
 
 # What a decision did (`Decision.outcome`).
 REMOVED = "removed"  # a manifest deleted (its children, referrers and blobs queued)
@@ -330,6 +333,7 @@ class ReviewQueries:
 
     def __init__(self, db: Database):
         self.db = db
+        self.budget_s = BUDGET_S[db.dialect]  # the default work of a transaction of decisions
 
     def _for_update(self) -> str:
         # PostgreSQL: collectors in other processes skip the rows one is claiming instead of waiting.
@@ -380,22 +384,24 @@ class ReviewQueries:
         lease: str,
         grace_s: float,
         delete_untagged: bool,
-        budget_s: float = BUDGET_S,
+        budget_s: float | None = None,
     ) -> list[Decision]:
         """Decide claimed manifest reviews ((repository, digest) each) in one transaction, in order,
-        until their work has taken `budget_s`: the decisions of the first of `keys` (at least one).
+        until their work has taken `budget_s` (None: `self.budget_s`): the decisions of the first of
+        `keys` (at least one).
         Each removes the manifest when no root reaches it (see the module's rules) and no index lists
         it any more, queuing reviews of its children, referrers and blobs, due at once; keeps it for
         good; or reviews it again once what keeps it is no longer young."""
         now, lock = time.time(), row_lock(self.db.dialect, "UPDATE")
+        budget = self.budget_s if budget_s is None else budget_s
         return await self.db.write_locking(
             lambda c: _within_budget(
-                keys, lambda k: _decide_manifest(c, *k, lease, now, grace_s, delete_untagged, lock), budget_s
+                keys, lambda k: _decide_manifest(c, *k, lease, now, grace_s, delete_untagged, lock), budget
             )
         )
 
     async def decide_blobs(
-        self, digests: Sequence[str], lease: str, grace_s: float, lease_s: float, budget_s: float = BUDGET_S
+        self, digests: Sequence[str], lease: str, grace_s: float, lease_s: float, budget_s: float | None = None
     ) -> list[Decision]:
         """Decide claimed blob reviews in one transaction, in order, until their work has taken
         `budget_s`: the decisions of the first of `digests` (at least one). Each marks the blob
@@ -404,18 +410,18 @@ class ReviewQueries:
         for good or until its grace ends. A blob found `deleting` (a collector stopped half-way) is
         DOOMED too."""
         now, lock = time.time(), row_lock(self.db.dialect, "UPDATE")
+        budget = self.budget_s if budget_s is None else budget_s
         return await self.db.write_locking(
-            lambda c: _within_budget(
-                digests, lambda d: _decide_blob(c, d, lease, now, grace_s, lease_s, lock), budget_s
-            )
+            lambda c: _within_budget(digests, lambda d: _decide_blob(c, d, lease, now, grace_s, lease_s, lock), budget)
         )
 
-    async def forget_blobs(self, digests: Sequence[str], budget_s: float = BUDGET_S) -> None:
+    async def forget_blobs(self, digests: Sequence[str], budget_s: float | None = None) -> None:
         """Once the bytes of DOOMED blobs are gone: drop their links, rows and reviews, in transactions
         of up to `budget_s` of work (a blob with more than LINK_BATCH links takes one per batch)."""
+        budget = self.budget_s if budget_s is None else budget_s
 
         def forget(c: Connection, digests: Sequence[str]) -> list[bool]:
-            return _within_budget(digests, lambda digest: _forget(c, digest), budget_s)
+            return _within_budget(digests, lambda digest: _forget(c, digest), budget)
 
         pending = list(digests)
         while pending:

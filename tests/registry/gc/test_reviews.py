@@ -19,7 +19,6 @@ from registry.config import Settings
 from registry.gc import Collector
 from registry.reviews import ReviewCollector, ReviewReport
 from storage.metadata import Connection, Metadata, open_metadata
-from storage.metadata.reviews import BUDGET_S
 from tests.support.app import running_app, stored_keys
 from tests.support.backends import backend_settings
 from tests.support.content import (
@@ -47,7 +46,7 @@ def reviewing(settings: Settings) -> Settings:
 
 
 def reviewer(
-    app: Starlette, delete_untagged: bool = False, batch: int = 50, budget_s: float = BUDGET_S
+    app: Starlette, delete_untagged: bool = False, batch: int = 50, budget_s: float | None = None
 ) -> ReviewCollector:
     registry = app.state.registry
     return ReviewCollector(registry.metadata, registry.driver, 0.0, delete_untagged, batch=batch, budget_s=budget_s)
