@@ -7,7 +7,10 @@ the next commit (group commit). Processes sharing the file take turns through an
 `<file>.write-lock` first: the kernel hands it over the moment it is released, where SQLite's own
 busy handler would poll with sleeps of up to 100 ms. The WAL's pages are copied into the file (a
 checkpoint) after commits on a thread of their own, outside that lock, so that no write waits for
-one (SQLite's automatic checkpoint runs inside the commit that fills the WAL). The file, its lock
+one (SQLite's automatic checkpoint runs inside the commit that fills the WAL). Under steady writes
+such a checkpoint never catches up, and the WAL can only start over once one has: when it has
+grown past WAL_RESTART_PAGES, the writer finishes the checkpoint after its commit, still holding
+the lock (the frames the last one left: a fraction of a second's writes). The file, its lock
 file (and so SQLite's journal files, which take the file's mode) are private to the registry's
 user: 0600, in a new directory 0700.
 """
@@ -31,6 +34,8 @@ from storage.metadata.visibility import regexp
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
 CHECKPOINT_EVERY_S = 0.5  # after a commit, a checkpoint at most this often
+WAL_RESTART_PAGES = 16384  # a WAL past this many pages (64 MiB) is checkpointed by the writer, so that it starts over
+WAL_SIZE_LIMIT = 64 << 20  # a WAL that starts over is cut to this size (PRAGMA journal_size_limit)
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -69,6 +74,7 @@ def _connect(path: str) -> sqlite3.Connection:
             time.sleep(0.02)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA wal_autocheckpoint=0")  # SQLiteDatabase checkpoints outside the write lock
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     conn.create_function("regexp", 2, regexp, deterministic=True)  # `name REGEXP ?` (visibility.py)
     return conn
 
@@ -135,6 +141,7 @@ class SQLiteDatabase:
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_due = 0.0  # time.monotonic() of the earliest next checkpoint
         self._checkpointing = False
+        self._wal_pages = 0  # the WAL's length the last checkpoint found
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -168,7 +175,8 @@ class SQLiteDatabase:
         try:
             if self._checkpoint_conn is None:
                 self._checkpoint_conn = _connect(self.path)
-            self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, pages, _ = self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            self._wal_pages = 0 if busy else pages
         except sqlite3.Error:
             pass
         finally:
@@ -197,6 +205,10 @@ class SQLiteDatabase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(future, False, e) for _, future in batch]
+        if self._wal_pages > WAL_RESTART_PAGES:  # no other writer meanwhile: it catches up, the WAL starts over
+            self._wal_pages = 0
+            with contextlib.suppress(sqlite3.Error):  # busy: a later one tries again
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         if self._timings is not None:
             self._timings.record(started, (fn for fn, _ in batch))
         for future, ok, value in outcomes:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
-from storage.metadata import Connection, Metadata, SQLiteDatabase
+from storage.metadata import Connection, Metadata, SQLiteDatabase, sqlite
 from storage.metadata.sqlite import CHECKPOINT_EVERY_S
 
 pytestmark = pytest.mark.anyio
@@ -67,3 +68,29 @@ async def test_a_write_the_disk_cannot_hold_fails_with_its_own_error_and_changes
         assert await metadata.list_repositories("", None) == ["r"]
     finally:
         await metadata.close()
+
+
+async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small limits, so that a second of writes crosses them many times over.
+    monkeypatch.setattr(sqlite, "WAL_RESTART_PAGES", 64)
+    monkeypatch.setattr(sqlite, "WAL_SIZE_LIMIT", 64 * 4096)
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY_S", 0.02)
+    metadata = Metadata(SQLiteDatabase(str(tmp_path / "index.db")))
+    await metadata.open()
+    written = 0
+    try:
+
+        def insert(c: Connection, n: int) -> None:
+            rows = [(f"r{n}-{i}-" + "x" * 400,) for i in range(50)]  # about 5 pages a commit
+            c.executemany("INSERT INTO repositories (name, created_at) VALUES (?, 0)", rows)
+
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            await asyncio.gather(*(metadata.db.write(lambda c, n=written + k: insert(c, n)) for k in range(4)))
+            written += 4
+        wal = (tmp_path / "index.db-wal").stat().st_size
+    finally:
+        await metadata.close()
+    print(f"{written} commits, {written * 50 * 400 / 2**20:.0f} MiB of rows, the WAL at {wal / 2**20:.1f} MiB")
+    assert written * 50 * 400 > 20 * 2**20, "too few writes to show anything"
+    assert wal < 4 * 2**20, "the WAL kept growing"
