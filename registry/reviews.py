@@ -17,15 +17,18 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from registry.config import Settings, parse_duration
 from registry.layout import blob_key
 from storage.drivers import Driver
 from storage.metadata import Metadata
-from storage.metadata.reviews import DOOMED, KEPT, LATER, LOST, REMOVED, WAITING
+from storage.metadata.reviews import DOOMED, KEPT, LATER, LOST, REMOVED, WAITING, Decision
 
 log = logging.getLogger("registry.gc")
+K = TypeVar("K")
 
 BATCH = 50  # reviews claimed at once by one collector
 LEASE_S = 300.0  # how long a claim lasts: far longer than deciding a batch (and deleting its bytes) takes
@@ -89,38 +92,40 @@ class ReviewCollector:
         """Claim and decide one batch of due manifest reviews, then one of blob reviews (due now, or by
         `until` when given); returns how many reviews it claimed (0: none was due)."""
         manifests = await self.reviews.claim_manifests(self.lease, self.batch, self.lease_s, until)
-        claimed = len(manifests)
-        while manifests:
-            started = time.perf_counter()
-            decisions = await self.reviews.decide_manifests(
-                manifests, self.lease, self.grace_s, self.delete_untagged, self.budget_s
-            )
-            for decision in decisions:
-                self._count(report, decision.outcome)
-                if decision.outcome == REMOVED:
-                    report.manifests_removed += 1
-                    report.manifest_bytes_removed += decision.size
-            manifests = manifests[len(decisions) :]
-            await self._rest(started)
-        undecided = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s, until)
-        claimed += len(undecided)
-        while undecided:
-            started = time.perf_counter()
-            decisions = await self.reviews.decide_blobs(
-                undecided, self.lease, self.grace_s, self.lease_s, self.budget_s
-            )
-            doomed = [d for d, decision in zip(undecided, decisions, strict=False) if decision.outcome == DOOMED]
-            for decision in decisions:
-                self._count(report, decision.outcome)
-                if decision.outcome == DOOMED:
-                    report.blobs_removed += 1
-                    report.blob_bytes_removed += decision.size
-            undecided = undecided[len(decisions) :]
+        async for _ in self._in_turns(
+            manifests,
+            report,
+            lambda keys: self.reviews.decide_manifests(
+                keys, self.lease, self.grace_s, self.delete_untagged, self.budget_s
+            ),
+        ):
+            pass
+        blobs = await self.reviews.claim_blobs(self.lease, self.batch, self.lease_s, until)
+        async for decided in self._in_turns(
+            blobs,
+            report,
+            lambda keys: self.reviews.decide_blobs(keys, self.lease, self.grace_s, self.lease_s, self.budget_s),
+        ):
+            doomed = [digest for digest, decision in decided if decision.outcome == DOOMED]
             for digest in doomed:
                 await self.driver.delete(blob_key(digest))
             await self.reviews.forget_blobs(doomed, self.budget_s)
+        return len(manifests) + len(blobs)
+
+    async def _in_turns(
+        self, keys: list[K], report: ReviewReport, decide: Callable[[list[K]], Awaitable[list[Decision]]]
+    ) -> AsyncIterator[list[tuple[K, Decision]]]:
+        """Decide `keys` a transaction at a time (`decide` takes the first of those left), counting each
+        decision in `report`; yields each transaction's (key, decision), then rests `rest` times as long
+        as the transaction and what the caller did with it took."""
+        while keys:
+            started = time.perf_counter()
+            decisions = await decide(keys)
+            for decision in decisions:
+                self._count(report, decision)
+            yield list(zip(keys, decisions, strict=False))
+            keys = keys[len(decisions) :]
             await self._rest(started)
-        return claimed
 
     async def _rest(self, started: float) -> None:
         """Leave the index's writer to pushes for `rest` times as long as the last transaction took."""
@@ -128,15 +133,21 @@ class ReviewCollector:
             await asyncio.sleep((time.perf_counter() - started) * self.rest)
 
     @staticmethod
-    def _count(report: ReviewReport, outcome: str) -> None:
-        if outcome == LOST:
+    def _count(report: ReviewReport, decision: Decision) -> None:
+        if decision.outcome == LOST:
             report.lost += 1
             return
         report.reviews += 1
-        if outcome in (KEPT, WAITING):
+        if decision.outcome in (KEPT, WAITING):
             report.kept += 1
-        elif outcome == LATER:
+        elif decision.outcome == LATER:
             report.later += 1
+        elif decision.outcome == REMOVED:
+            report.manifests_removed += 1
+            report.manifest_bytes_removed += decision.size
+        elif decision.outcome == DOOMED:
+            report.blobs_removed += 1
+            report.blob_bytes_removed += decision.size
 
     async def run_due(self) -> ReviewReport:
         """Decide every review due when it starts, and those its removals lead to (queued due before

@@ -215,14 +215,15 @@ def _keeper(
 ) -> tuple[bool, float | None]:
     """Whether a root reaches manifest `digest` of `repository` for good (walking back from it through
     the indexes that list it and its subject), and, if only young manifests do, when the youngest
-    stops being young. More than WALK_LIMIT manifests on the way keep it until a later review."""
+    stops being young. More than WALK_LIMIT manifests on the way keep it until a later review. The
+    caller has locked `digest` (`lock`); the walk locks every other manifest it reads."""
     cutoff = now - grace_s
     seen = {digest}
     pending = [digest]
     young_until: float | None = None
     while pending:
         node = pending.pop()
-        found = _manifest(c, repository, node, lock)
+        found = _manifest(c, repository, node, "" if node == digest else lock)  # the caller locked `digest`
         if found is None:
             continue
         subject, created_at, tagged = found
