@@ -35,6 +35,24 @@ LEASE_S = 300.0  # how long a claim lasts: far longer than deciding a batch (and
 REST = 0.5  # after each transaction of decisions, the collector rests this many times as long as it took (gc.rest)
 
 
+class Pace:
+    """How many decisions fit a transaction of `budget_s` seconds of work, from how long the last one
+    took: one at first, then at most twice as many as the last time."""
+
+    def __init__(self, budget_s: float):
+        self.budget_s, self.size, self.taken = budget_s, 1, 1
+
+    def take(self, left: int) -> int:
+        """How many of `left` decisions the next transaction takes."""
+        self.taken = max(1, min(left, self.size))
+        return self.taken
+
+    def took(self, seconds: float) -> None:
+        """Record that the work of the decisions last taken took `seconds`."""
+        fit = int(self.budget_s * self.taken / seconds) if seconds > 0 else 2 * self.taken
+        self.size = max(1, min(2 * self.taken, fit))
+
+
 @dataclass
 class ReviewReport:
     """What collecting due reviews did."""
@@ -76,8 +94,10 @@ class ReviewCollector:
         budget_s: float | None = None,
     ):
         self.metadata, self.driver = metadata, driver
-        self.budget_s = budget_s  # the work of a transaction of decisions (None: the database's default)
         self.reviews = metadata.reviews
+        # The work of a transaction of decisions (None: the database's default), for each kind.
+        budget = self.reviews.budget_s if budget_s is None else budget_s
+        self.manifest_pace, self.blob_pace = Pace(budget), Pace(budget)
         self.grace_s, self.delete_untagged = grace_s, delete_untagged
         self.batch, self.lease_s, self.rest = batch, lease_s, rest
         self.lease = uuid.uuid4().hex  # this collector's token on the reviews it claims
@@ -95,8 +115,9 @@ class ReviewCollector:
         async for _ in self._in_turns(
             manifests,
             report,
-            lambda keys: self.reviews.decide_manifests(
-                keys, self.lease, self.grace_s, self.delete_untagged, self.budget_s
+            self.manifest_pace,
+            lambda keys, timed: self.reviews.decide_manifests(
+                keys, self.lease, self.grace_s, self.delete_untagged, timed
             ),
         ):
             pass
@@ -104,27 +125,34 @@ class ReviewCollector:
         async for decided in self._in_turns(
             blobs,
             report,
-            lambda keys: self.reviews.decide_blobs(keys, self.lease, self.grace_s, self.lease_s, self.budget_s),
+            self.blob_pace,
+            lambda keys, timed: self.reviews.decide_blobs(keys, self.lease, self.grace_s, self.lease_s, timed),
         ):
             doomed = [digest for digest, decision in decided if decision.outcome == DOOMED]
             for digest in doomed:
                 await self.driver.delete(blob_key(digest))
-            await self.reviews.forget_blobs(doomed, self.budget_s)
+            await self.reviews.forget_blobs(doomed)
         return len(manifests) + len(blobs)
 
     async def _in_turns(
-        self, keys: list[K], report: ReviewReport, decide: Callable[[list[K]], Awaitable[list[Decision]]]
+        self,
+        keys: list[K],
+        report: ReviewReport,
+        pace: Pace,
+        decide: Callable[[list[K], Callable[[float], None]], Awaitable[list[Decision]]],
     ) -> AsyncIterator[list[tuple[K, Decision]]]:
-        """Decide `keys` a transaction at a time (`decide` takes the first of those left), counting each
-        decision in `report`; yields each transaction's (key, decision), then rests `rest` times as long
-        as the transaction and what the caller did with it took."""
+        """Decide `keys` a transaction at a time, as many as `pace` fits in one (`decide` tells how
+        long their work took in it), counting each decision in `report`; yields each transaction's
+        (key, decision), then rests `rest` times as long as the transaction and what the caller did
+        with it took."""
         while keys:
             started = time.perf_counter()
-            decisions = await decide(keys)
+            n = pace.take(len(keys))
+            taken, keys = keys[:n], keys[n:]
+            decisions = await decide(taken, pace.took)
             for decision in decisions:
                 self._count(report, decision)
-            yield list(zip(keys, decisions, strict=False))
-            keys = keys[len(decisions) :]
+            yield list(zip(taken, decisions, strict=True))
             await self._rest(started)
 
     async def _rest(self, started: float) -> None:

@@ -200,7 +200,7 @@ class CacheQueries:
             children = _blob_children(c, repository, digest)
             touched = [digest, *children]
             counted = _cached_sizes(c, touched, prefixes, every_prefix)
-            queue_manifest_dependents(c, repository, digest, time.time() + self.review_delay_s)
+            queue_manifest_dependents(c, [(repository, digest)], time.time() + self.review_delay_s)
             _evict(c, repository, digest, children)
             return counted - _cached_sizes(c, touched, prefixes, every_prefix)
 

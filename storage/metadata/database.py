@@ -112,6 +112,13 @@ def placeholders(n: int) -> str:
     return ",".join("?" * n)
 
 
+def pairs_in(pairs: Sequence[tuple[str, str]]) -> tuple[str, list[str]]:
+    """A subquery of `pairs` for a `(a, b) IN (...)`, and its parameters: a SELECT over VALUES, which
+    both databases look up through an index on (a, b) (a bare VALUES list makes SQLite scan)."""
+    rows = ",".join(["(?, ?)"] * len(pairs))
+    return f"SELECT column1, column2 FROM (VALUES {rows}) AS pairs", [v for pair in pairs for v in pair]
+
+
 class WriteTimings:
     """An opt-in record of write transactions, for benchmarks: one line `seconds name,name...` per
     transaction (from BEGIN to the end of COMMIT), appended to the file `path`, which processes may share."""

@@ -9,11 +9,14 @@ locks (`Database.write_locking`), not as SERIALIZABLE transactions: on PostgreSQ
 the manifest or blob it decides on, and every manifest its walk reads, FOR UPDATE before reading
 what keeps it; a push locks the blobs and manifests it refers to, and the manifest it records, FOR
 KEY SHARE (store.py), or updates their rows. Whichever locks first, the other sees its outcome.
-Several decisions share a transaction, up to BUDGET_S of work (per database). The rules are those of
-the full collection (registry/gc.py): a manifest is kept when a root reaches it through index
-children and referrer subjects (a root is tagged, created within the grace period, or, unless
-untagged manifests are collected, any manifest but a referrer whose subject is gone); a blob is kept
-while a manifest refers to it, is it, or it was used within the grace period.
+A transaction decides several reviews together, a statement for all of them at each step (a lock,
+a read, each kind of change); a manifest an index lists or with a subject walks what reaches it on
+its own. The collector sizes the transactions to about BUDGET_S of work (per database).
+
+The rules are those of the full collection (registry/gc.py): a manifest is kept when a root reaches
+it through index children and referrer subjects (a root is tagged, created within the grace period,
+or, unless untagged manifests are collected, any manifest but a referrer whose subject is gone); a
+blob is kept while a manifest refers to it, is it, or it was used within the grace period.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from storage.metadata.database import Connection, Database, one, row_lock
+from storage.metadata.database import Connection, Database, one, pairs_in, placeholders, row_lock
 from storage.metadata.schema import DELETING, PRESENT
 
 WALK_LIMIT = 256  # manifests read to find what keeps one; beyond it, it is kept and reviewed again later
@@ -127,29 +130,32 @@ def queue_tag_target(c: Connection, repository: str, tag: str, due_at: float) ->
     )
 
 
-def queue_manifest_dependents(c: Connection, repository: str, digest: str, due_at: float) -> None:
-    """Before manifest `digest` of `repository` is deleted (while its references are still there):
-    queue reviews of what may go with it: the manifests it lists, its referrers, its blobs and its own
-    bytes."""
+def queue_manifest_dependents(c: Connection, keys: Sequence[tuple[str, str]], due_at: float) -> None:
+    """Before manifests `keys` ((repository, digest) each) are deleted (while their references are
+    still there): queue reviews of what may go with them: the manifests they list, their referrers,
+    their blobs and their own bytes."""
+    if not keys:
+        return
+    pairs, values = pairs_in(keys)
     c.execute(
         "INSERT INTO gc_manifest_reviews (repository, digest, due_at) "
-        "SELECT repository, child, ? FROM manifest_references WHERE repository = ? AND manifest = ? "
+        f"SELECT repository, child, ? FROM manifest_references WHERE (repository, manifest) IN ({pairs}) "
         "AND kind = 'manifest' ON CONFLICT (repository, digest) DO NOTHING",
-        (due_at, repository, digest),
+        (due_at, *values),
     )
     c.execute(
         "INSERT INTO gc_manifest_reviews (repository, digest, due_at) "
-        "SELECT repository, digest, ? FROM manifests WHERE repository = ? AND subject = ? "
+        f"SELECT repository, digest, ? FROM manifests WHERE (repository, subject) IN ({pairs}) "
         "ON CONFLICT (repository, digest) DO NOTHING",
-        (due_at, repository, digest),
+        (due_at, *values),
     )
     c.execute(
         "INSERT INTO gc_blob_reviews (digest, due_at) "
-        "SELECT child, ? FROM manifest_references WHERE repository = ? AND manifest = ? AND kind = 'blob' "
-        "ON CONFLICT (digest) DO NOTHING",
-        (due_at, repository, digest),
+        f"SELECT DISTINCT child, ? FROM manifest_references WHERE (repository, manifest) IN ({pairs}) "
+        "AND kind = 'blob' ON CONFLICT (digest) DO NOTHING",
+        (due_at, *values),
     )
-    queue_blobs(c, [digest], due_at)
+    queue_blobs(c, sorted({digest for _, digest in keys}), due_at)
 
 
 def queue_repository_blobs(c: Connection, repository: str, due_at: float) -> None:
@@ -171,24 +177,14 @@ def queue_repository_blobs(c: Connection, repository: str, due_at: float) -> Non
 
 # -- decisions --------------------------------------------------------------------------------------
 
-K = TypeVar("K")
-R = TypeVar("R")
+Key = tuple[str, str]  # (repository, digest) of a manifest review
+T = TypeVar("T")
 
 
-def _within_budget(keys: Sequence[K], decide: Callable[[K], R], budget_s: float) -> list[R]:
-    """`decide` each of `keys` in turn until their work has taken `budget_s` (at least one)."""
-    started = time.perf_counter()
-    results: list[R] = []
-    for key in keys:
-        results.append(decide(key))
-        if time.perf_counter() - started >= budget_s:
-            break
-    return results
-
-
-def _ours(c: Connection, table: str, where: str, key: tuple[str, ...], lease: str) -> bool:
-    sql = f"SELECT 1 FROM {table} WHERE {where} AND lease = ?"
-    return c.execute(sql, (*key, lease)).fetchone() is not None
+def _mine(c: Connection, table: str, column: str, keys: Sequence[str], lease: str) -> set[str]:
+    """Which of `keys` (values of `column`) are still under this collector's claim `lease`."""
+    sql = f"SELECT {column} FROM {table} WHERE {column} IN ({placeholders(len(keys))}) AND lease = ?"
+    return {row[0] for row in c.execute(sql, (*keys, lease)).fetchall()}
 
 
 def _manifest(c: Connection, repository: str, digest: str, lock: str) -> tuple[str | None, float, bool] | None:
@@ -252,16 +248,15 @@ def _decide_manifest(
     c: Connection,
     repository: str,
     digest: str,
-    lease: str,
     now: float,
     grace_s: float,
     delete_untagged: bool,
     lock: str,
 ) -> Decision:
+    """Decide the review of manifest `digest` of `repository`, claimed by the caller, walking what
+    reaches it."""
     key = (repository, digest)
     where = "repository = ? AND digest = ?"
-    if not _ours(c, "gc_manifest_reviews", where, key, lease):
-        return Decision(LOST)
     row = c.execute(f"SELECT size FROM manifests WHERE repository = ? AND digest = ?{lock}", key).fetchone()
     kept, due_at = (True, None) if row is None else _keeper(c, repository, digest, now, grace_s, delete_untagged, lock)
     if due_at is not None:
@@ -275,58 +270,177 @@ def _decide_manifest(
     ).fetchone()
     if listed is not None:
         return Decision(WAITING)
-    # Reviews this deletion leads to are due at once, before any other (what it frees was already old
-    # enough), so a run deciding what was due at its start follows its removals to their end.
-    queue_manifest_dependents(c, repository, digest, DUE_FIRST)
-    c.execute(f"DELETE FROM manifests WHERE {where}", key)
-    c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", key)
-    c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", key)
+    _remove_manifests(c, [key])
     return Decision(REMOVED, int(row[0]))
 
 
-def _decide_blob(
-    c: Connection, digest: str, lease: str, now: float, grace_s: float, lease_s: float, lock: str
-) -> Decision:
-    if not _ours(c, "gc_blob_reviews", "digest = ?", (digest,), lease):
-        return Decision(LOST)
-    row = c.execute(f"SELECT size, state, last_used_at FROM blobs WHERE digest = ?{lock}", (digest,)).fetchone()
-    if row is None:
-        c.execute("DELETE FROM gc_blob_reviews WHERE digest = ?", (digest,))
-        return Decision(KEPT)
-    size, state, last_used_at = int(row[0]), row[1], float(row[2])
-    if state == PRESENT:
-        referenced = c.execute(
-            "SELECT 1 FROM manifest_references WHERE child = ? UNION ALL "
-            "SELECT 1 FROM manifests WHERE digest = ? LIMIT 1",
-            (digest, digest),
-        ).fetchone()
-        if referenced is not None:
-            c.execute("DELETE FROM gc_blob_reviews WHERE digest = ?", (digest,))
-            return Decision(KEPT)
-        if last_used_at >= now - grace_s:
-            due_at = last_used_at + grace_s
-            c.execute("UPDATE gc_blob_reviews SET due_at = ?, lease = NULL WHERE digest = ?", (due_at, digest))
-            return Decision(LATER, due_at=due_at)
-        c.execute("UPDATE blobs SET state = ?, last_used_at = ? WHERE digest = ?", (DELETING, now, digest))
-    # Marked now, or by a collector that stopped before the bytes were gone: this one finishes it. The
-    # review stays (claimed for a lease) until the row goes, so a crash in between is reviewed again.
-    c.execute("UPDATE gc_blob_reviews SET due_at = ? WHERE digest = ?", (now + lease_s, digest))
-    return Decision(DOOMED, size)
+def _decide_manifests(
+    c: Connection,
+    keys: Sequence[Key],
+    lease: str,
+    now: float,
+    grace_s: float,
+    delete_untagged: bool,
+    lock: str,
+) -> list[Decision]:
+    """Decide the reviews of manifests `keys` together: one lock, one read and one statement a change
+    for the batch. A manifest no index lists and without a subject is decided from its own row; one
+    that an index lists or that has a subject walks what reaches it (`_decide_manifest`), after the
+    others, so that it sees their removals."""
+    if not keys:
+        return []
+    pairs, values = pairs_in(keys)
+    claimed = c.execute(
+        f"SELECT repository, digest FROM gc_manifest_reviews WHERE (repository, digest) IN ({pairs}) AND lease = ?",
+        (*values, lease),
+    ).fetchall()
+    mine = {(row[0], row[1]) for row in claimed}
+    ours = [key for key in keys if key in mine]
+    decisions: dict[Key, Decision] = {}
+    walks: list[Key] = []
+    if ours:
+        pairs, values = pairs_in(ours)
+        if lock:  # in one order, so that two batches never wait for each other's rows
+            sql = f"SELECT 1 FROM manifests WHERE (repository, digest) IN ({pairs}) ORDER BY repository, digest{lock}"
+            c.execute(sql, values).fetchall()
+        found = {
+            (row[0], row[1]): row[2:]
+            for row in c.execute(
+                "SELECT m.repository, m.digest, m.size, m.subject, m.created_at, "
+                "EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest), "
+                "EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository = m.repository "
+                "AND r.child = m.digest AND r.kind = 'manifest') "
+                f"FROM manifests m WHERE (m.repository, m.digest) IN ({pairs})",
+                values,
+            ).fetchall()
+        }
+        for key in ours:
+            row = found.get(key)
+            if row is None:
+                decisions[key] = Decision(KEPT)
+                continue
+            size, subject, created_at, tagged, listed = int(row[0]), row[1], float(row[2]), bool(row[3]), bool(row[4])
+            if tagged or (not delete_untagged and subject is None):
+                decisions[key] = Decision(KEPT)  # a root
+            elif subject is not None or listed:
+                walks.append(key)
+            elif created_at >= now - grace_s:
+                decisions[key] = Decision(LATER, due_at=created_at + grace_s)
+            else:
+                decisions[key] = Decision(REMOVED, size)
+        done = [key for key, decision in decisions.items() if decision.outcome != LATER]
+        if done:
+            pairs, values = pairs_in(done)
+            c.execute(f"DELETE FROM gc_manifest_reviews WHERE (repository, digest) IN ({pairs})", values)
+        c.executemany(
+            "UPDATE gc_manifest_reviews SET due_at = ?, lease = NULL WHERE repository = ? AND digest = ?",
+            [(d.due_at, *key) for key, d in decisions.items() if d.outcome == LATER],
+        )
+        _remove_manifests(c, [key for key, decision in decisions.items() if decision.outcome == REMOVED])
+    for key in walks:
+        decisions[key] = _decide_manifest(c, *key, now, grace_s, delete_untagged, lock)
+    return [decisions.get(key, Decision(LOST)) for key in keys]
 
 
-def _forget(c: Connection, digest: str) -> bool:
-    """Drop up to LINK_BATCH links of a blob whose bytes are gone; once none is left, its row and its
-    review too (True)."""
+def _remove_manifests(c: Connection, keys: Sequence[Key]) -> None:
+    """Delete manifests `keys` (their rows, references and links), queuing reviews of what may go
+    with them: the manifests they list, their referrers, their blobs and their own bytes. Reviews
+    this leads to are due at once, before any other (what it frees was already old enough), so a run
+    deciding what was due at its start follows its removals to their end."""
+    if not keys:
+        return
+    queue_manifest_dependents(c, keys, DUE_FIRST)
+    pairs, values = pairs_in(keys)
+    c.execute(f"DELETE FROM manifests WHERE (repository, digest) IN ({pairs})", values)
+    c.execute(f"DELETE FROM manifest_references WHERE (repository, manifest) IN ({pairs})", values)
+    c.execute(f"DELETE FROM repository_blobs WHERE (repository, digest) IN ({pairs})", values)
+
+
+def _decide_blobs(
+    c: Connection, digests: Sequence[str], lease: str, now: float, grace_s: float, lease_s: float, lock: str
+) -> list[Decision]:
+    """Decide the reviews of blobs `digests` together: one lock, one read and one statement a change
+    for the batch."""
+    ours = [d for d in digests if d in _mine(c, "gc_blob_reviews", "digest", digests, lease)] if digests else []
+    decisions: dict[str, Decision] = {}
+    marked: list[str] = []
+    if ours:
+        marks = placeholders(len(ours))
+        if lock:  # in one order, so that two batches never wait for each other's rows
+            c.execute(f"SELECT 1 FROM blobs WHERE digest IN ({marks}) ORDER BY digest{lock}", ours).fetchall()
+        found = {
+            row[0]: row[1:]
+            for row in c.execute(
+                "SELECT b.digest, b.size, b.state, b.last_used_at, "
+                "EXISTS (SELECT 1 FROM manifest_references r WHERE r.child = b.digest) "
+                "OR EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest) "
+                f"FROM blobs b WHERE b.digest IN ({marks})",
+                ours,
+            ).fetchall()
+        }
+        for digest in ours:
+            row = found.get(digest)
+            if row is None:
+                decisions[digest] = Decision(KEPT)
+                continue
+            size, state, last_used_at, referenced = int(row[0]), row[1], float(row[2]), bool(row[3])
+            if state == PRESENT and referenced:
+                decisions[digest] = Decision(KEPT)
+            elif state == PRESENT and last_used_at >= now - grace_s:
+                decisions[digest] = Decision(LATER, due_at=last_used_at + grace_s)
+            else:
+                # Marked now, or by a collector that stopped before the bytes were gone: this one
+                # finishes it. The review stays (claimed for a lease) until the row goes, so a crash in
+                # between is reviewed again.
+                decisions[digest] = Decision(DOOMED, size)
+                if state == PRESENT:
+                    marked.append(digest)
+        kept = [d for d, decision in decisions.items() if decision.outcome == KEPT]
+        if kept:
+            c.execute(f"DELETE FROM gc_blob_reviews WHERE digest IN ({placeholders(len(kept))})", kept)
+        c.executemany(
+            "UPDATE gc_blob_reviews SET due_at = ?, lease = NULL WHERE digest = ?",
+            [(decision.due_at, d) for d, decision in decisions.items() if decision.outcome == LATER],
+        )
+        if marked:
+            sql = f"UPDATE blobs SET state = ?, last_used_at = ? WHERE digest IN ({placeholders(len(marked))})"
+            c.execute(sql, (DELETING, now, *marked))
+        doomed = [d for d, decision in decisions.items() if decision.outcome == DOOMED]
+        if doomed:
+            sql = f"UPDATE gc_blob_reviews SET due_at = ? WHERE digest IN ({placeholders(len(doomed))})"
+            c.execute(sql, (now + lease_s, *doomed))
+    return [decisions.get(d, Decision(LOST)) for d in digests]
+
+
+def _forget(c: Connection, digests: Sequence[str]) -> bool:
+    """Drop up to LINK_BATCH links of blobs whose bytes are gone; once none is left, their rows and
+    reviews too (True)."""
+    marks = placeholders(len(digests))
     dropped = c.execute(
-        "DELETE FROM repository_blobs WHERE digest = ? AND repository IN "
-        "(SELECT repository FROM repository_blobs WHERE digest = ? LIMIT ?)",
-        (digest, digest, LINK_BATCH),
+        "DELETE FROM repository_blobs WHERE (repository, digest) IN "
+        f"(SELECT repository, digest FROM repository_blobs WHERE digest IN ({marks}) LIMIT ?)",
+        (*digests, LINK_BATCH),
     ).rowcount
     if dropped >= LINK_BATCH:
         return False
-    c.execute("DELETE FROM blobs WHERE digest = ? AND state = ?", (digest, DELETING))
-    c.execute("DELETE FROM gc_blob_reviews WHERE digest = ?", (digest,))
+    c.execute(f"DELETE FROM blobs WHERE digest IN ({marks}) AND state = ?", (*digests, DELETING))
+    c.execute(f"DELETE FROM gc_blob_reviews WHERE digest IN ({marks})", digests)
     return True
+
+
+def _timed(fn: Callable[[Connection], T], timed: Callable[[float], None] | None) -> Callable[[Connection], T]:
+    """`fn`, telling `timed` how many seconds each run of it took."""
+    if timed is None:
+        return fn
+
+    def run(c: Connection) -> T:
+        started = time.perf_counter()
+        try:
+            return fn(c)
+        finally:
+            timed(time.perf_counter() - started)
+
+    return run
 
 
 class ReviewQueries:
@@ -385,49 +499,42 @@ class ReviewQueries:
         lease: str,
         grace_s: float,
         delete_untagged: bool,
-        budget_s: float | None = None,
+        timed: Callable[[float], None] | None = None,
     ) -> list[Decision]:
-        """Decide claimed manifest reviews ((repository, digest) each) in one transaction, in order,
-        until their work has taken `budget_s` (None: `self.budget_s`): the decisions of the first of
-        `keys` (at least one).
+        """Decide claimed manifest reviews ((repository, digest) each) in one transaction: a decision
+        each, in order. The caller sizes it (`budget_s` is the default work of one), from the seconds
+        the work took inside the transaction, which `timed` is given (waiting for the database, BEGIN
+        and COMMIT left out).
         Each removes the manifest when no root reaches it (see the module's rules) and no index lists
         it any more, queuing reviews of its children, referrers and blobs, due at once; keeps it for
         good; or reviews it again once what keeps it is no longer young."""
         now, lock = time.time(), row_lock(self.db.dialect, "UPDATE")
-        budget = self.budget_s if budget_s is None else budget_s
-        return await self.db.write_locking(
-            lambda c: _within_budget(
-                keys, lambda k: _decide_manifest(c, *k, lease, now, grace_s, delete_untagged, lock), budget
-            )
-        )
+        decide = _timed(lambda c: _decide_manifests(c, keys, lease, now, grace_s, delete_untagged, lock), timed)
+        return await self.db.write_locking(decide)
 
     async def decide_blobs(
-        self, digests: Sequence[str], lease: str, grace_s: float, lease_s: float, budget_s: float | None = None
+        self,
+        digests: Sequence[str],
+        lease: str,
+        grace_s: float,
+        lease_s: float,
+        timed: Callable[[float], None] | None = None,
     ) -> list[Decision]:
-        """Decide claimed blob reviews in one transaction, in order, until their work has taken
-        `budget_s`: the decisions of the first of `digests` (at least one). Each marks the blob
-        `deleting` (DOOMED) when no manifest refers to it or is it and it was not used within
-        `grace_s`, renewing the claim for `lease_s` while the caller deletes its bytes; or keeps it,
-        for good or until its grace ends. A blob found `deleting` (a collector stopped half-way) is
-        DOOMED too."""
+        """Decide claimed blob reviews in one transaction: a decision each, in order (sized as in
+        `decide_manifests`). Each marks the blob `deleting` (DOOMED) when no manifest refers to it or
+        is it and it was not used within `grace_s`, renewing the claim for `lease_s` while the caller
+        deletes its bytes; or keeps it, for good or until its grace ends. A blob found `deleting` (a
+        collector stopped half-way) is DOOMED too."""
         now, lock = time.time(), row_lock(self.db.dialect, "UPDATE")
-        budget = self.budget_s if budget_s is None else budget_s
-        return await self.db.write_locking(
-            lambda c: _within_budget(digests, lambda d: _decide_blob(c, d, lease, now, grace_s, lease_s, lock), budget)
-        )
+        decide = _timed(lambda c: _decide_blobs(c, digests, lease, now, grace_s, lease_s, lock), timed)
+        return await self.db.write_locking(decide)
 
-    async def forget_blobs(self, digests: Sequence[str], budget_s: float | None = None) -> None:
-        """Once the bytes of DOOMED blobs are gone: drop their links, rows and reviews, in transactions
-        of up to `budget_s` of work (a blob with more than LINK_BATCH links takes one per batch)."""
-        budget = self.budget_s if budget_s is None else budget_s
-
-        def forget(c: Connection, digests: Sequence[str]) -> list[bool]:
-            return _within_budget(digests, lambda digest: _forget(c, digest), budget)
-
-        pending = list(digests)
-        while pending:
-            done = await self.db.write_locking(lambda c, batch=pending: forget(c, batch))  # type: ignore[misc]
-            pending = [d for d, gone in zip(pending, done, strict=False) if not gone] + pending[len(done) :]
+    async def forget_blobs(self, digests: Sequence[str]) -> None:
+        """Once the bytes of DOOMED blobs are gone: drop their links, rows and reviews, in one
+        transaction (one more for every LINK_BATCH links they have)."""
+        if digests:
+            while not await self.db.write_locking(lambda c: _forget(c, digests)):
+                pass
 
     async def next_due(self) -> float | None:
         """When the earliest queued review is due (None when the queues are empty); a read."""

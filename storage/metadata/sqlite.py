@@ -9,8 +9,10 @@ busy handler would poll with sleeps of up to 100 ms. The WAL's pages are copied 
 checkpoint) after commits on a thread of their own, outside that lock, so that no write waits for
 one (SQLite's automatic checkpoint runs inside the commit that fills the WAL). Under steady writes
 such a checkpoint never catches up, and the WAL can only start over once one has: when it has
-grown past WAL_RESTART_PAGES, the writer finishes the checkpoint after its commit, still holding
-the lock (the frames the last one left: a fraction of a second's writes). The file, its lock
+grown past WAL_RESTART_PAGES, the checkpoint thread goes on until a pass finds only a few new
+pages (CATCH_UP_PAGES), then takes the write lock for one last pass over the frames of those last
+milliseconds, which also waits (up to RESTART_WAIT_MS) for readers of older frames to finish, so
+that the next write starts the WAL over. The file, its lock
 file (and so SQLite's journal files, which take the file's mode) are private to the registry's
 user: 0600, in a new directory 0700.
 """
@@ -34,8 +36,11 @@ from storage.metadata.visibility import regexp
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
 CHECKPOINT_EVERY_S = 0.5  # after a commit, a checkpoint at most this often
-WAL_RESTART_PAGES = 16384  # a WAL past this many pages (64 MiB) is checkpointed by the writer, so that it starts over
-WAL_SIZE_LIMIT = 64 << 20  # a WAL that starts over is cut to this size (PRAGMA journal_size_limit)
+WAL_RESTART_PAGES = 65536  # a WAL past this many pages (256 MiB) is checkpointed whole, so that it starts over
+CATCH_UP_PAGES = 256  # ... once a pass outside the write lock found no more new pages than this
+CATCH_UP_PASSES = 8  # ... or after this many passes: the last one, under the lock, copies what they left
+RESTART_WAIT_MS = 20  # how long that last pass waits for readers of older frames (then the next one tries)
+WAL_SIZE_LIMIT = 256 << 20  # a WAL that starts over is cut to this size (PRAGMA journal_size_limit)
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -134,6 +139,7 @@ class SQLiteDatabase:
         self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metadata-writer")
         self._write_conn: sqlite3.Connection | None = None
         self._write_lock: int | None = None  # fd of the file whose lock the writing process holds
+        self._checkpoint_lock: int | None = None  # the same file, open apart: a lock of its own
         self._read_conn: sqlite3.Connection | None = None
         self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
         self._timings = WriteTimings.from_environment()
@@ -141,7 +147,6 @@ class SQLiteDatabase:
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._checkpoint_due = 0.0  # time.monotonic() of the earliest next checkpoint
         self._checkpointing = False
-        self._wal_pages = 0  # the WAL's length the last checkpoint found
 
     async def open(self) -> None:
         """Connect and apply pending migrations."""
@@ -149,6 +154,7 @@ class SQLiteDatabase:
         os.close(_private_file(self.path))  # before SQLite creates it with the umask's mode
         loop = asyncio.get_running_loop()
         self._write_lock = _private_file(f"{self.path}.write-lock")
+        self._checkpoint_lock = _private_file(f"{self.path}.write-lock")
         self._write_conn = await loop.run_in_executor(self._writer_thread, _connect, self.path)
         await self.write(migrate)
         self._read_conn = _connect(self.path)
@@ -171,12 +177,33 @@ class SQLiteDatabase:
 
     def _checkpoint(self) -> None:
         """Copy the WAL's committed pages into the file, as far as no reader still needs them (PASSIVE:
-        it waits for nobody, and writers go on meanwhile); a busy or failed one is left to the next."""
+        it waits for nobody, and writers go on meanwhile); a busy or failed one is left to the next.
+        A WAL past WAL_RESTART_PAGES is then caught up and checkpointed whole (see the module)."""
         try:
             if self._checkpoint_conn is None:
                 self._checkpoint_conn = _connect(self.path)
-            busy, pages, _ = self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            self._wal_pages = 0 if busy else pages
+                self._checkpoint_conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
+            conn = self._checkpoint_conn
+            busy, pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy or pages <= WAL_RESTART_PAGES:
+                return
+            for _ in range(CATCH_UP_PASSES):
+                busy, now, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy:
+                    return
+                new, pages = now - pages, now
+                if new <= CATCH_UP_PAGES:  # fewer when another process started the WAL over meanwhile
+                    break
+            lock = self._checkpoint_lock
+            assert lock is not None, "database not open"
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            started = time.perf_counter()
+            try:  # RESTART: all of it, and the readers on the WAL gone (or, busy, as far as PASSIVE goes)
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                if self._timings is not None:  # writes wait for it as for a write
+                    self._timings.record(started, (self._checkpoint,))
         except sqlite3.Error:
             pass
         finally:
@@ -205,10 +232,6 @@ class SQLiteDatabase:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             outcomes = [(future, False, e) for _, future in batch]
-        if self._wal_pages > WAL_RESTART_PAGES:  # no other writer meanwhile: it catches up, the WAL starts over
-            self._wal_pages = 0
-            with contextlib.suppress(sqlite3.Error):  # busy: a later one tries again
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         if self._timings is not None:
             self._timings.record(started, (fn for fn, _ in batch))
         for future, ok, value in outcomes:
@@ -280,3 +303,6 @@ class SQLiteDatabase:
         if self._checkpoint_conn is not None:
             self._checkpoint_conn.close()
             self._checkpoint_conn = None
+        if self._checkpoint_lock is not None:
+            os.close(self._checkpoint_lock)
+            self._checkpoint_lock = None

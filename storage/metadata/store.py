@@ -445,7 +445,7 @@ class Metadata:
             cursor = c.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
             if cursor.rowcount == 0:
                 return False
-            queue_manifest_dependents(c, repository, digest, now + self.review_delay_s)
+            queue_manifest_dependents(c, [(repository, digest)], now + self.review_delay_s)
             c.execute("DELETE FROM manifest_references WHERE repository = ? AND manifest = ?", (repository, digest))
             c.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))
             c.execute("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?", (repository, digest))
