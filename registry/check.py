@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from registry.gc import ORPHAN_BATCH, digest_of_key
+from registry.gc import ORPHAN_BATCH, batches, digest_of_key
 from registry.layout import blob_key
 from registry.names import parse_digest
 from storage.drivers import Driver, NotFound
@@ -88,13 +88,8 @@ async def check(
         report.blobs += len(blobs)
         await asyncio.gather(*(check_blob(b) for b in blobs))
 
-    keys: list[str] = []
-    async for entry in driver.list("blobs/"):
-        keys.append(entry.key)
-        if len(keys) == ORPHAN_BATCH:
-            report.orphans += await _unknown_blob_keys(metadata, keys)
-            keys = []
-    report.orphans += await _unknown_blob_keys(metadata, keys)
+    async for keys in batches((entry.key async for entry in driver.list("blobs/")), ORPHAN_BATCH):
+        report.orphans += await _unknown_blob_keys(metadata, keys)
     uploads = set(await queries.upload_ids())
     async for entry in driver.list("uploads/"):
         if entry.key.split("/")[1] not in uploads:

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 from registry.config import ProxySettings, Settings, parse_duration
 from registry.errors import DigestInvalid
@@ -46,6 +47,20 @@ log = logging.getLogger("registry.gc")
 LOCK_TTL_S = 600.0
 DELETE_CONCURRENCY = 16
 ORPHAN_BATCH = 500  # stored keys checked against the metadata at once
+T = TypeVar("T")
+
+
+async def batches(items: AsyncIterator[T], size: int) -> AsyncIterator[list[T]]:
+    """`items` in lists of `size`, the last one shorter (none when there are no items): one list at a
+    time in memory, however long the stream."""
+    batch: list[T] = []
+    async for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class CollectorBusy(Exception):
@@ -177,24 +192,26 @@ class Collector:
         async with self.queries.marked(cutoff, report.delete_untagged) as marks:
             after: ManifestKey | None = None
             while page := await marks.unkept(after, MANIFEST_BATCH):
-                await self._renew(holder)
                 after = page[-1]
-                removed = await self._remove_page(page, cutoff)
-                gone = {(m.repository, m.digest) for m in removed}
-                retry += [m for m in page if (m.repository, m.digest) not in gone]
-                _count_removed(report, removed)
+                retry += await self._remove_counted(page, cutoff, report, holder)
         while retry:
             left: list[ManifestKey] = []
             for start in range(0, len(retry), MANIFEST_BATCH):
-                await self._renew(holder)
-                page = retry[start : start + MANIFEST_BATCH]
-                removed = await self._remove_page(page, cutoff)
-                gone = {(m.repository, m.digest) for m in removed}
-                left += [m for m in page if (m.repository, m.digest) not in gone]
-                _count_removed(report, removed)
+                left += await self._remove_counted(retry[start : start + MANIFEST_BATCH], cutoff, report, holder)
             if len(left) == len(retry):
                 break
             retry = left
+
+    async def _remove_counted(
+        self, page: list[ManifestKey], cutoff: float, report: Report, holder: str
+    ) -> list[ManifestKey]:
+        """Renew the lease of `holder`, remove what `page` may lose and count it in `report`; returns
+        the manifests of `page` that stayed."""
+        await self._renew(holder)
+        removed = await self._remove_page(page, cutoff)
+        _count_removed(report, removed)
+        gone = {(m.repository, m.digest) for m in removed}
+        return [m for m in page if (m.repository, m.digest) not in gone]
 
     async def _remove_page(self, page: list[ManifestKey], cutoff: float) -> list[RemovedManifest]:
         """Remove what a page of manifests may lose, in one transaction; when that keeps conflicting with
@@ -247,26 +264,17 @@ class Collector:
         the metadata does not know: orphan blobs and upload folders, and the driver's leftovers of
         abandoned writes. Streams the storage listing, holds one batch of keys at a time, and renews
         the lease of `holder` for each (raises CollectorBusy once it lost it)."""
-        batch: list[Entry] = []
-        async for entry in self.driver.list("blobs/"):
-            if entry.modified < cutoff:
-                batch.append(entry)
-            if len(batch) == ORPHAN_BATCH:
-                await self._renew(holder)
-                await self._orphan_blobs(batch, report)
-                batch = []
+        old_entries = (entry async for entry in self.driver.list("blobs/") if entry.modified < cutoff)
+        async for entries in batches(old_entries, ORPHAN_BATCH):
+            await self._renew(holder)
+            await self._orphan_blobs(entries, report)
+        old_folders = (
+            (upload_id, size) async for upload_id, size, modified in _upload_folders(self.driver) if modified < cutoff
+        )
+        async for folders in batches(old_folders, ORPHAN_BATCH):
+            await self._renew(holder)
+            await self._orphan_uploads(folders, report)
         await self._renew(holder)
-        await self._orphan_blobs(batch, report)
-        folders: list[tuple[str, int]] = []
-        async for upload_id, size, modified in _upload_folders(self.driver):
-            if modified < cutoff:
-                folders.append((upload_id, size))
-            if len(folders) == ORPHAN_BATCH:
-                await self._renew(holder)
-                await self._orphan_uploads(folders, report)
-                folders = []
-        await self._renew(holder)
-        await self._orphan_uploads(folders, report)
         async for leftover in self.driver.abandoned(cutoff, remove=not report.dry_run):
             report.leftovers_removed += 1
             report.leftover_bytes_removed += leftover.size

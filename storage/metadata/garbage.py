@@ -16,6 +16,7 @@ from dataclasses import astuple, dataclass
 
 from storage.metadata.database import Connection, Database, Session, one, placeholders
 from storage.metadata.leases import Leases
+from storage.metadata.reviews import ReviewQueries
 from storage.metadata.schema import DELETING, PRESENT
 
 GC_LEASE = "gc"
@@ -298,14 +299,9 @@ class GarbageQueries:
         return await self.db.write(lambda c: _mark_blobs(c, after, cutoff, now, limit))
 
     async def forget_blobs(self, digests: list[str]) -> None:
-        """Drop the rows of `deleting` blobs whose bytes are gone, in one transaction (give at most
-        BLOB_BATCH)."""
-
-        def forget(c: Connection) -> None:
-            c.executemany("DELETE FROM repository_blobs WHERE digest = ?", [(d,) for d in digests])
-            c.executemany("DELETE FROM blobs WHERE digest = ? AND state = ?", [(d, DELETING) for d in digests])
-
-        await self.db.write(forget)
+        """Drop the rows of `deleting` blobs whose bytes are gone, with their links and reviews, as the
+        incremental collector does (`ReviewQueries.forget_blobs`; give at most BLOB_BATCH)."""
+        await ReviewQueries(self.db).forget_blobs(digests)
 
     async def present_blobs(self, after: str, limit: int) -> list[Blob]:
         """The next `limit` present blobs by digest after `after`."""

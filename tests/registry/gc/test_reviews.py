@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.config import Settings
 from registry.gc import Collector
-from registry.reviews import ReviewCollector, ReviewReport
+from registry.reviews import Pace, ReviewCollector, ReviewReport
 from storage.metadata import Connection, Metadata, open_metadata
 from tests.support.app import running_app, stored_keys
 from tests.support.backends import backend_settings
@@ -247,3 +247,22 @@ async def test_every_app_collects_due_reviews_by_itself_unless_read_only(setting
     async with running_app(settings) as (app, client):
         await asyncio.sleep(0.5)
         assert (await client.get(f"/v2/team/app/blobs/{digest_of(b'kept while read-only')}")).status_code == 200
+
+
+def test_a_pace_fits_the_decisions_of_a_transaction_to_its_budget() -> None:
+    pace = Pace(budget_s=0.010)
+    assert pace.take(50) == 1, "one decision at first"
+    pace.took(0.001)
+    assert pace.take(50) == 2, "at most twice as many as the last time"
+    pace.took(0.001)  # 0.5 ms a decision: 20 fit
+    assert [pace.take(50), pace.took(0.004), pace.take(50)] == [4, None, 8]
+    pace.took(0.004)
+    assert pace.take(50) == 16
+    pace.took(0.008)
+    assert pace.take(50) == 20, "as many as fit the budget"
+    pace.took(0.100)  # 5 ms a decision: fewer
+    assert pace.take(50) == 2
+    pace.took(1.0)
+    assert pace.take(50) == 1, "never none"
+    pace.took(0.0)
+    assert pace.take(3) == 2 and pace.take(1) == 1, "never more than are left"

@@ -201,6 +201,59 @@ async def test_untagged_manifests_go_only_when_asked_and_children_wait_for_their
     assert set(await blob_reviews(metadata)) >= {D[9], D[7], D[0]}
 
 
+async def test_a_transaction_decides_many_manifests_each_as_alone(metadata: Metadata) -> None:
+    await image(metadata, "r", D[10], [D[0]], "v1")  # tagged: kept
+    await image(metadata, "r", D[11], [D[1]], None)  # nothing keeps it: removed
+    await image(metadata, "r", D[12], [D[2]], None)  # listed by index D[13], which goes first: removed
+    await metadata.put_manifest("r", ManifestRecord(D[13], INDEX, 200), {}, {D[12]: 100}, None)
+    await image(metadata, "r", D[15], [D[3]], None)  # young: later
+    await image(metadata, "s", D[11], [D[1]], None)  # claimed by another collector: lost
+
+    def setup(c: Connection) -> None:
+        c.execute("UPDATE manifests SET created_at = 0 WHERE NOT (repository = 'r' AND digest = ?)", (D[15],))
+        c.execute("INSERT INTO gc_manifest_reviews (repository, digest, due_at) VALUES ('r', ?, 0)", (D[14],))
+        c.execute("INSERT INTO gc_manifest_reviews (repository, digest, due_at) VALUES ('r', ?, 0)", (D[10],))
+        c.execute("UPDATE gc_manifest_reviews SET due_at = 0, lease = 'a'")
+        c.execute("UPDATE gc_manifest_reviews SET lease = 'b' WHERE repository = 's'")
+
+    await metadata.db.write(setup)
+    keys = [("r", D[12]), ("r", D[10]), ("r", D[11]), ("r", D[14]), ("s", D[11]), ("r", D[13]), ("r", D[15])]
+    decisions = await metadata.reviews.decide_manifests(keys, "a", 600, True)
+    assert [d.outcome for d in decisions] == [REMOVED, KEPT, REMOVED, KEPT, LOST, REMOVED, LATER]
+    assert decisions[2].size == 100 and decisions[5].size == 200
+    assert decisions[6].due_at is not None and decisions[6].due_at > time.time() + 500
+    left = await metadata.db.read(lambda c: c.execute("SELECT repository, digest FROM manifests").fetchall())
+    assert sorted(map(tuple, left)) == [("r", D[10]), ("r", D[15]), ("s", D[11])]
+    reviews = await manifest_reviews(metadata)
+    assert set(reviews) == {("s", D[11]), ("r", D[15])}, "decided reviews dropped, the young one kept"
+    assert {D[1], D[2], D[11], D[12], D[13]} <= set(await blob_reviews(metadata)), "what the removals freed"
+    assert await metadata.repositories_with_blob(D[11]) == ["s"], "the removed manifest's own link gone"
+
+
+async def test_a_transaction_decides_many_blobs_each_as_alone(metadata: Metadata) -> None:
+    for digest in D[:6]:
+        await metadata.link_blob("r", digest, 10)
+    await image(metadata, "r", D[9], [D[0]], "v1")  # D[0] referred to: kept
+
+    def setup(c: Connection) -> None:
+        c.execute("UPDATE blobs SET last_used_at = 0 WHERE digest <> ?", (D[2],))  # D[2] used lately: later
+        c.execute("UPDATE blobs SET state = ? WHERE digest = ?", (DELETING, D[5]))  # half-way: doomed again
+        c.execute("DELETE FROM blobs WHERE digest = ?", (D[4],))  # gone already: kept
+        c.execute("DELETE FROM gc_blob_reviews")
+        c.executemany("INSERT INTO gc_blob_reviews (digest, due_at, lease) VALUES (?, 0, 'a')", [(d,) for d in D[:6]])
+        c.execute("UPDATE gc_blob_reviews SET lease = 'b' WHERE digest = ?", (D[3],))  # another's: lost
+
+    await metadata.db.write(setup)
+    decisions = await metadata.reviews.decide_blobs(D[:6], "a", 600, 300)
+    assert [d.outcome for d in decisions] == [KEPT, DOOMED, LATER, LOST, KEPT, DOOMED]
+    assert decisions[1].size == 10
+    assert await metadata.reserve_blob(D[1]) == DELETING and await metadata.reserve_blob(D[2]) is not None
+    assert set(await blob_reviews(metadata)) == {D[1], D[2], D[3], D[5]}
+    await metadata.reviews.forget_blobs([D[1], D[5]])
+    assert await metadata.reserve_blob(D[1]) is None and await metadata.repositories_with_blob(D[5]) == []
+    assert set(await blob_reviews(metadata)) == {D[2], D[3]}
+
+
 async def test_a_young_manifest_is_reviewed_again_when_its_grace_ends(metadata: Metadata) -> None:
     await image(metadata, "r", D[9], [D[0]], None)
     await make_due(metadata)
