@@ -12,9 +12,10 @@ such a checkpoint never catches up, and the WAL can only start over once one has
 grown past WAL_RESTART_PAGES, the checkpoint thread goes on until a pass finds only a few new
 pages (CATCH_UP_PAGES), then takes the write lock for one last pass over the frames of those last
 milliseconds, which also waits (up to RESTART_WAIT_MS) for readers of older frames to finish, so
-that the next write starts the WAL over. The file, its lock
-file (and so SQLite's journal files, which take the file's mode) are private to the registry's
-user: 0600, in a new directory 0700.
+that the next write starts the WAL over. When writes come too fast for that, it tries again at the
+next checkpoint, until the WAL is WAL_FORCE times that long and the pass under the lock copies the
+rest. The file, its lock file (and so SQLite's journal files, which take the file's mode) are
+private to the registry's user: 0600, in a new directory 0700.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
 CHECKPOINT_EVERY_S = 0.5  # after a commit, a checkpoint at most this often
 WAL_RESTART_PAGES = 65536  # a WAL past this many pages (256 MiB) is checkpointed whole, so that it starts over
-CATCH_UP_PAGES = 256  # ... once a pass outside the write lock found no more new pages than this
-CATCH_UP_PASSES = 8  # ... or after this many passes: the last one, under the lock, copies what they left
+CATCH_UP_PAGES = 256  # ... under the write lock, once a pass outside it found no more new pages than this,
+CATCH_UP_PASSES = 8  # ... within this many passes; else the next checkpoint tries again,
+WAL_FORCE = 4  # ... unless the WAL is this many times WAL_RESTART_PAGES: then the locked pass copies what is left
 RESTART_WAIT_MS = 20  # how long that last pass waits for readers of older frames (then the next one tries)
 WAL_SIZE_LIMIT = 256 << 20  # a WAL that starts over is cut to this size (PRAGMA journal_size_limit)
 FILE_MODE = 0o600
@@ -194,6 +196,9 @@ class SQLiteDatabase:
                 new, pages = now - pages, now
                 if new <= CATCH_UP_PAGES:  # fewer when another process started the WAL over meanwhile
                     break
+            else:  # writes too busy for a short pass under the lock: a later checkpoint tries again
+                if pages <= WAL_FORCE * WAL_RESTART_PAGES:
+                    return
             lock = self._checkpoint_lock
             assert lock is not None, "database not open"
             fcntl.flock(lock, fcntl.LOCK_EX)
