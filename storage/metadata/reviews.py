@@ -300,7 +300,7 @@ def _decide_manifests(
     walks: list[Key] = []
     if ours:
         pairs, values = pairs_in(ours)
-        if lock:  # in one order, so that two batches never wait for each other's rows
+        if lock:  # in one order: two batches sharing rows never deadlock
             sql = f"SELECT 1 FROM manifests WHERE (repository, digest) IN ({pairs}) ORDER BY repository, digest{lock}"
             c.execute(sql, values).fetchall()
         found = {
@@ -366,7 +366,7 @@ def _decide_blobs(
     marked: list[str] = []
     if ours:
         marks = placeholders(len(ours))
-        if lock:  # in one order, so that two batches never wait for each other's rows
+        if lock:  # in one order: two batches sharing rows never deadlock
             c.execute(f"SELECT 1 FROM blobs WHERE digest IN ({marks}) ORDER BY digest{lock}", ours).fetchall()
         found = {
             row[0]: row[1:]
