@@ -299,11 +299,14 @@ def gc(args: argparse.Namespace) -> None:
 
     async def collect(metadata: Metadata, driver: Driver) -> Report | ReviewReport:
         if not (args.dry_run or args.full):  # every due review, now
-            from registry.reviews import ReviewCollector
+            from registry.reviews import SIDE_BY_SIDE, ReviewCollector, run_due_side_by_side
 
             gc, untagged = settings.gc, settings.gc.delete_untagged or args.delete_untagged
-            reviewer = ReviewCollector(metadata, driver, parse_duration(gc.grace), untagged, rest=gc.rest)
-            return await reviewer.run_due()
+            reviewers = [
+                ReviewCollector(metadata, driver, parse_duration(gc.grace), untagged, rest=gc.rest)
+                for _ in range(SIDE_BY_SIDE[metadata.db.dialect])
+            ]
+            return await run_due_side_by_side(reviewers)
         collector = Collector.configured(metadata, driver, settings)
         return await collector.run(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
 

@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from registry.app import create_app
 from registry.config import Settings
 from registry.gc import Collector
-from registry.reviews import Pace, ReviewCollector, ReviewReport
+from registry.reviews import Pace, ReviewCollector, ReviewReport, run_due_side_by_side
 from storage.metadata import Connection, Metadata, open_metadata
 from tests.support.app import running_app, stored_keys
 from tests.support.backends import backend_settings
@@ -188,6 +188,21 @@ async def test_two_collectors_on_one_index_share_the_work_without_doing_any_twic
         assert await stored_keys(one.state.registry.driver, "blobs/") == []
         totals = await one.state.registry.metadata.reviews.totals()
         assert (totals.blobs, totals.manifests) == (0, 0)
+
+
+async def test_collectors_side_by_side_share_the_work_and_sum_their_reports(settings: Settings) -> None:
+    images = [make_image(layers=2) for _ in range(12)]
+    async with running_app(reviewing(settings)) as (app, client):
+        for n, image in enumerate(images):
+            await push_image(client, "team/app", image, f"v{n}")
+            assert (await client.delete(f"/v2/team/app/manifests/{image.digest}")).status_code == 202
+        report = await run_due_side_by_side([reviewer(app, batch=4) for _ in range(3)])
+        # Each image: its config, two layers and its own bytes, each removed once.
+        assert (report.blobs_removed, report.lost) == (4 * len(images), 0)
+        assert report.blob_bytes_removed == sum(len(image.manifest) + len(image.config) for image in images) + sum(
+            len(layer) for image in images for layer in image.layers
+        )
+        assert await stored_keys(app.state.registry.driver, "blobs/") == []
 
 
 async def test_each_decision_changes_rows_bounded_by_one_manifest_not_by_the_index(settings: Settings) -> None:
