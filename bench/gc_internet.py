@@ -751,6 +751,7 @@ class Options:
     memory_limit: int
     by_server: bool
     settle_s: float
+    collectors: int | None
 
 
 async def collection_under_pushes(
@@ -761,6 +762,7 @@ async def collection_under_pushes(
     await asyncio.sleep(float(options.collector_env.get("BENCH_WAIT_S", "12")))  # past the grace (10s)
     timings = working.data_dir.parent / "collector.timings"
     command = [str(OURS_BIN), "gc", "--json", "--delete-untagged"]
+    command += [] if options.collectors is None else ["--collectors", str(options.collectors)]
     env = registry_env(working, timings, {k: v for k, v in options.collector_env.items() if k != "BENCH_WAIT_S"})
     offset = server_timings.stat().st_size if server_timings.exists() else 0
     pusher = Pusher(server.port, options.push_interval_s)
@@ -962,6 +964,7 @@ def main(argv: list[str] | None = None) -> None:
         "workers do (gc.reviews), timed until the garbage is gone",
     )  # fmt: skip
     parser.add_argument("--settle-seconds", type=float, default=600.0, help="--collector server: how long to wait")
+    parser.add_argument("--collectors", type=int, help="--collector cli: `registry gc --collectors N`")
     parser.add_argument("--reseed", action="store_true", help="seed again even when a seeded copy exists")
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -983,6 +986,7 @@ def main(argv: list[str] | None = None) -> None:
         memory_limit=args.memory_limit_gib << 30,
         by_server=args.collector == "server",
         settle_s=args.settle_seconds,
+        collectors=args.collectors,
     )
     args.data.mkdir(parents=True, exist_ok=True)
     print(f"data in {args.data} ({shutil.disk_usage(args.data).free / MIB / 1024:.0f} GiB free); "

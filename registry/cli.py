@@ -296,6 +296,8 @@ def gc(args: argparse.Namespace) -> None:
     settings = _settings(args)
     if not args.dry_run:
         _refuse_when_read_only(settings, "a garbage collection")
+    if args.collectors is not None and args.collectors < 1:
+        sys.exit("registry: --collectors: 1 or more")
 
     async def collect(metadata: Metadata, driver: Driver) -> Report | ReviewReport:
         if not (args.dry_run or args.full):  # every due review, now
@@ -304,7 +306,7 @@ def gc(args: argparse.Namespace) -> None:
             gc, untagged = settings.gc, settings.gc.delete_untagged or args.delete_untagged
             reviewers = [
                 ReviewCollector(metadata, driver, parse_duration(gc.grace), untagged, rest=gc.rest)
-                for _ in range(SIDE_BY_SIDE[metadata.db.dialect])
+                for _ in range(args.collectors or SIDE_BY_SIDE[metadata.db.dialect])
             ]
             return await run_due_side_by_side(reviewers)
         collector = Collector.configured(metadata, driver, settings)
@@ -439,6 +441,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="mark and sweep the whole index (bounded memory, short write transactions): "
         "for a first run on an old index, or after a repair",
+    )
+    gc_parser.add_argument(
+        "--collectors",
+        type=int,
+        help="review collectors side by side (default 4 on PostgreSQL, 1 on SQLite): more finish sooner and "
+        "weigh more on pushes meanwhile",
     )
     gc_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     gc_parser.set_defaults(run=gc)

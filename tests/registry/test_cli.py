@@ -41,6 +41,11 @@ def test_gc_and_repo_rm_commands(tmp_path, capsys) -> None:
     main(["gc", "--json", "--data-dir", data])
     report = json.loads(capsys.readouterr().out)
     assert report["dry_run"] is False and report["blobs_removed"] == 0
+    main(["gc", "--json", "--collectors", "3", "--data-dir", data])
+    assert json.loads(capsys.readouterr().out)["reviews"] == 0
+    with pytest.raises(SystemExit) as e:
+        main(["gc", "--collectors", "0", "--data-dir", data])
+    assert "--collectors: 1 or more" in str(e.value.code)
     with pytest.raises(SystemExit) as e:
         main(["repo", "rm", "team/none", "--data-dir", data])
     assert "no repository" in str(e.value.code)
