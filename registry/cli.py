@@ -296,17 +296,17 @@ def gc(args: argparse.Namespace) -> None:
     settings = _settings(args)
     if not args.dry_run:
         _refuse_when_read_only(settings, "a garbage collection")
-    if args.collectors is not None and args.collectors < 1:
+    if args.collectors < 1:
         sys.exit("registry: --collectors: 1 or more")
 
     async def collect(metadata: Metadata, driver: Driver) -> Report | ReviewReport:
         if not (args.dry_run or args.full):  # every due review, now
-            from registry.reviews import SIDE_BY_SIDE, ReviewCollector, run_due_side_by_side
+            from registry.reviews import ReviewCollector, run_due_side_by_side
 
             gc, untagged = settings.gc, settings.gc.delete_untagged or args.delete_untagged
             reviewers = [
                 ReviewCollector(metadata, driver, parse_duration(gc.grace), untagged, rest=gc.rest)
-                for _ in range(args.collectors or SIDE_BY_SIDE[metadata.db.dialect])
+                for _ in range(args.collectors)
             ]
             return await run_due_side_by_side(reviewers)
         collector = Collector.configured(metadata, driver, settings)
@@ -445,8 +445,9 @@ def main(argv: list[str] | None = None) -> None:
     gc_parser.add_argument(
         "--collectors",
         type=int,
-        help="review collectors side by side (default 4 on PostgreSQL, 1 on SQLite): more finish sooner and "
-        "weigh more on pushes meanwhile",
+        default=1,
+        help="review collectors side by side (default 1): on PostgreSQL more finish sooner, and weigh more on "
+        "pushes meanwhile",
     )
     gc_parser.add_argument("--json", action="store_true", help="print the report as JSON")
     gc_parser.set_defaults(run=gc)

@@ -33,9 +33,6 @@ K = TypeVar("K")
 BATCH = 50  # reviews claimed at once by one collector
 LEASE_S = 300.0  # how long a claim lasts: far longer than deciding a batch (and deleting its bytes) takes
 REST = 0.5  # after each transaction of decisions, the collector rests this many times as long as it took (gc.rest)
-# Collectors `registry gc` runs side by side: on PostgreSQL their round trips and reads from disk
-# overlap; SQLite takes their writes one at a time, so one is as fast.
-SIDE_BY_SIDE = {"sqlite": 1, "postgresql": 4}
 
 
 class Pace:
@@ -213,7 +210,8 @@ class ReviewCollector:
 
 async def run_due_side_by_side(collectors: Sequence[ReviewCollector]) -> ReviewReport:
     """Decide every review due when it starts with `collectors` at once, each claiming batches of its
-    own; what they did, summed (`seconds`: the longest)."""
+    own (on PostgreSQL their round trips and reads from disk overlap; SQLite takes their writes one
+    at a time); what they did, summed (`seconds`: the longest)."""
     reports = await asyncio.gather(*(collector.run_due() for collector in collectors))
     total = ReviewReport()
     for report in reports:
