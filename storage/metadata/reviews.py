@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from storage.metadata.database import Connection, Database, one, pairs_in, placeholders, row_lock
+from storage.metadata.database import Connection, Database, Row, one, pairs_in, placeholders, row_lock
 from storage.metadata.schema import DELETING, PRESENT
 
 WALK_LIMIT = 256  # manifests read to find what keeps one; beyond it, it is kept and reviewed again later
@@ -181,23 +181,26 @@ Key = tuple[str, str]  # (repository, digest) of a manifest review
 T = TypeVar("T")
 
 
-def _mine(c: Connection, table: str, column: str, keys: Sequence[str], lease: str) -> set[str]:
-    """Which of `keys` (values of `column`) are still under this collector's claim `lease`."""
-    sql = f"SELECT {column} FROM {table} WHERE {column} IN ({placeholders(len(keys))}) AND lease = ?"
-    return {row[0] for row in c.execute(sql, (*keys, lease)).fetchall()}
+def _claimed(c: Connection, table: str, columns: str, keys: tuple[str, list[str]], lease: str) -> set[Row]:
+    """Which of `keys` (SQL listing values of `columns`, and its parameters) are reviews of `table`
+    still under this collector's claim `lease`, as rows of `columns`."""
+    sql, values = keys
+    rows = c.execute(f"SELECT {columns} FROM {table} WHERE ({columns}) IN ({sql}) AND lease = ?", (*values, lease))
+    return {tuple(row) for row in rows.fetchall()}
+
+
+def _lock_rows(c: Connection, lock: str, select: str, values: Sequence[str]) -> None:
+    """On PostgreSQL, lock the rows `select` reads (`lock`, a `row_lock` clause; in the order it gives,
+    so that two transactions sharing rows never deadlock) in a statement of its own, so that the reads
+    after it see what the lock waited for; nothing on SQLite (`lock` empty)."""
+    if lock:
+        c.execute(select + lock, values).fetchall()
 
 
 def _manifest(c: Connection, repository: str, digest: str, lock: str) -> tuple[str | None, float, bool] | None:
     """(subject, created_at, tagged) of a manifest, or None when it does not exist; its row locked by
-    `lock` first (a statement of its own, so that the read after it sees what the lock waited for)."""
-    if (
-        lock
-        and c.execute(
-            f"SELECT 1 FROM manifests WHERE repository = ? AND digest = ?{lock}", (repository, digest)
-        ).fetchone()
-        is None
-    ):
-        return None
+    `lock` first."""
+    _lock_rows(c, lock, "SELECT 1 FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))
     row = c.execute(
         "SELECT m.subject, m.created_at, EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository "
         "AND t.digest = m.digest) FROM manifests m WHERE m.repository = ? AND m.digest = ?",
@@ -245,33 +248,34 @@ def _keeper(
 
 
 def _decide_manifest(
-    c: Connection,
-    repository: str,
-    digest: str,
-    now: float,
-    grace_s: float,
-    delete_untagged: bool,
-    lock: str,
+    c: Connection, key: Key, size: int, now: float, grace_s: float, delete_untagged: bool, lock: str
 ) -> Decision:
-    """Decide the review of manifest `digest` of `repository`, claimed by the caller, walking what
-    reaches it."""
-    key = (repository, digest)
-    where = "repository = ? AND digest = ?"
-    row = c.execute(f"SELECT size FROM manifests WHERE repository = ? AND digest = ?{lock}", key).fetchone()
-    kept, due_at = (True, None) if row is None else _keeper(c, repository, digest, now, grace_s, delete_untagged, lock)
+    """Decide the review of manifest `key` (its row locked and read by the caller: `size`), walking
+    what reaches it."""
+    kept, due_at = _keeper(c, *key, now, grace_s, delete_untagged, lock)
     if due_at is not None:
-        c.execute(f"UPDATE gc_manifest_reviews SET due_at = ?, lease = NULL WHERE {where}", (due_at, *key))
         return Decision(LATER, due_at=due_at)
-    c.execute(f"DELETE FROM gc_manifest_reviews WHERE {where}", key)
-    if kept or row is None:
+    if kept:
         return Decision(KEPT)
     listed = c.execute(
         "SELECT 1 FROM manifest_references WHERE repository = ? AND child = ? AND kind = 'manifest' LIMIT 1", key
     ).fetchone()
-    if listed is not None:
-        return Decision(WAITING)
-    _remove_manifests(c, [key])
-    return Decision(REMOVED, int(row[0]))
+    return Decision(WAITING) if listed is not None else Decision(REMOVED, size)
+
+
+def _carry_out(c: Connection, decisions: dict[Key, Decision]) -> None:
+    """Act on manifest decisions: drop the reviews decided for good, set when the LATER ones are due
+    again (their claim released), and remove the REMOVED manifests."""
+    done = [key for key, decision in decisions.items() if decision.outcome != LATER]
+    if done:
+        pairs, values = pairs_in(done)
+        c.execute(f"DELETE FROM gc_manifest_reviews WHERE (repository, digest) IN ({pairs})", values)
+    later = [(decision.due_at, *key) for key, decision in decisions.items() if decision.outcome == LATER]
+    if later:
+        c.executemany(
+            "UPDATE gc_manifest_reviews SET due_at = ?, lease = NULL WHERE repository = ? AND digest = ?", later
+        )
+    _remove_manifests(c, [key for key, decision in decisions.items() if decision.outcome == REMOVED])
 
 
 def _decide_manifests(
@@ -286,59 +290,48 @@ def _decide_manifests(
     """Decide the reviews of manifests `keys` together: one lock, one read and one statement a change
     for the batch. A manifest no index lists and without a subject is decided from its own row; one
     that an index lists or that has a subject walks what reaches it (`_decide_manifest`), after the
-    others, so that it sees their removals."""
+    others and one at a time, so that it sees their removals."""
     if not keys:
         return []
-    pairs, values = pairs_in(keys)
-    claimed = c.execute(
-        f"SELECT repository, digest FROM gc_manifest_reviews WHERE (repository, digest) IN ({pairs}) AND lease = ?",
-        (*values, lease),
-    ).fetchall()
-    mine = {(row[0], row[1]) for row in claimed}
-    ours = [key for key in keys if key in mine]
+    claimed = _claimed(c, "gc_manifest_reviews", "repository, digest", pairs_in(keys), lease)
+    ours = [key for key in keys if key in claimed]
+    if not ours:
+        return [Decision(LOST)] * len(keys)
+    pairs, values = pairs_in(ours)
+    _lock_rows(
+        c, lock, f"SELECT 1 FROM manifests WHERE (repository, digest) IN ({pairs}) ORDER BY repository, digest", values
+    )
+    found = {
+        (row[0], row[1]): row[2:]
+        for row in c.execute(
+            "SELECT m.repository, m.digest, m.size, m.subject, m.created_at, "
+            "EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest), "
+            "EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository = m.repository "
+            "AND r.child = m.digest AND r.kind = 'manifest') "
+            f"FROM manifests m WHERE (m.repository, m.digest) IN ({pairs})",
+            values,
+        ).fetchall()
+    }
     decisions: dict[Key, Decision] = {}
-    walks: list[Key] = []
-    if ours:
-        pairs, values = pairs_in(ours)
-        if lock:  # in one order: two batches sharing rows never deadlock
-            sql = f"SELECT 1 FROM manifests WHERE (repository, digest) IN ({pairs}) ORDER BY repository, digest{lock}"
-            c.execute(sql, values).fetchall()
-        found = {
-            (row[0], row[1]): row[2:]
-            for row in c.execute(
-                "SELECT m.repository, m.digest, m.size, m.subject, m.created_at, "
-                "EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest), "
-                "EXISTS (SELECT 1 FROM manifest_references r WHERE r.repository = m.repository "
-                "AND r.child = m.digest AND r.kind = 'manifest') "
-                f"FROM manifests m WHERE (m.repository, m.digest) IN ({pairs})",
-                values,
-            ).fetchall()
-        }
-        for key in ours:
-            row = found.get(key)
-            if row is None:
-                decisions[key] = Decision(KEPT)
-                continue
-            size, subject, created_at, tagged, listed = int(row[0]), row[1], float(row[2]), bool(row[3]), bool(row[4])
-            if tagged or (not delete_untagged and subject is None):
-                decisions[key] = Decision(KEPT)  # a root
-            elif subject is not None or listed:
-                walks.append(key)
-            elif created_at >= now - grace_s:
-                decisions[key] = Decision(LATER, due_at=created_at + grace_s)
-            else:
-                decisions[key] = Decision(REMOVED, size)
-        done = [key for key, decision in decisions.items() if decision.outcome != LATER]
-        if done:
-            pairs, values = pairs_in(done)
-            c.execute(f"DELETE FROM gc_manifest_reviews WHERE (repository, digest) IN ({pairs})", values)
-        c.executemany(
-            "UPDATE gc_manifest_reviews SET due_at = ?, lease = NULL WHERE repository = ? AND digest = ?",
-            [(d.due_at, *key) for key, d in decisions.items() if d.outcome == LATER],
-        )
-        _remove_manifests(c, [key for key, decision in decisions.items() if decision.outcome == REMOVED])
-    for key in walks:
-        decisions[key] = _decide_manifest(c, *key, now, grace_s, delete_untagged, lock)
+    walks: list[tuple[Key, int]] = []
+    for key in ours:
+        row = found.get(key)
+        if row is None:
+            decisions[key] = Decision(KEPT)
+            continue
+        size, subject, created_at, tagged, listed = int(row[0]), row[1], float(row[2]), bool(row[3]), bool(row[4])
+        if tagged or (not delete_untagged and subject is None):
+            decisions[key] = Decision(KEPT)  # a root
+        elif subject is not None or listed:
+            walks.append((key, size))
+        elif created_at >= now - grace_s:
+            decisions[key] = Decision(LATER, due_at=created_at + grace_s)
+        else:
+            decisions[key] = Decision(REMOVED, size)
+    _carry_out(c, decisions)
+    for key, size in walks:
+        decisions[key] = _decide_manifest(c, key, size, now, grace_s, delete_untagged, lock)
+        _carry_out(c, {key: decisions[key]})
     return [decisions.get(key, Decision(LOST)) for key in keys]
 
 
@@ -361,54 +354,56 @@ def _decide_blobs(
 ) -> list[Decision]:
     """Decide the reviews of blobs `digests` together: one lock, one read and one statement a change
     for the batch."""
-    ours = [d for d in digests if d in _mine(c, "gc_blob_reviews", "digest", digests, lease)] if digests else []
+    if not digests:
+        return []
+    claimed = _claimed(c, "gc_blob_reviews", "digest", (placeholders(len(digests)), list(digests)), lease)
+    ours = [d for d in digests if (d,) in claimed]
+    if not ours:
+        return [Decision(LOST)] * len(digests)
     decisions: dict[str, Decision] = {}
     marked: list[str] = []
-    if ours:
-        marks = placeholders(len(ours))
-        if lock:  # in one order: two batches sharing rows never deadlock
-            c.execute(f"SELECT 1 FROM blobs WHERE digest IN ({marks}) ORDER BY digest{lock}", ours).fetchall()
-        found = {
-            row[0]: row[1:]
-            for row in c.execute(
-                "SELECT b.digest, b.size, b.state, b.last_used_at, "
-                "EXISTS (SELECT 1 FROM manifest_references r WHERE r.child = b.digest) "
-                "OR EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest) "
-                f"FROM blobs b WHERE b.digest IN ({marks})",
-                ours,
-            ).fetchall()
-        }
-        for digest in ours:
-            row = found.get(digest)
-            if row is None:
-                decisions[digest] = Decision(KEPT)
-                continue
-            size, state, last_used_at, referenced = int(row[0]), row[1], float(row[2]), bool(row[3])
-            if state == PRESENT and referenced:
-                decisions[digest] = Decision(KEPT)
-            elif state == PRESENT and last_used_at >= now - grace_s:
-                decisions[digest] = Decision(LATER, due_at=last_used_at + grace_s)
-            else:
-                # Marked now, or by a collector that stopped before the bytes were gone: this one
-                # finishes it. The review stays (claimed for a lease) until the row goes, so a crash in
-                # between is reviewed again.
-                decisions[digest] = Decision(DOOMED, size)
-                if state == PRESENT:
-                    marked.append(digest)
-        kept = [d for d, decision in decisions.items() if decision.outcome == KEPT]
-        if kept:
-            c.execute(f"DELETE FROM gc_blob_reviews WHERE digest IN ({placeholders(len(kept))})", kept)
-        c.executemany(
-            "UPDATE gc_blob_reviews SET due_at = ?, lease = NULL WHERE digest = ?",
-            [(decision.due_at, d) for d, decision in decisions.items() if decision.outcome == LATER],
-        )
-        if marked:
-            sql = f"UPDATE blobs SET state = ?, last_used_at = ? WHERE digest IN ({placeholders(len(marked))})"
-            c.execute(sql, (DELETING, now, *marked))
-        doomed = [d for d, decision in decisions.items() if decision.outcome == DOOMED]
-        if doomed:
-            sql = f"UPDATE gc_blob_reviews SET due_at = ? WHERE digest IN ({placeholders(len(doomed))})"
-            c.execute(sql, (now + lease_s, *doomed))
+    marks = placeholders(len(ours))
+    _lock_rows(c, lock, f"SELECT 1 FROM blobs WHERE digest IN ({marks}) ORDER BY digest", ours)
+    found = {
+        row[0]: row[1:]
+        for row in c.execute(
+            "SELECT b.digest, b.size, b.state, b.last_used_at, "
+            "EXISTS (SELECT 1 FROM manifest_references r WHERE r.child = b.digest) "
+            "OR EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest) "
+            f"FROM blobs b WHERE b.digest IN ({marks})",
+            ours,
+        ).fetchall()
+    }
+    for digest in ours:
+        row = found.get(digest)
+        if row is None:
+            decisions[digest] = Decision(KEPT)
+            continue
+        size, state, last_used_at, referenced = int(row[0]), row[1], float(row[2]), bool(row[3])
+        if state == PRESENT and referenced:
+            decisions[digest] = Decision(KEPT)
+        elif state == PRESENT and last_used_at >= now - grace_s:
+            decisions[digest] = Decision(LATER, due_at=last_used_at + grace_s)
+        else:
+            # Marked now, or by a collector that stopped before the bytes were gone: this one
+            # finishes it. The review stays (claimed for a lease) until the row goes, so a crash in
+            # between is reviewed again.
+            decisions[digest] = Decision(DOOMED, size)
+            if state == PRESENT:
+                marked.append(digest)
+    kept = [d for d, decision in decisions.items() if decision.outcome == KEPT]
+    if kept:
+        c.execute(f"DELETE FROM gc_blob_reviews WHERE digest IN ({placeholders(len(kept))})", kept)
+    later = [(decision.due_at, d) for d, decision in decisions.items() if decision.outcome == LATER]
+    if later:
+        c.executemany("UPDATE gc_blob_reviews SET due_at = ?, lease = NULL WHERE digest = ?", later)
+    if marked:
+        sql = f"UPDATE blobs SET state = ?, last_used_at = ? WHERE digest IN ({placeholders(len(marked))})"
+        c.execute(sql, (DELETING, now, *marked))
+    doomed = [d for d, decision in decisions.items() if decision.outcome == DOOMED]
+    if doomed:
+        sql = f"UPDATE gc_blob_reviews SET due_at = ? WHERE digest IN ({placeholders(len(doomed))})"
+        c.execute(sql, (now + lease_s, *doomed))
     return [decisions.get(d, Decision(LOST)) for d in digests]
 
 

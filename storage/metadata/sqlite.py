@@ -180,39 +180,42 @@ class SQLiteDatabase:
     def _checkpoint(self) -> None:
         """Copy the WAL's committed pages into the file, as far as no reader still needs them (PASSIVE:
         it waits for nobody, and writers go on meanwhile); a busy or failed one is left to the next.
-        A WAL past WAL_RESTART_PAGES is then caught up and checkpointed whole (see the module)."""
+        A WAL past WAL_RESTART_PAGES is then caught up and started over (`_start_wal_over`)."""
         try:
             if self._checkpoint_conn is None:
                 self._checkpoint_conn = _connect(self.path)
                 self._checkpoint_conn.execute(f"PRAGMA busy_timeout = {RESTART_WAIT_MS}")
-            conn = self._checkpoint_conn
-            busy, pages, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if busy or pages <= WAL_RESTART_PAGES:
-                return
-            for _ in range(CATCH_UP_PASSES):
-                busy, now, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if busy:
-                    return
-                new, pages = now - pages, now
-                if new <= CATCH_UP_PAGES:  # fewer when another process started the WAL over meanwhile
-                    break
-            else:  # writes too busy for a short pass under the lock: a later checkpoint tries again
-                if pages <= WAL_FORCE * WAL_RESTART_PAGES:
-                    return
-            lock = self._checkpoint_lock
-            assert lock is not None, "database not open"
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            started = time.perf_counter()
-            try:  # RESTART: all of it, and the readers on the WAL gone (or, busy, as far as PASSIVE goes)
-                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                if self._timings is not None:  # writes wait for it as for a write
-                    self._timings.record(started, (self._checkpoint,))
+            busy, pages, _ = self._checkpoint_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if not busy and pages > WAL_RESTART_PAGES:
+                self._start_wal_over(self._checkpoint_conn, pages)
         except sqlite3.Error:
             pass
         finally:
             self._checkpointing = False
+
+    def _start_wal_over(self, conn: sqlite3.Connection, pages: int) -> None:
+        """Catch up with a WAL of `pages` until a pass finds few new ones, then checkpoint the rest
+        holding the write lock, so that the next write starts the WAL over (see the module)."""
+        for _ in range(CATCH_UP_PASSES):
+            busy, now, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy:
+                return
+            new, pages = now - pages, now
+            if new <= CATCH_UP_PAGES:  # fewer when another process started the WAL over meanwhile
+                break
+        else:  # writes too busy for a short pass under the lock: a later checkpoint tries again
+            if pages <= WAL_FORCE * WAL_RESTART_PAGES:
+                return
+        lock = self._checkpoint_lock
+        assert lock is not None, "database not open"
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.perf_counter()
+        try:  # RESTART: all of it, and the readers on the WAL gone (or, busy, as far as PASSIVE goes)
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            if self._timings is not None:  # writes wait for it as for a write
+                self._timings.record(started, (self._checkpoint,))
 
     def _commit_locked(self, conn: sqlite3.Connection) -> None:
         batch, self._queued = self._queued, []  # taken once the lock is ours: writes queued meanwhile join
