@@ -12,10 +12,11 @@ such a checkpoint never catches up, and the WAL can only start over once one has
 grown past WAL_RESTART_PAGES, the checkpoint thread goes on until a pass finds only a few new
 pages (CATCH_UP_PAGES), then takes the write lock for one last pass over the frames of those last
 milliseconds, which also waits (up to RESTART_WAIT_MS) for readers of older frames to finish, so
-that the next write starts the WAL over. When writes come too fast for that, it tries again at the
-next checkpoint, until the WAL is WAL_FORCE times that long and the pass under the lock copies the
-rest. The file, its lock file (and so SQLite's journal files, which take the file's mode) are
-private to the registry's user: 0600, in a new directory 0700.
+that the next write starts the WAL over; the pages the passes before it copied are flushed to disk
+first, outside the lock, so that the one under it flushes only its own. When writes come too fast
+for that, it tries again at the next checkpoint, until the WAL is WAL_FORCE times that long and the
+pass under the lock copies the rest. The file, its lock file (and so SQLite's journal files, which
+take the file's mode) are private to the registry's user: 0600, in a new directory 0700.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ class SQLiteDatabase:
         self._write_conn: sqlite3.Connection | None = None
         self._write_lock: int | None = None  # fd of the file whose lock the writing process holds
         self._checkpoint_lock: int | None = None  # the same file, open apart: a lock of its own
+        self._file: int | None = None  # the database file, to flush it; closed last (see `close`)
         self._read_conn: sqlite3.Connection | None = None
         self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
         self._timings = WriteTimings.from_environment()
@@ -153,7 +155,7 @@ class SQLiteDatabase:
     async def open(self) -> None:
         """Connect and apply pending migrations."""
         _private_directory(os.path.dirname(os.path.abspath(self.path)))
-        os.close(_private_file(self.path))  # before SQLite creates it with the umask's mode
+        self._file = _private_file(self.path)  # before SQLite creates it with the umask's mode
         loop = asyncio.get_running_loop()
         self._write_lock = _private_file(f"{self.path}.write-lock")
         self._checkpoint_lock = _private_file(f"{self.path}.write-lock")
@@ -206,8 +208,13 @@ class SQLiteDatabase:
         else:  # writes too busy for a short pass under the lock: a later checkpoint tries again
             if pages <= WAL_FORCE * WAL_RESTART_PAGES:
                 return
-        lock = self._checkpoint_lock
-        assert lock is not None, "database not open"
+        lock, file = self._checkpoint_lock, self._file
+        assert lock is not None and file is not None, "database not open"
+        # The passes copied the WAL's pages into the file without flushing it (SQLite flushes the file
+        # only after a pass that copied every frame): left to the pass under the lock, that flush took
+        # hundreds of milliseconds at a WAL of WAL_RESTART_PAGES. Flushed here, then caught up again.
+        os.fsync(file)
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         fcntl.flock(lock, fcntl.LOCK_EX)
         started = time.perf_counter()
         try:  # RESTART: all of it, and the readers on the WAL gone (or, busy, as far as PASSIVE goes)
@@ -314,3 +321,6 @@ class SQLiteDatabase:
         if self._checkpoint_lock is not None:
             os.close(self._checkpoint_lock)
             self._checkpoint_lock = None
+        if self._file is not None:  # after every connection: closing a descriptor of the file drops the
+            os.close(self._file)  # process's POSIX locks on it, SQLite's included
+            self._file = None

@@ -75,8 +75,24 @@ async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path, monkeypat
     monkeypatch.setattr(sqlite, "WAL_RESTART_PAGES", 64)
     monkeypatch.setattr(sqlite, "WAL_SIZE_LIMIT", 64 * 4096)
     monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY_S", 0.02)
-    metadata = Metadata(SQLiteDatabase(str(tmp_path / "index.db")))
+    database = SQLiteDatabase(str(tmp_path / "index.db"))
+    metadata = Metadata(database)
     await metadata.open()
+    # The pass under the write lock only flushes its own pages: the file is flushed before the lock.
+    events: list[str] = []
+    fsync, flock = sqlite.os.fsync, sqlite.fcntl.flock
+
+    def flushing(fd: int) -> None:
+        events.append("flush" if fd == database._file else "other")
+        fsync(fd)
+
+    def locking(fd: int, operation: int) -> None:
+        if fd == database._checkpoint_lock and operation == sqlite.fcntl.LOCK_EX:
+            events.append("lock")
+        flock(fd, operation)
+
+    monkeypatch.setattr(sqlite.os, "fsync", flushing)
+    monkeypatch.setattr(sqlite.fcntl, "flock", locking)
     written = 0
     try:
 
@@ -94,3 +110,6 @@ async def test_the_wal_starts_over_under_steady_writes(tmp_path: Path, monkeypat
     print(f"{written} commits, {written * 50 * 400 / 2**20:.0f} MiB of rows, the WAL at {wal / 2**20:.1f} MiB")
     assert written * 50 * 400 > 20 * 2**20, "too few writes to show anything"
     assert wal < 4 * 2**20, "the WAL kept growing"
+    restarts = [i for i, event in enumerate(events) if event == "lock"]
+    assert restarts, "the WAL never started over under the checkpoint's lock"
+    assert all(events[i - 1] == "flush" for i in restarts), events
