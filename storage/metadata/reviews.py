@@ -450,43 +450,31 @@ class ReviewQueries:
         return " FOR UPDATE SKIP LOCKED" if self.db.dialect == "postgresql" else ""
 
     async def claim_blobs(self, lease: str, limit: int, lease_s: float, until: float | None = None) -> list[str]:
-        """Claim up to `limit` blob reviews due now (or by `until`, when earlier), earliest first, for
-        `lease_s` seconds under `lease` (a token of the caller's); other collectors skip them until the
-        claim lapses."""
-        now = time.time()
-        due_by = now if until is None else min(now, until)
-        select = f"SELECT digest FROM gc_blob_reviews WHERE due_at <= ? ORDER BY due_at LIMIT ?{self._for_update()}"
-
-        def claim(c: Connection) -> list[str]:
-            digests = [row[0] for row in c.execute(select, (due_by, limit)).fetchall()]
-            c.executemany(
-                "UPDATE gc_blob_reviews SET due_at = ?, lease = ? WHERE digest = ?",
-                [(now + lease_s, lease, d) for d in digests],
-            )
-            return digests
-
-        return await self.db.write_locking(claim)
+        """Claim the earliest `limit` blob reviews due now (or by `until`, when earlier), in no order,
+        for `lease_s` seconds under `lease` (a token of the caller's); other collectors skip them until
+        the claim lapses."""
+        rows = await self._claim("gc_blob_reviews", "digest", lease, limit, lease_s, until)
+        return [row[0] for row in rows]
 
     async def claim_manifests(
         self, lease: str, limit: int, lease_s: float, until: float | None = None
     ) -> list[tuple[str, str]]:
         """Claim up to `limit` due manifest reviews, as `claim_blobs` does; (repository, digest) each."""
+        rows = await self._claim("gc_manifest_reviews", "repository, digest", lease, limit, lease_s, until)
+        return [(row[0], row[1]) for row in rows]
+
+    async def _claim(
+        self, table: str, key: str, lease: str, limit: int, lease_s: float, until: float | None
+    ) -> list[Row]:
+        """Claim due reviews of `table` in one statement: the `key` columns of each."""
         now = time.time()
         due_by = now if until is None else min(now, until)
-        select = (
-            "SELECT repository, digest FROM gc_manifest_reviews WHERE due_at <= ? ORDER BY due_at LIMIT ?"
-            + self._for_update()
+        sql = (
+            f"UPDATE {table} SET due_at = ?, lease = ? WHERE ({key}) IN (SELECT {key} FROM {table} "
+            f"WHERE due_at <= ? ORDER BY due_at LIMIT ?{self._for_update()}) RETURNING {key}"
         )
-
-        def claim(c: Connection) -> list[tuple[str, str]]:
-            keys = [(row[0], row[1]) for row in c.execute(select, (due_by, limit)).fetchall()]
-            c.executemany(
-                "UPDATE gc_manifest_reviews SET due_at = ?, lease = ? WHERE repository = ? AND digest = ?",
-                [(now + lease_s, lease, r, d) for r, d in keys],
-            )
-            return keys
-
-        return await self.db.write_locking(claim)
+        parameters = (now + lease_s, lease, due_by, limit)
+        return await self.db.write_locking(lambda c: c.execute(sql, parameters).fetchall())
 
     async def decide_manifests(
         self,
