@@ -49,7 +49,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -491,6 +491,7 @@ class Timings:
     longest_ms: float = 0.0
     longest: str = ""
     over_50ms: int = 0
+    over_50ms_by: dict[str, int] = field(default_factory=dict)  # by what the transaction ran
 
     @classmethod
     def read(cls, path: Path) -> Timings:
@@ -501,7 +502,9 @@ class Timings:
             seconds, _, names = line.partition(" ")
             ms = float(seconds) * 1000
             found.count += 1
-            found.over_50ms += ms > 50
+            if ms > 50:
+                found.over_50ms += 1
+                found.over_50ms_by[names[:80]] = found.over_50ms_by.get(names[:80], 0) + 1
             if ms > found.longest_ms:
                 found.longest_ms, found.longest = round(ms, 1), names[:200]
         return found
