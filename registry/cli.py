@@ -290,12 +290,6 @@ async def _with_storage(settings: Settings, work: Callable[[Metadata, Driver], A
         await metadata.close()
 
 
-def _lower_priority(nice: int) -> None:
-    """Run this process at a CPU priority of at least `nice`; before any thread starts, as the
-    threads started later take it (on Linux each thread has a priority of its own)."""
-    os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
-
-
 def gc(args: argparse.Namespace) -> None:
     from registry.gc import Collector, CollectorBusy
 
@@ -304,7 +298,6 @@ def gc(args: argparse.Namespace) -> None:
         _refuse_when_read_only(settings, "a garbage collection")
     if args.collectors < 1:
         sys.exit("registry: --collectors: 1 or more")
-    _lower_priority(settings.gc.nice)
 
     async def collect(metadata: Metadata, driver: Driver) -> Report | ReviewReport:
         if not (args.dry_run or args.full):  # every due review, now

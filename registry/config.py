@@ -134,7 +134,6 @@ class GcSettings:
     poll: str = "10s"  # how often an idle worker looks for due reviews
     delete_untagged: bool = False  # the incremental collector also removes manifests no tag reaches
     rest: float = 0.5  # a collector rests after each transaction of reviews this many times as long as it took
-    nice: int = 10  # `registry gc` lowers its CPU priority to at least this (0-19, as nice(1)): servers go first
 
 
 @dataclass
@@ -428,8 +427,6 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"{where}: {e}") from None
     if parse_duration(settings.gc.poll) <= 0 or settings.gc.rest < 0:
         raise ConfigError("gc.poll: more than 0 seconds; gc.rest: 0 or more")
-    if not 0 <= settings.gc.nice <= 19:
-        raise ConfigError("gc.nice: 0 to 19")
     if (settings.http.tls_certificate is None) != (settings.http.tls_key is None):
         raise ConfigError("http.tls_certificate and http.tls_key go together")
     if settings.storage.kind not in ("local", "memory", "s3"):

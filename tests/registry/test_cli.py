@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from registry.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _gc_at_this_priority(monkeypatch) -> None:
-    """`registry gc` run here in process leaves the tests' priority as it is."""
-    monkeypatch.setenv("REGISTRY_GC_NICE", "0")
 
 
 def test_config_check_prints_the_effective_settings(capsys, tmp_path, monkeypatch) -> None:
@@ -174,24 +167,3 @@ def test_events_status_shows_pending_delivered_and_failed_per_endpoint(tmp_path,
     capsys.readouterr()
     main(["events", "status", "--json", *data])
     assert json.loads(capsys.readouterr().out)[0]["pending"] == 3
-
-
-@pytest.mark.parametrize(("started_at", "expected"), [(0, 10), (15, 15)])
-def test_gc_lowers_its_cpu_priority_to_gc_nice(tmp_path, started_at: int, expected: int) -> None:
-    """`registry gc` runs at gc.nice (10 by default), or lower when started lower, threads included."""
-    script = (
-        "import os, sys, threading\n"
-        "from registry.cli import main\n"
-        "os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[1]))\n"
-        "main(['gc', '--json', '--data-dir', sys.argv[2]])\n"
-        "seen = [os.getpriority(os.PRIO_PROCESS, 0)]\n"
-        "thread = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))\n"
-        "thread.start(); thread.join()\n"
-        "print(*seen)\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(started_at), str(tmp_path / "data")],
-        capture_output=True, text=True, env=env, check=True,
-    )  # fmt: skip
-    assert done.stdout.splitlines()[-1] == f"{expected} {expected}"

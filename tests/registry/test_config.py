@@ -101,13 +101,6 @@ def test_connection_limits_that_cannot_work_are_named(variable: str, value: str,
         load_settings(env={variable: value})
 
 
-@pytest.mark.parametrize("value", ["-1", "20"])
-def test_a_collector_priority_nice_does_not_take_is_named(value: str) -> None:
-    with pytest.raises(ConfigError, match=r"gc\.nice: 0 to 19"):
-        load_settings(env={"REGISTRY_GC_NICE": value})
-    assert load_settings(env={"REGISTRY_GC_NICE": "19"}).gc.nice == 19
-
-
 def test_config_depends_on_no_other_part_of_the_registry() -> None:
     """Settings are read before anything is built from them: `registry.config` imports only the rule syntax."""
     code = "import sys, registry.config; print(sorted(m for m in sys.modules if m.startswith(('registry', 'storage'))))"
