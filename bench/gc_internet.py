@@ -13,8 +13,9 @@ measures on a fresh working copy of it:
   queues with a delete is queued), then runs `registry gc` (today's code: `registry gc --delete-untagged`, its
   full collection) in a subprocess: its wall time, peak RSS, the longest write transaction of the collector and
   of the server meanwhile (the database layer's opt-in METADATA_WRITE_TIMINGS record), p50/p99 of the PUTs during
-  the collection against idle, and whether all the garbage the deletes made is gone (the manifests the deleted
-  tags named and the blobs only they used), and that nothing else went.
+  the collection against idle (the PUTs of an idle window before the deletes and of one as long after the
+  collection, together), and whether all the garbage the deletes made is gone (the manifests the deleted tags
+  named and the blobs only they used), and that nothing else went.
 
 Shape: per repository 5 tags (v0..v4) on 5 manifests; each manifest names 5 blobs: its config (its own), 2 of the
 20 base layers shared by every repository (base[(r+i) % 20], base[(r+i+1) % 20]) and 2 layers of the repository
@@ -857,8 +858,9 @@ def measure(backend: str, repos: int, data: Path, cluster: Cluster | None, optio
                 row["push_interval_ms"] = options.push_interval_s * 1000
                 asyncio.run(pusher.prepare())
                 asyncio.run(idle_pushes(pusher, 2.0))  # warm-up: every worker has checked the password
-                row["push_idle"] = percentiles(asyncio.run(idle_pushes(pusher, options.idle_s)))
-                print(f"    push idle {row['push_idle']}", flush=True)
+                idle_before = asyncio.run(idle_pushes(pusher, options.idle_s))
+                row["push_idle_before"] = percentiles(idle_before)
+                print(f"    push idle {row['push_idle_before']}", flush=True)
                 print(f"  {backend} {repos:,}: deleting 1% of the tags, then the collector under pushes", flush=True)
                 offset = server_timings.stat().st_size if server_timings.exists() else 0
                 if options.by_server:
@@ -871,6 +873,12 @@ def measure(backend: str, repos: int, data: Path, cluster: Cluster | None, optio
                         collection_under_pushes(working, repos, options, server, server_timings)
                     )
                 print(f"    {row['collection']}", flush=True)
+                # Idle again once it is over, as long: the idle p99 of one window alone moved from 15 to
+                # 38 ms between runs of the same collection, the one while it collects by 3 ms.
+                idle_after = asyncio.run(idle_pushes(pusher, options.idle_s))
+                row["push_idle_after"] = percentiles(idle_after)
+                row["push_idle"] = percentiles(idle_before + idle_after)
+                print(f"    push idle after {row['push_idle_after']}; both {row['push_idle']}", flush=True)
                 idle, during = row["push_idle"].get("p99_ms"), row["collection"]["push_during"].get("p99_ms")
                 if idle and during:
                     row["push_p99_ratio"] = round(during / idle, 2)
